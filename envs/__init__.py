@@ -1,0 +1,1 @@
+"""coinrl.envs."""

@@ -1,0 +1,1 @@
+"""coinrl.live."""

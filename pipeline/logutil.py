@@ -1,0 +1,21 @@
+"""Logging setup used by the CLI and scripts (library modules only call ``getLogger``)."""
+
+from __future__ import annotations
+
+import logging
+
+_FMT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Configure root logging: -1 quiet (warnings), 0 info, >=1 debug.
+
+    Args:
+        verbosity: net count of ``-v`` minus ``-q`` flags from the CLI.
+    """
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format=_FMT, datefmt="%Y-%m-%dT%H:%M:%S", force=True)
+    # Third-party chatter stays at warning unless asked for with -vv.
+    if verbosity < 2:
+        for name in ("ccxt", "urllib3", "aiohttp", "matplotlib", "PIL", "apscheduler"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,282 @@
+"""The ``coinrl`` command line.
+
+typer (on click) gives typed options, ``--help`` on every level and shell completion; rich gives
+progress bars and tables. Heavy imports (pandas, ccxt, torch) happen inside the commands so
+``coinrl --help`` stays instant. Library errors (:class:`CoinrlError`) are shown as one clear
+line and exit with status 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coinrl.pipeline.errors import CoinrlError
+from coinrl.pipeline.logutil import setup_logging
+
+from .console import console, err_console, progress_bar
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    help="coinrl: train RL agents to trade crypto, backtest them, run them paper or live.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Download, ingest, update, list and featurise market data.", no_args_is_help=True
+)
+emulator_app = typer.Typer(
+    help="The offline exchange emulator (Binance REST subset on 127.0.0.1).", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+app.add_typer(emulator_app, name="emulator")
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-vv: debug).")] = 0,
+    quiet: Annotated[int, typer.Option("-q", "--quiet", count=True, help="Less logging (warnings only).")] = 0,
+) -> None:
+    setup_logging(verbose - quiet)
+
+
+def _fmt_ts(ts_ms: int | None) -> str:
+    if ts_ms is None:
+        return "-"
+    import pandas as pd
+
+    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
+def _stored_name(symbol: str, exchange: str, timeframe: str) -> str:
+    sym = (symbol or "UNKNOWN").replace("/", "-").replace(":", "_")
+    return f"{exchange or 'unknown'}_{sym}_{timeframe}.parquet"
+
+
+# --------------------------------------------------------------------------- data
+
+
+@data_app.command("ingest")
+def data_ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files to ingest (CSV, feather, parquet).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the cleaned Parquet files.")] = Path("coinrl_data"),
+    fmt: Annotated[str, typer.Option("--format", help="Input format, or 'auto' to detect.")] = "auto",
+    sample: Annotated[bool, typer.Option("--sample", help="Ingest the packaged hourly BTC/USD sample.")] = False,
+    duplicates: Annotated[str, typer.Option(help="Conflicting duplicate bars: error|first|last.")] = "last",
+    gaps: Annotated[str, typer.Option(help="Missing bars: report|error|ffill.")] = "report",
+    invalid: Annotated[str, typer.Option(help="Invalid rows (NaN, high<low, ...): error|drop.")] = "drop",
+) -> None:
+    """Read exchange exports, clean them, store Parquet and print what was found and fixed."""
+    from rich.table import Table
+
+    from coinrl.pipeline.clean import CleanConfig, preprocess_data
+    from coinrl.pipeline.config import validate_config
+    from coinrl.pipeline.formats import read_ohlcv
+    from coinrl.pipeline.store import store_data
+
+    clean = validate_config(
+        CleanConfig, {"duplicates": duplicates, "gaps": gaps, "invalid": invalid}, "command line"
+    )
+    sources: list[Path | str] = list(paths or [])
+    if sample:
+        sources.insert(0, "<packaged sample>")
+    if not sources:
+        raise CoinrlError("nothing to ingest: pass file paths, or --sample for the packaged sample")
+    table = Table(title="ingested")
+    for col in ("source", "format", "symbol", "tf", "rows", "from", "to", "gaps", "fixes", "stored"):
+        table.add_column(col)
+    with progress_bar(transient=True) as prog:
+        task = prog.add_task("ingest", total=len(sources))
+        for src in sources:
+            if src == "<packaged sample>":
+                from coinrl.pipeline.sample import load_sample
+
+                df = preprocess_data(load_sample(), clean)
+                df.attrs.setdefault("format", "coinrl-sample")
+            else:
+                df = read_ohlcv(src, fmt=fmt, clean=clean)
+            rep = dict(df.attrs.get("clean_report", {}))
+            dest = out / _stored_name(
+                df.attrs.get("symbol", ""), df.attrs.get("exchange", ""), df.attrs.get("timeframe", "")
+            )
+            store_data(df, dest)
+            fixes = []
+            for key in ("n_duplicates_identical", "n_duplicates_conflicting", "n_filled", "n_unsorted_fixed"):
+                if rep.get(key):
+                    fixes.append(f"{key.removeprefix('n_')}={rep[key]}")
+            inv = rep.get("n_invalid") or {}
+            if isinstance(inv, dict) and sum(inv.values()):
+                fixes.append(f"invalid={sum(inv.values())}")
+            if rep.get("reversed"):
+                fixes.append("reversed")
+            table.add_row(
+                str(src),
+                str(df.attrs.get("format", "")),
+                str(df.attrs.get("symbol", "")),
+                str(df.attrs.get("timeframe", "")),
+                f"{len(df):,}",
+                _fmt_ts(int(df["ts_ms"].iloc[0]) if len(df) else None),
+                _fmt_ts(int(df["ts_ms"].iloc[-1]) if len(df) else None),
+                f"{rep.get('n_gaps', 0)} (max {rep.get('largest_gap_bars', 0)})",
+                ", ".join(fixes) or "-",
+                str(dest),
+            )
+            prog.advance(task)
+    console.print(table)
+
+
+@data_app.command("list")
+def data_list(
+    directory: Annotated[Path, typer.Argument(help="Folder holding stored Parquet files.")] = Path("coinrl_data"),
+) -> None:
+    """Show what is stored: symbol, timeframe, range, rows and gaps."""
+    from rich.table import Table
+
+    from coinrl.pipeline.store import iter_catalog
+
+    if not directory.is_dir():
+        raise CoinrlError(f"{directory} is not a folder; pass the folder given to ingest/fetch --out")
+    table = Table(title=f"stored data in {directory}")
+    for col in ("file", "exchange", "symbol", "tf", "rows", "from", "to", "gaps", "largest gap"):
+        table.add_column(col)
+    n = 0
+    for e in iter_catalog(directory):
+        n += 1
+        table.add_row(
+            str(e.path.relative_to(directory)), e.exchange, e.symbol, e.timeframe, f"{e.rows:,}",
+            _fmt_ts(e.first_ts_ms), _fmt_ts(e.last_ts_ms), str(e.n_gaps), f"{e.largest_gap_bars} bars",
+        )
+    if n == 0:
+        console.print(f"no coinrl data in {directory} (try: coinrl data ingest --sample --out {directory})")
+        return
+    console.print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    symbol: Annotated[str, typer.Argument(help="Unified ccxt symbol, e.g. BTC/USDT or BTC/USDT:USDT.")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Bar size, e.g. 1m, 1h, 1d.")] = "1h",
+    since: Annotated[str, typer.Option(help="Start (ISO date/time UTC, or epoch ms).")] = "2024-01-01",
+    until: Annotated[str | None, typer.Option(help="End (ISO UTC or epoch ms); default now.")] = None,
+    exchange: Annotated[str, typer.Option(help="Any ccxt exchange id.")] = "binance",
+    exchange_url: Annotated[str | None, typer.Option(help="Override the API base URL (e.g. the emulator).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Parquet file to write.")] = None,
+) -> None:
+    """Download closed candles through ccxt (resumable: rerun after an interruption)."""
+    from coinrl.pipeline.fetch import fetch_data
+
+    dest = out or Path("coinrl_data") / _stored_name(symbol, exchange, timeframe)
+    with progress_bar() as prog:
+        task = prog.add_task(f"fetch {symbol} {timeframe}", total=None)
+
+        def _progress(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total or None)
+
+        df = fetch_data(
+            symbol, timeframe, since, dest, exchange=exchange, end_time=until,
+            exchange_url=exchange_url, progress=_progress,
+        )
+    console.print(
+        f"stored {len(df):,} closed candles {symbol} {timeframe} "
+        f"{_fmt_ts(int(df['ts_ms'].iloc[0]) if len(df) else None)} → "
+        f"{_fmt_ts(int(df['ts_ms'].iloc[-1]) if len(df) else None)} in {dest}"
+    )
+
+
+@data_app.command("update")
+def data_update(
+    files: Annotated[list[Path], typer.Argument(help="Stored Parquet files to bring up to date.")],
+    exchange_url: Annotated[str | None, typer.Option(help="Override the API base URL (e.g. the emulator).")] = None,
+    every: Annotated[str | None, typer.Option(help="Repeat on a schedule, e.g. 1h (runs until stopped).")] = None,
+) -> None:
+    """Append only new closed candles to stored files (idempotent); optionally on a schedule."""
+    from coinrl.pipeline.fetch import schedule_updates, update_data
+    from coinrl.pipeline.store import read_metadata
+
+    jobs = []
+    for f in files:
+        meta = read_metadata(f)
+        if not meta.get("symbol") or not meta.get("timeframe") or not meta.get("exchange"):
+            raise CoinrlError(
+                f"{f} does not record its symbol/timeframe/exchange; re-create it with coinrl data fetch"
+            )
+        jobs.append((meta["symbol"], meta["timeframe"], f, meta["exchange"], exchange_url))
+
+    def _run_once() -> None:
+        for symbol, tf, f, exch, url in jobs:
+            n = update_data(symbol, tf, f, exchange=exch, exchange_url=url)
+            console.print(f"{f}: {n} new candle(s)")
+
+    if every is None:
+        _run_once()
+        return
+    schedule_updates(jobs, every)
+
+
+@data_app.command("features")
+def data_features(
+    path: Annotated[Path, typer.Argument(help="Stored candles (Parquet) or any readable export.")],
+    spec: Annotated[Path | None, typer.Option(help="YAML feature spec; default spec if omitted.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Parquet file for the features.")] = None,
+) -> None:
+    """Compute the (causal) feature frame of a candle file and show a summary."""
+    from rich.table import Table
+
+    from coinrl.pipeline.config import load_config
+    from coinrl.pipeline.features import FeatureSpec, default_feature_spec, feature_engineering
+    from coinrl.pipeline.formats import read_ohlcv
+    from coinrl.pipeline.store import atomic_write_bytes
+
+    fspec = load_config(FeatureSpec, spec) if spec else default_feature_spec()
+    candles = read_ohlcv(path)
+    with progress_bar(transient=True) as prog:
+        task = prog.add_task("features", total=1)
+        feats = feature_engineering(candles, fspec)
+        prog.advance(task)
+    table = Table(title=f"{len(feats.columns) - 1} features over {len(feats):,} rows")
+    for col in ("feature", "mean", "std", "min", "max"):
+        table.add_column(col)
+    desc = feats.drop(columns=["ts_ms"]).describe().T
+    for name, row in desc.iterrows():
+        table.add_row(str(name), f"{row['mean']:.4g}", f"{row['std']:.4g}", f"{row['min']:.4g}", f"{row['max']:.4g}")
+    console.print(table)
+    if out is not None:
+        atomic_write_bytes(out, lambda tmp: feats.to_parquet(tmp, index=False))
+        console.print(f"features written to {out}")
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+@emulator_app.command("serve")
+def emulator_serve(
+    data: Annotated[list[Path], typer.Option("--data", help="Stored candle files to serve (repeatable).")],
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 8765,
+    host: Annotated[str, typer.Option(help="Bind address (loopback only by default).")] = "127.0.0.1",
+) -> None:
+    """Serve stored candles over Binance's REST API (ccxt's binance client can point at it)."""
+    from coinrl.live.emulator import serve
+
+    serve(host, port, [str(p) for p in data])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except CoinrlError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

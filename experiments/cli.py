@@ -51,7 +51,7 @@ def _fmt_ts(ts_ms: int | None) -> str:
         return "-"
     import pandas as pd
 
-    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _stored_name(symbol: str, exchange: str, timeframe: str) -> str:
@@ -89,8 +89,9 @@ def data_ingest(
     if not sources:
         raise CoinrlError("nothing to ingest: pass file paths, or --sample for the packaged sample")
     table = Table(title="ingested")
-    for col in ("source", "format", "symbol", "tf", "rows", "from", "to", "gaps", "fixes", "stored"):
-        table.add_column(col)
+    stored: list[Path] = []
+    for col in ("source", "format", "symbol", "tf", "rows", "from", "to", "gaps", "fixes"):
+        table.add_column(col, overflow="fold")
     with progress_bar(transient=True) as prog:
         task = prog.add_task("ingest", total=len(sources))
         for src in sources:
@@ -102,9 +103,14 @@ def data_ingest(
             else:
                 df = read_ohlcv(src, fmt=fmt, clean=clean)
             rep = dict(df.attrs.get("clean_report", {}))
-            dest = out / _stored_name(
+            name = _stored_name(
                 df.attrs.get("symbol", ""), df.attrs.get("exchange", ""), df.attrs.get("timeframe", "")
             )
+            if src == "<packaged sample>":
+                name = name.replace(".parquet", "_sample.parquet")
+            dest = out / name
+            if dest in stored:  # two sources of the same market in one run: keep both
+                dest = out / f"{Path(str(src)).stem}.parquet"
             store_data(df, dest)
             fixes = []
             for key in ("n_duplicates_identical", "n_duplicates_conflicting", "n_filled", "n_unsorted_fixed"):
@@ -115,8 +121,11 @@ def data_ingest(
                 fixes.append(f"invalid={sum(inv.values())}")
             if rep.get("reversed"):
                 fixes.append("reversed")
+            if df.attrs.get("n_volume_swapped"):
+                fixes.append(f"volume_swapped={df.attrs['n_volume_swapped']}")
+            stored.append(dest)
             table.add_row(
-                str(src),
+                Path(str(src)).name,
                 str(df.attrs.get("format", "")),
                 str(df.attrs.get("symbol", "")),
                 str(df.attrs.get("timeframe", "")),
@@ -125,10 +134,10 @@ def data_ingest(
                 _fmt_ts(int(df["ts_ms"].iloc[-1]) if len(df) else None),
                 f"{rep.get('n_gaps', 0)} (max {rep.get('largest_gap_bars', 0)})",
                 ", ".join(fixes) or "-",
-                str(dest),
             )
             prog.advance(task)
     console.print(table)
+    console.print(f"stored {len(stored)} file(s) in {out}: " + ", ".join(p.name for p in stored))
 
 
 @data_app.command("list")
@@ -143,13 +152,13 @@ def data_list(
     if not directory.is_dir():
         raise CoinrlError(f"{directory} is not a folder; pass the folder given to ingest/fetch --out")
     table = Table(title=f"stored data in {directory}")
-    for col in ("file", "exchange", "symbol", "tf", "rows", "from", "to", "gaps", "largest gap"):
-        table.add_column(col)
+    for col in ("file", "symbol", "tf", "rows", "from", "to", "gaps", "max gap"):
+        table.add_column(col, overflow="fold")
     n = 0
     for e in iter_catalog(directory):
         n += 1
         table.add_row(
-            str(e.path.relative_to(directory)), e.exchange, e.symbol, e.timeframe, f"{e.rows:,}",
+            str(e.path.relative_to(directory)), e.symbol, e.timeframe, f"{e.rows:,}",
             _fmt_ts(e.first_ts_ms), _fmt_ts(e.last_ts_ms), str(e.n_gaps), f"{e.largest_gap_bars} bars",
         )
     if n == 0:

@@ -6,6 +6,7 @@ Public API (the seed's names): ``fetch_data``, ``preprocess_data``, ``store_data
 
 from __future__ import annotations
 
+from .clean import CleanConfig, CleanReport, preprocess_data
 from .dataset import MarketData
 from .errors import (
     AuthenticationError,
@@ -19,23 +20,54 @@ from .errors import (
     TemporaryExchangeError,
     UnknownFormatError,
 )
+from .features import FeatureSpec, default_feature_spec, feature_engineering
+from .formats import KNOWN_FORMATS, parse_ohlcv, read_ohlcv
+from .sample import load_sample
+from .splits import (
+    Normaliser,
+    NormConfig,
+    PreparedData,
+    SplitConfig,
+    make_market_data,
+    market_data_from_spec,
+    prepare_data_for_model,
+    walk_forward_folds,
+)
 from .store import load_data, store_data
 from .timeframes import bars_per_year, timeframe_to_ms
 
 __all__ = [
     "AuthenticationError",
     "BadSymbol",
+    "CleanConfig",
+    "CleanReport",
     "CoinrlError",
     "ConfigError",
     "DataError",
     "ExchangeError",
+    "FeatureSpec",
     "InsufficientFunds",
     "InvalidOrder",
+    "KNOWN_FORMATS",
     "MarketData",
+    "NormConfig",
+    "Normaliser",
+    "PreparedData",
+    "SplitConfig",
     "TemporaryExchangeError",
     "UnknownFormatError",
     "bars_per_year",
+    "default_feature_spec",
+    "feature_engineering",
     "load_data",
+    "load_sample",
+    "make_market_data",
+    "market_data_from_spec",
+    "parse_ohlcv",
+    "preprocess_data",
+    "prepare_data_for_model",
+    "read_ohlcv",
     "store_data",
     "timeframe_to_ms",
+    "walk_forward_folds",
 ]

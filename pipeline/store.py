@@ -7,9 +7,11 @@ reading file footers; there is no second index to fall out of sync.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,16 +56,44 @@ def atomic_write_bytes(path: str | Path, write: Any) -> None:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file 0600; keep the mode of the file being replaced, else 0644.
+    mode = stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(dest.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise DataError(
+        f"cannot store metadata value {value!r} of type {type(value).__name__}; "
+        "extra_meta and attrs must be JSON-serialisable (str, numbers, lists, dicts)"
+    )
 
 
 def gap_summary(ts_ms: np.ndarray, timeframe: str) -> tuple[int, int, int | None]:
@@ -139,7 +169,7 @@ def store_data(
         "n_gaps": n_gaps,
         "largest_gap_bars": largest,
         "first_gap_ts_ms": first_gap,
-        "source": attrs.get("source", ""),
+        "source": str(attrs.get("source", "")),
         "format": attrs.get("format", ""),
     }
     if extra_meta:
@@ -148,7 +178,7 @@ def store_data(
     frame.attrs = {}
     table = pa.Table.from_pandas(frame, preserve_index=False)
     kv = dict(table.schema.metadata or {})
-    kv[_META_KEY] = json.dumps(meta, sort_keys=True).encode()
+    kv[_META_KEY] = json.dumps(meta, sort_keys=True, default=_json_default).encode()
     table = table.replace_schema_metadata(kv)
     atomic_write_bytes(filename, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     logger.info(

@@ -203,9 +203,10 @@ def data_update(
     files: Annotated[list[Path], typer.Argument(help="Stored Parquet files to bring up to date.")],
     exchange_url: Annotated[str | None, typer.Option(help="Override the API base URL (e.g. the emulator).")] = None,
     every: Annotated[str | None, typer.Option(help="Repeat on a schedule, e.g. 1h (runs until stopped).")] = None,
+    max_runs: Annotated[int | None, typer.Option(help="With --every: stop after this many runs.")] = None,
 ) -> None:
     """Append only new closed candles to stored files (idempotent); optionally on a schedule."""
-    from coinrl.pipeline.fetch import schedule_updates, update_data
+    from coinrl.pipeline.fetch import UpdateJob, schedule_updates, update_data
     from coinrl.pipeline.store import read_metadata
 
     jobs = []
@@ -215,17 +216,27 @@ def data_update(
             raise CoinrlError(
                 f"{f} does not record its symbol/timeframe/exchange; re-create it with coinrl data fetch"
             )
-        jobs.append((meta["symbol"], meta["timeframe"], f, meta["exchange"], exchange_url))
-
-    def _run_once() -> None:
-        for symbol, tf, f, exch, url in jobs:
-            n = update_data(symbol, tf, f, exchange=exch, exchange_url=url)
-            console.print(f"{f}: {n} new candle(s)")
+        jobs.append(
+            UpdateJob(
+                symbol=meta["symbol"], interval=meta["timeframe"], filename=f,
+                exchange=meta["exchange"], exchange_url=exchange_url,
+            )
+        )
 
     if every is None:
-        _run_once()
+        for job in jobs:
+            n = update_data(
+                job.symbol, job.interval, job.filename, exchange=job.exchange, exchange_url=job.exchange_url
+            )
+            console.print(f"{job.filename}: {n} new candle(s)")
         return
-    schedule_updates(jobs, every)
+
+    def _on_run(run: int, added: dict[str, int]) -> None:
+        for name, n in added.items():
+            console.print(f"run {run}: {name}: {n} new candle(s)")
+
+    console.print(f"updating {len(jobs)} file(s) every {every}; Ctrl-C to stop")
+    schedule_updates(jobs, every, max_runs=max_runs, on_run=_on_run)
 
 
 @data_app.command("features")
@@ -265,14 +276,23 @@ def data_features(
 
 @emulator_app.command("serve")
 def emulator_serve(
-    data: Annotated[list[Path], typer.Option("--data", help="Stored candle files to serve (repeatable).")],
-    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 8765,
+    data: Annotated[
+        list[str], typer.Option("--data", help="Candle files to serve: PATH or SYMBOL=PATH (repeatable).")
+    ],
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8765,
     host: Annotated[str, typer.Option(help="Bind address (loopback only by default).")] = "127.0.0.1",
+    clock: Annotated[
+        str,
+        typer.Option(help="end | real | fixed:<ms|ISO> | replay:<ms|ISO>:<speed, e.g. 1h/50>"),
+    ] = "end",
 ) -> None:
     """Serve stored candles over Binance's REST API (ccxt's binance client can point at it)."""
     from coinrl.live.emulator import serve
 
-    serve(host, port, [str(p) for p in data])
+    def _ready(url: str) -> None:
+        console.print(f"emulator listening on {url} (ccxt: exchange_url={url}); Ctrl-C to stop")
+
+    serve(host, port, data, clock=clock, on_ready=_ready)
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ Public API (the seed's names): ``fetch_data``, ``preprocess_data``, ``store_data
 
 from __future__ import annotations
 
+from typing import Any
+
 from .clean import CleanConfig, CleanReport, preprocess_data
 from .dataset import MarketData
 from .errors import (
@@ -71,3 +73,22 @@ __all__ = [
     "timeframe_to_ms",
     "walk_forward_folds",
 ]
+
+# Downloading imports ccxt (about a second): load it on first use only.
+_LAZY = {
+    "fetch_data": ".fetch",
+    "update_data": ".fetch",
+    "schedule_updates": ".fetch",
+    "load_funding": ".fetch",
+    "align_funding": ".fetch",
+    "UpdateJob": ".fetch",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,451 @@
+"""The exchange emulator: an aiohttp server that answers like Binance from stored candles.
+
+:class:`EmulatorServer` runs in a background thread with its own event loop, so synchronous
+code (ccxt, tests, scripts) can talk to it over real HTTP on 127.0.0.1::
+
+    with EmulatorServer({"BTC/USDT": candles}) as emu:
+        ex = ccxt.binance()                                  # then point ex.urls["api"] at
+        ...                                                  # emu.base_url (see
+                                                             # coinrl.pipeline.exchange_client)
+
+:func:`serve` is the blocking entry behind ``coinrl emulator serve``.
+
+Admin endpoints (never subject to faults, not counted as traffic):
+
+* ``GET /_emulator/stats``: request counts per path.
+* ``GET /_emulator/faults`` / ``POST /_emulator/faults``: read / change the :class:`FaultPlan`
+  (JSON ``{"clear": true, "seed": 1, "rules": [{"kind": "rate_limit", "count": 2}]}``).
+* ``POST /_emulator/clock``: ``{"set_ms": ...}`` or ``{"advance_ms": ...}`` on a
+  :class:`FixedClock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import pandas as pd
+from aiohttp import web
+
+from coinrl.pipeline.errors import CoinrlError, ConfigError, DataError
+
+from .binance_api import BinanceMarketDataApi
+from .clock import Clock, FixedClock, RealClock, ReplayClock
+from .faults import FaultPlan
+from .market import EmulatedMarkets, MarketSpec
+
+logger = logging.getLogger(__name__)
+
+ADMIN_PREFIX = "/_emulator"
+
+_RATE_LIMIT_BODY = {
+    "code": -1003,
+    "msg": "Too many requests; current limit of IP(127.0.0.1) is 6000 requests per minute. "
+    "Please use the websocket for live updates to avoid polling the API.",
+}
+_SERVER_ERROR_BODY = {
+    "code": -1001,
+    "msg": "Internal error; unable to process your request. Please try again.",
+}
+_GATEWAY_REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_GARBAGE_BODY = '[[1500000000000,"0.0100","0.0110",{"msg": <html>502 Bad Gat'
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the emulator received.
+
+    Attributes:
+        path: URL path (``/api/v3/klines``).
+        query: query parameters (last value of each).
+        t_s: arrival time, ``time.monotonic()`` seconds (compare with the caller's clock).
+        status: HTTP status answered; 0 when the connection was dropped by a fault.
+        fault: the fault kind injected, or "".
+    """
+
+    path: str
+    query: dict[str, str]
+    t_s: float
+    status: int
+    fault: str
+
+
+class EmulatorServer:
+    """Binance-like market-data server over stored candles, with a clock and fault injection.
+
+    Args:
+        candles: ccxt unified symbol -> frame with ``ts_ms, open, high, low, close, volume``.
+            ``"BTC/USDT"`` is listed as spot (/api/v3), ``"BTC/USDT:USDT"`` as a USDⓈ-M
+            perpetual (/fapi/v1).
+        funding: perpetual symbol -> frame with ``ts_ms`` (funding time, UTC ms) and
+            ``funding_rate`` (fraction).
+        clock: the emulator's "now". Default: a :class:`FixedClock` halfway through the latest
+            stored bar (that bar is served in progress, every earlier one is closed).
+        faults: the fault plan (default: an empty one; change it at any time).
+        markets: explicit trading rules per symbol (default: realistic ones from the prices).
+        host, port: where to listen; port 0 picks a free ephemeral port.
+    """
+
+    def __init__(
+        self,
+        candles: Mapping[str, pd.DataFrame],
+        *,
+        funding: Mapping[str, pd.DataFrame] | None = None,
+        clock: Clock | None = None,
+        faults: FaultPlan | None = None,
+        markets: Mapping[str, MarketSpec] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.data = EmulatedMarkets(candles, funding, markets)
+        self.clock: Clock = clock if clock is not None else FixedClock(self.data.default_now_ms())
+        self.faults = faults if faults is not None else FaultPlan()
+        self.host = host
+        self.port = port
+        self._market_api = BinanceMarketDataApi(self.data, self.clock)
+        self._log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+
+    # -- app --------------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        """The aiohttp application (for embedding in a loop you own, e.g. aiohttp's test client)."""
+        app = web.Application(middlewares=[self._traffic_middleware])
+        app.add_routes(self._market_api.routes())
+        app.add_routes([
+            web.get(f"{ADMIN_PREFIX}/stats", self._admin_stats),
+            web.get(f"{ADMIN_PREFIX}/faults", self._admin_get_faults),
+            web.post(f"{ADMIN_PREFIX}/faults", self._admin_set_faults),
+            web.post(f"{ADMIN_PREFIX}/clock", self._admin_clock),
+        ])
+        return app
+
+    @web.middleware
+    async def _traffic_middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        if request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
+        t_s = time.monotonic()
+        decision = self.faults.decide(request.path)
+        if decision.latency_ms > 0:
+            await asyncio.sleep(decision.latency_ms / 1000.0)
+        action = decision.action
+        fault = action.kind if action is not None else ""
+        status = 0
+        try:
+            if action is None:
+                response = await handler(request)
+            elif action.kind == "rate_limit":
+                response = web.Response(
+                    status=429,
+                    text=json.dumps(_RATE_LIMIT_BODY),
+                    content_type="application/json",
+                    headers={"Retry-After": str(action.retry_after_s)},
+                )
+            elif action.kind == "server_error" and action.status == 500:
+                response = web.Response(
+                    status=500, text=json.dumps(_SERVER_ERROR_BODY), content_type="application/json"
+                )
+            elif action.kind == "server_error":  # what a gateway in front of Binance answers
+                reason = _GATEWAY_REASONS[action.status]
+                response = web.Response(
+                    status=action.status,
+                    text=f"<html><body><h1>{action.status} {reason}</h1></body></html>",
+                    content_type="text/html",
+                )
+            elif action.kind == "garbage":
+                response = web.Response(text=_GARBAGE_BODY, content_type="application/json")
+            else:  # drop: close the socket without a byte of answer
+                if request.transport is not None:
+                    request.transport.close()
+                raise web.HTTPServiceUnavailable()  # never reaches the closed socket
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = 0 if fault == "drop" else e.status
+            raise
+        finally:
+            rec = RequestRecord(request.path, dict(request.query), t_s, status, fault)
+            with self._log_lock:
+                self._log.append(rec)
+
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        counts: dict[str, int] = {}
+        for r in self.requests():
+            counts[r.path] = counts.get(r.path, 0) + 1
+        return web.json_response({
+            "requests": counts,
+            "faults": self.faults.fired(),
+            "now_ms": self.clock.now_ms(),
+        })
+
+    async def _admin_get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.to_json())
+
+    async def _admin_set_faults(self, request: web.Request) -> web.Response:
+        try:
+            payload = await request.json()
+            if not isinstance(payload, dict):
+                raise ConfigError("fault payload must be a JSON object")
+            self.faults.configure(payload)
+        except (ValueError, CoinrlError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(self.faults.to_json())
+
+    async def _admin_clock(self, request: web.Request) -> web.Response:
+        clock = self.clock
+        if not isinstance(clock, FixedClock):
+            return web.json_response(
+                {"error": f"the clock is {clock!r}; only a FixedClock can be moved"}, status=400
+            )
+        try:
+            payload = await request.json()
+            if "set_ms" in payload:
+                clock.set(int(payload["set_ms"]))
+            if "advance_ms" in payload:
+                clock.advance(int(payload["advance_ms"]))
+        except (ValueError, TypeError, CoinrlError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"now_ms": clock.now_ms()})
+
+    # -- traffic ----------------------------------------------------------------------------
+    def requests(self, path_prefix: str = "") -> list[RequestRecord]:
+        """Requests received so far whose path starts with ``path_prefix``, in arrival order."""
+        with self._log_lock:
+            return [r for r in self._log if r.path.startswith(path_prefix)]
+
+    def request_count(self, path_prefix: str = "") -> int:
+        """Number of requests received whose path starts with ``path_prefix``."""
+        return len(self.requests(path_prefix))
+
+    def reset_requests(self) -> None:
+        """Forget the request log."""
+        with self._log_lock:
+            self._log.clear()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._base_url is None:
+            raise ConfigError("the emulator is not running; call start() first")
+        return self._base_url
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Start serving in a background thread; return the base URL (``http://127.0.0.1:P``)."""
+        if self._thread is not None:
+            return self.base_url
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        async def boot() -> None:
+            runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=0.5)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self._runner = runner
+            host, port = runner.addresses[0][:2]
+            self._base_url = f"http://{host}:{port}"
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(boot())
+            except BaseException as e:  # reported to the caller of start()
+                errors.append(e)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="coinrl-emulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout_s):
+            raise ConfigError(f"the emulator did not start within {timeout_s} s")
+        if errors:
+            self._thread = None
+            raise ConfigError(f"the emulator could not listen on {self.host}:{self.port}: {errors[0]}") from errors[0]
+        logger.info(
+            "emulator started url=%s symbols=%s clock=%r",
+            self._base_url, sorted(self.data.specs), self.clock,
+        )
+        return self.base_url
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving and join the thread (idempotent)."""
+        thread, loop, runner = self._thread, self._loop, self._runner
+        if thread is None or loop is None:
+            return
+        if runner is not None:
+            fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
+            try:
+                fut.result(timeout_s)
+            except Exception:  # a stuck connection must not keep the server alive
+                logger.warning("emulator cleanup did not finish cleanly", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        self._thread = self._loop = self._runner = None
+        logger.info("emulator stopped url=%s", self._base_url)
+        self._base_url = None
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# -- files and the CLI entry ------------------------------------------------------------------
+def load_candle_files(
+    data_files: Sequence[str | Path],
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Load candle files for the emulator.
+
+    Each item is ``PATH`` or ``SYMBOL=PATH``. Parquet files written by
+    :func:`coinrl.pipeline.store.store_data` name their symbol in their metadata; other formats
+    are read with ``coinrl.pipeline.formats.read_ohlcv`` and need ``SYMBOL=``. A
+    ``<stem>.funding.parquet`` beside a perpetual's file is served as its funding history.
+
+    Returns:
+        ``(candles, funding)`` keyed by ccxt unified symbol.
+    """
+    from coinrl.pipeline.store import load_data
+
+    candles: dict[str, pd.DataFrame] = {}
+    funding: dict[str, pd.DataFrame] = {}
+    for item in data_files:
+        text = str(item)
+        symbol: str | None = None
+        if "=" in text and not Path(text).exists():
+            symbol, text = text.split("=", 1)
+        path = Path(text)
+        if not path.is_file():
+            raise DataError(f"emulator data file {path} does not exist")
+        if path.suffix == ".parquet":
+            frame = load_data(path)
+        else:
+            try:
+                from coinrl.pipeline.formats import read_ohlcv
+            except ImportError as e:
+                raise DataError(
+                    f"{path}: only coinrl Parquet files can be served here; "
+                    "convert it first with coinrl data ingest"
+                ) from e
+            frame = read_ohlcv(path)
+        symbol = symbol or str(frame.attrs.get("symbol") or "")
+        if not symbol:
+            raise ConfigError(
+                f"{path} does not say which symbol it holds; pass it as BTC/USDT={path}"
+            )
+        candles[symbol] = frame[["ts_ms", "open", "high", "low", "close", "volume"]]
+        fpath = path.with_name(f"{path.stem}.funding.parquet")
+        if ":" in symbol and fpath.is_file():
+            import pyarrow.parquet as pq
+
+            funding[symbol] = pq.read_table(fpath).to_pandas()
+    return candles, funding
+
+
+def parse_clock(spec: str) -> Clock | None:
+    """A clock from a CLI string: ``end`` (default: None), ``real``, ``fixed:T``, ``replay:T:SPEED``.
+
+    ``T`` is UTC epoch ms or an ISO time (``2024-01-01T00:00Z``); ``SPEED`` is emulated ms per
+    wall ms, or ``<bar>/<wall ms>`` such as ``1h/50`` (one hourly bar per 50 ms).
+    """
+    from coinrl.pipeline.timeframes import timeframe_to_ms
+
+    def ts(text: str) -> int:
+        if text.isdigit():
+            return int(text)
+        try:
+            t = pd.Timestamp(text)
+        except ValueError as e:
+            raise ConfigError(f"clock time {text!r} is neither epoch ms nor an ISO time") from e
+        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        return int(t.value // 1_000_000)
+
+    kind, _, rest = spec.partition(":")
+    if kind in ("", "end"):
+        return None
+    if kind == "real":
+        return RealClock()
+    if kind == "fixed" and rest:
+        return FixedClock(ts(rest))
+    if kind == "replay" and rest:
+        start, _, speed = rest.rpartition(":")
+        if "/" in speed:
+            bar, wall = speed.split("/", 1)
+            return ReplayClock.bars(ts(start), timeframe_to_ms(bar), float(wall))
+        return ReplayClock(ts(start), float(speed))
+    raise ConfigError(
+        f"clock {spec!r} not understood; use end, real, fixed:<time> or replay:<time>:<speed>"
+    )
+
+
+def serve(
+    host: str,
+    port: int,
+    data_files: Sequence[str | Path],
+    *,
+    clock: Clock | str | None = None,
+    faults: FaultPlan | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> None:
+    """Serve ``data_files`` on ``host:port`` until interrupted (``coinrl emulator serve``).
+
+    Args:
+        host, port: where to listen (port 0: an ephemeral port; ``on_ready`` gets the URL).
+        data_files: see :func:`load_candle_files` (``PATH`` or ``SYMBOL=PATH``).
+        clock: a :class:`Clock` or a :func:`parse_clock` string; default: inside the last bar.
+        faults: an initial fault plan (it can be changed later over ``POST /_emulator/faults``).
+        on_ready: called with the base URL once listening (the CLI prints it).
+        stop_event: set it to stop serving (default: run until KeyboardInterrupt).
+    """
+    candles, funding = load_candle_files(data_files)
+    clk = parse_clock(clock) if isinstance(clock, str) else clock
+    server = EmulatorServer(candles, funding=funding, clock=clk, faults=faults, host=host, port=port)
+    url = server.start()
+    logger.info("emulator serving url=%s files=%d", url, len(data_files))
+    if on_ready is not None:
+        on_ready(url)
+    stop = stop_event or threading.Event()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        logger.info("emulator interrupted url=%s", url)
+    finally:
+        server.stop()
+
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "EmulatorServer",
+    "RequestRecord",
+    "load_candle_files",
+    "parse_clock",
+    "serve",
+]

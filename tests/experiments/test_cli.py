@@ -1,0 +1,72 @@
+"""The coinrl CLI: help on every level, ingest/list round trip, clear errors with exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from coinrl.experiments.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point (main() maps CoinrlError to exit status 2)."""
+    code = "from coinrl.experiments.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["emulator"]])
+def test_help_on_every_level(argv: list[str]) -> None:
+    res = runner.invoke(app, [*argv, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_ingest_sample_then_list_shows_the_stored_range(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    res = runner.invoke(app, ["data", "ingest", "--sample", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    stored = list(out.glob("*.parquet"))
+    assert len(stored) == 1
+    res = runner.invoke(app, ["data", "list", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "BTC/USD" in res.output and "1h" in res.output
+
+
+def test_ingest_real_csvs_reports_rows_and_fixes(tmp_path: Path, shared_data: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["data", "ingest", str(shared_data / "btc_usd_1h_coinbase.csv"), "--out", str(tmp_path)],
+        terminal_width=200,
+    )
+    assert res.exit_code == 0, res.output
+    assert "reversed" in res.output
+    assert len(list(tmp_path.glob("*.parquet"))) == 1
+
+
+def test_unknown_file_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.csv"
+    bad.write_text("hello,world\n1,2\n")
+    res = _run("data", "ingest", str(bad), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "error:" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.parquet"))
+
+
+def test_bad_option_value_names_the_field(tmp_path: Path) -> None:
+    res = _run("data", "ingest", "--sample", "--duplicates", "keep", "--out", str(tmp_path))
+    assert res.returncode == 2
+    assert "duplicates" in res.stderr
+
+
+def test_list_of_missing_folder_says_what_to_pass(tmp_path: Path) -> None:
+    res = _run("data", "list", str(tmp_path / "missing"))
+    assert res.returncode == 2
+    assert "not a folder" in res.stderr

@@ -37,7 +37,8 @@ def test_ingest_sample_then_list_shows_the_stored_range(tmp_path: Path) -> None:
     assert len(stored) == 1
     res = runner.invoke(app, ["data", "list", str(out)])
     assert res.exit_code == 0, res.output
-    assert "BTC/USD" in res.output and "1h" in res.output
+    assert "BTC/USD" in res.output
+    assert "1h" in res.output
 
 
 def test_ingest_real_csvs_reports_rows_and_fixes(tmp_path: Path, shared_data: Path) -> None:
@@ -56,7 +57,8 @@ def test_unknown_file_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
     bad.write_text("hello,world\n1,2\n")
     res = _run("data", "ingest", str(bad), "--out", str(tmp_path / "o"))
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "error:" in res.stderr and "Traceback" not in res.stderr
+    assert "error:" in res.stderr
+    assert "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.parquet"))
 
 

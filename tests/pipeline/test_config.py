@@ -61,7 +61,9 @@ def test_every_problem_is_listed_not_just_the_first() -> None:
     with pytest.raises(ConfigError, match="3 problem") as ei:
         validate_config(_Outer, {"window": 0, "inner": {"side": "up"}})
     msg = str(ei.value)
-    assert "window" in msg and "inner.side" in msg and "name" in msg
+    assert "window" in msg
+    assert "inner.side" in msg
+    assert "name" in msg
 
 
 def test_missing_file_and_non_mapping_yaml_are_config_errors(tmp_path: Path) -> None:

@@ -31,6 +31,18 @@ logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
 
+DATA_NOW_MS_KEY: Any = (
+    web.RequestKey("coinrl_data_now_ms", int) if hasattr(web, "RequestKey")
+    else "coinrl_data_now_ms"  # aiohttp < 3.12
+)
+"""Request key a ``stale`` fault sets: market data is answered as of this time (UTC ms)."""
+
+
+def data_now_ms(request: web.Request, clock: Clock) -> int:
+    """The time market data is cut at for ``request``: the clock, or a ``stale`` fault's time."""
+    frozen = request.get(DATA_NOW_MS_KEY)
+    return int(frozen) if frozen is not None else clock.now_ms()
+
 
 @dataclass(frozen=True)
 class Venue:
@@ -238,7 +250,8 @@ class BinanceMarketDataApi:
         if start_ms is not None and end_ms is not None and start_ms > end_ms:
             return json_response([])
         bars = series.bars(
-            interval_ms, self.clock.now_ms(), start_ms=start_ms, end_ms=end_ms, limit=limit
+            interval_ms, data_now_ms(request, self.clock), start_ms=start_ms, end_ms=end_ms,
+            limit=limit,
         )
         return web.Response(text=self._klines_body(symbol, bars), content_type=_JSON)
 
@@ -276,7 +289,7 @@ class BinanceMarketDataApi:
         if series is None:
             return json_response([])
         ts, rate = series.window(
-            self.clock.now_ms(),
+            data_now_ms(request, self.clock),
             start_ms=int_param(request, "startTime"),
             end_ms=int_param(request, "endTime"),
             limit=limit,
@@ -415,6 +428,12 @@ __all__ = [
     "USDM",
     "BinanceError",
     "BinanceMarketDataApi",
+    "DATA_NOW_MS_KEY",
     "Venue",
+    "data_now_ms",
     "fmt_decimal",
+    "int_param",
+    "invalid_symbol",
+    "json_response",
+    "mandatory",
 ]

@@ -9,6 +9,20 @@ under ``/_emulator`` excepted) the plan decides, in rule order:
   page, or 500 with Binance's ``-1001`` body), ``drop`` (the connection is closed without an
   answer) or ``garbage`` (HTTP 200 with a body that is not JSON). Later rules are not consulted, so their counts are not used up.
 
+The order half adds:
+
+* ``drop_after``: the request IS processed (an order is accepted and exists on the exchange),
+  then the connection is closed before the answer is sent: the client never learns the outcome;
+* ``reject``: an order is refused with Binance's ``-2010`` (HTTP 400) and ``message``;
+* ``stale``: market data (klines, funding) stops advancing: answers are cut at the time the rule
+  first fired while the clock runs on (orders still match on the running clock);
+* ``partial_fill``: not a request fault. The matching engine asks :meth:`FaultPlan.decide_fill`
+  at each fill of an order in ``symbol``; when the rule fires, only ``fill_fraction`` of the
+  remaining quantity fills now (rounded down to the lot step) and the rest waits for the next
+  bar. ``path_prefix`` and ``method`` do not apply to it.
+
+``method`` restricts a request rule to one HTTP method (``"POST"``: order placement only).
+
 A rule fires for the next ``count`` matching requests, or with ``probability`` per matching
 request (drawn from the plan's seeded generator), or, with neither, on every matching request
 until the plan is cleared. ``path_prefix`` restricts a rule to paths that start with it, and
@@ -22,7 +36,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +45,23 @@ from pydantic import Field, model_validator
 from coinrl.pipeline.config import Fraction, FrozenModel, validate_config
 from coinrl.pipeline.errors import ConfigError
 
-FaultKind = Literal["latency", "rate_limit", "server_error", "drop", "garbage"]
+FaultKind = Literal[
+    "latency", "rate_limit", "server_error", "drop", "garbage",
+    "drop_after", "reject", "stale", "partial_fill",
+]
+
+ENGINE_KINDS: frozenset[str] = frozenset({"partial_fill"})
+"""Kinds consulted by the matching engine (:meth:`FaultPlan.decide_fill`), never per request."""
+
+ORDER_PATH = "/api/v3/order"
+"""Path of Binance spot order placement (the default target of order faults)."""
+
+DEFAULT_REJECT_MESSAGE = "Order rejected by the exchange emulator (fault injection)."
+
+
+def _count(count: int | None, probability: float | None) -> int | None:
+    """The order-fault helpers default to ``count=1``; a probability replaces that default."""
+    return None if probability is not None else count
 
 
 class FaultRule(FrozenModel):
@@ -46,6 +76,10 @@ class FaultRule(FrozenModel):
         latency_ms: delay added before answering, milliseconds (``latency`` only).
         status: HTTP status of a ``server_error`` (502, 503 or 504; 500 also allowed).
         retry_after_s: value of the ``Retry-After`` header of a ``rate_limit``, seconds.
+        method: only requests with this HTTP method ("" = any; request rules only).
+        symbol: only fills in this unified symbol ("" = any; ``partial_fill`` only).
+        fill_fraction: fraction of the remaining quantity a ``partial_fill`` fills (0 < f < 1).
+        message: ``msg`` of the ``-2010`` answer of a ``reject``.
     """
 
     kind: FaultKind
@@ -56,6 +90,10 @@ class FaultRule(FrozenModel):
     latency_ms: float = Field(default=0.0, ge=0.0)
     status: Literal[500, 502, 503, 504] = 503
     retry_after_s: int = Field(default=1, ge=0)
+    method: Literal["", "GET", "POST", "DELETE", "PUT"] = ""
+    symbol: str = ""
+    fill_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    message: str = Field(default=DEFAULT_REJECT_MESSAGE, min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> FaultRule:
@@ -176,6 +214,66 @@ class FaultPlan:
             after=after,
         )
 
+    def drop_after(
+        self,
+        *,
+        count: int | None = 1,
+        probability: float | None = None,
+        path_prefix: str = ORDER_PATH,
+        method: str = "POST",
+        after: int = 0,
+    ) -> FaultRule:
+        """Process the request (the order is accepted), then close the connection unanswered."""
+        return self._add(
+            kind="drop_after", count=_count(count, probability), probability=probability, path_prefix=path_prefix,
+            method=method, after=after,
+        )
+
+    def reject(
+        self,
+        *,
+        message: str = DEFAULT_REJECT_MESSAGE,
+        count: int | None = 1,
+        probability: float | None = None,
+        path_prefix: str = ORDER_PATH,
+        method: str = "POST",
+        after: int = 0,
+    ) -> FaultRule:
+        """Refuse matching orders with Binance's ``-2010`` and ``message`` (HTTP 400)."""
+        return self._add(
+            kind="reject", message=message, count=_count(count, probability), probability=probability,
+            path_prefix=path_prefix, method=method, after=after,
+        )
+
+    def stale(
+        self,
+        *,
+        count: int | None = None,
+        probability: float | None = None,
+        path_prefix: str = "/api/v3/klines",
+        after: int = 0,
+    ) -> FaultRule:
+        """Freeze market data at the time the rule first fires (every request until cleared)."""
+        return self._add(
+            kind="stale", count=_count(count, probability), probability=probability, path_prefix=path_prefix,
+            after=after,
+        )
+
+    def partial_fill(
+        self,
+        fill_fraction: float = 0.5,
+        *,
+        symbol: str = "",
+        count: int | None = 1,
+        probability: float | None = None,
+        after: int = 0,
+    ) -> FaultRule:
+        """Make the next fills (of ``symbol``, "" = any) fill only ``fill_fraction`` of what remains."""
+        return self._add(
+            kind="partial_fill", fill_fraction=fill_fraction, symbol=symbol, count=_count(count, probability),
+            probability=probability, after=after,
+        )
+
     def _add(self, **fields: Any) -> FaultRule:
         return self.add(validate_config(FaultRule, fields, source="fault rule"))
 
@@ -213,14 +311,42 @@ class FaultPlan:
         return rules
 
     # -- deciding -------------------------------------------------------------------------
-    def decide(self, path: str) -> FaultDecision:
-        """Decide the faults for one request to ``path`` (uses up counts of rules that fire)."""
+    def decide(self, path: str, method: str = "") -> FaultDecision:
+        """Decide the faults for one request to ``path`` (uses up counts of rules that fire).
+
+        Args:
+            path: URL path of the request.
+            method: its HTTP method; rules with a ``method`` only match when it is given and equal.
+        """
+        def matches(rule: FaultRule) -> bool:
+            return (
+                rule.kind not in ENGINE_KINDS
+                and path.startswith(rule.path_prefix)
+                and (not rule.method or rule.method == method.upper())
+            )
+
+        latency_ms, action = self._decide(matches)
+        return FaultDecision(latency_ms=latency_ms, action=action)
+
+    def decide_fill(self, symbol: str) -> float | None:
+        """The fraction of the remaining quantity to fill now (None = fill it all).
+
+        Called by the matching engine once per fill of an order in ``symbol``; uses up counts
+        of ``partial_fill`` rules the same way :meth:`decide` does for request rules.
+        """
+        def matches(rule: FaultRule) -> bool:
+            return rule.kind == "partial_fill" and (not rule.symbol or rule.symbol == symbol)
+
+        action = self._decide(matches)[1]
+        return action.fill_fraction if action is not None else None
+
+    def _decide(self, matches: Callable[[FaultRule], bool]) -> tuple[float, FaultRule | None]:
         latency_ms = 0.0
         action: FaultRule | None = None
         with self._lock:
             for entry in self._rules:
                 rule, remaining, to_skip = entry
-                if not path.startswith(rule.path_prefix):
+                if not matches(rule):
                     continue
                 if rule.kind != "latency" and action is not None:
                     continue
@@ -239,7 +365,7 @@ class FaultPlan:
                 else:
                     action = rule
             self._rules = [e for e in self._rules if e[1] is None or e[1] > 0]
-        return FaultDecision(latency_ms=latency_ms, action=action)
+        return latency_ms, action
 
     def fired(self) -> dict[str, int]:
         """How many times each kind of fault fired since the plan was made."""
@@ -261,4 +387,12 @@ class FaultPlan:
         }
 
 
-__all__ = ["FaultDecision", "FaultKind", "FaultPlan", "FaultRule"]
+__all__ = [
+    "DEFAULT_REJECT_MESSAGE",
+    "ENGINE_KINDS",
+    "ORDER_PATH",
+    "FaultDecision",
+    "FaultKind",
+    "FaultPlan",
+    "FaultRule",
+]

@@ -1,5 +1,9 @@
 """The exchange emulator: an aiohttp server that answers like Binance from stored candles.
 
+It serves public market data (:mod:`.binance_api`) and, for configured accounts, Binance's signed
+spot trading API (:mod:`.signed_api`) over a matching engine that fills orders against the stored
+candles on the emulator clock (:mod:`.matching`).
+
 :class:`EmulatorServer` runs in a background thread with its own event loop, so synchronous
 code (ccxt, tests, scripts) can talk to it over real HTTP on 127.0.0.1::
 
@@ -17,6 +21,15 @@ Admin endpoints (never subject to faults, not counted as traffic):
   (JSON ``{"clear": true, "seed": 1, "rules": [{"kind": "rate_limit", "count": 2}]}``).
 * ``POST /_emulator/clock``: ``{"set_ms": ...}`` or ``{"advance_ms": ...}`` on a
   :class:`FixedClock`.
+* ``GET /_emulator/accounts`` / ``POST /_emulator/accounts``: list accounts (keys masked, no
+  secrets, balances) / create or replace them (``{"api_key": ..., "secret": ...,
+  "balances": {"USDT": 1000}}`` or a list of such objects).
+* ``GET /_emulator/orders``: every order on the exchange (``?symbol=BTCUSDT`` optional) and the
+  count, after matching up to "now".
+
+Matching runs up to the clock's time before every request is handled (and on
+:meth:`EmulatorServer.process_until`), so fills are a pure function of the clock: deterministic
+with a :class:`FixedClock` that a test moves.
 """
 
 from __future__ import annotations
@@ -30,16 +43,24 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from aiohttp import web
 
 from coinrl.pipeline.errors import CoinrlError, ConfigError, DataError
 
-from .binance_api import BinanceMarketDataApi
+from .accounts import Accounts, mask
+from .binance_api import DATA_NOW_MS_KEY, BinanceError, BinanceMarketDataApi
 from .clock import Clock, FixedClock, RealClock, ReplayClock
-from .faults import FaultPlan
+from .faults import FaultPlan, FaultRule
 from .market import EmulatedMarkets, MarketSpec
+from .matching import EmulatedOrder, EmulatedTrade, MatchingEngine, OrderRejected
+from .signed_api import SignedApi
+
+if TYPE_CHECKING:
+    from coinrl.envs.config import EnvConfig
+    from coinrl.envs.execution import ExecutionModel
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +114,15 @@ class EmulatorServer:
         faults: the fault plan (default: an empty one; change it at any time).
         markets: explicit trading rules per symbol (default: realistic ones from the prices).
         host, port: where to listen; port 0 picks a free ephemeral port.
+        accounts: API key -> ``(secret, {asset: total})`` of the accounts that may trade, e.g.
+            ``{"KEY": ("SECRET", {"USDT": 10_000.0})}`` (more can be added later).
+        execution: fee and slippage rules of fills: an envs ``EnvConfig`` or ``ExecutionModel``
+            (default ``EnvConfig()``'s: the same rules as the backtests).
+        signature_clock: the clock signed requests' ``timestamp`` is checked against (default:
+            the wall clock; the market clock usually replays the past).
+        market_fill_grace_ms: a market order sent within this many ms after a bar opened fills
+            at that bar's open (default 0: only one sent exactly at the open; see
+            :mod:`.matching`).
     """
 
     def __init__(
@@ -105,6 +135,10 @@ class EmulatorServer:
         markets: Mapping[str, MarketSpec] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        accounts: Mapping[str, tuple[str, Mapping[str, float]]] | None = None,
+        execution: EnvConfig | ExecutionModel | None = None,
+        signature_clock: Clock | None = None,
+        market_fill_grace_ms: int = 0,
     ) -> None:
         self.data = EmulatedMarkets(candles, funding, markets)
         self.clock: Clock = clock if clock is not None else FixedClock(self.data.default_now_ms())
@@ -112,6 +146,14 @@ class EmulatorServer:
         self.host = host
         self.port = port
         self._market_api = BinanceMarketDataApi(self.data, self.clock)
+        self.accounts = Accounts(accounts)
+        self.matching = MatchingEngine(
+            self.data, self.accounts, self.faults, execution, market_fill_grace_ms
+        )
+        self._signed_api = SignedApi(
+            self.data, self.accounts, self.matching, self.clock, signature_clock
+        )
+        self._stale_since: dict[int, tuple[FaultRule, int]] = {}
         self._log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -124,11 +166,15 @@ class EmulatorServer:
         """The aiohttp application (for embedding in a loop you own, e.g. aiohttp's test client)."""
         app = web.Application(middlewares=[self._traffic_middleware])
         app.add_routes(self._market_api.routes())
+        app.add_routes(self._signed_api.routes())
         app.add_routes([
             web.get(f"{ADMIN_PREFIX}/stats", self._admin_stats),
             web.get(f"{ADMIN_PREFIX}/faults", self._admin_get_faults),
             web.post(f"{ADMIN_PREFIX}/faults", self._admin_set_faults),
             web.post(f"{ADMIN_PREFIX}/clock", self._admin_clock),
+            web.get(f"{ADMIN_PREFIX}/accounts", self._admin_get_accounts),
+            web.post(f"{ADMIN_PREFIX}/accounts", self._admin_set_accounts),
+            web.get(f"{ADMIN_PREFIX}/orders", self._admin_orders),
         ])
         return app
 
@@ -139,7 +185,8 @@ class EmulatorServer:
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
         t_s = time.monotonic()
-        decision = self.faults.decide(request.path)
+        self.matching.process_until(self.clock.now_ms())
+        decision = self.faults.decide(request.path, request.method)
         if decision.latency_ms > 0:
             await asyncio.sleep(decision.latency_ms / 1000.0)
         action = decision.action
@@ -168,6 +215,17 @@ class EmulatorServer:
                 )
             elif action.kind == "garbage":
                 response = web.Response(text=_GARBAGE_BODY, content_type="application/json")
+            elif action.kind == "reject":
+                response = BinanceError(-2010, action.message).response()
+            elif action.kind == "stale":
+                entry = self._stale_since.setdefault(id(action), (action, self.clock.now_ms()))
+                request[DATA_NOW_MS_KEY] = entry[1]
+                response = await handler(request)
+            elif action.kind == "drop_after":  # processed (the order exists), answer lost
+                await handler(request)
+                if request.transport is not None:
+                    request.transport.close()
+                raise web.HTTPServiceUnavailable()  # never reaches the closed socket
             else:  # drop: close the socket without a byte of answer
                 if request.transport is not None:
                     request.transport.close()
@@ -175,7 +233,7 @@ class EmulatorServer:
             status = response.status
             return response
         except web.HTTPException as e:
-            status = 0 if fault == "drop" else e.status
+            status = 0 if fault in ("drop", "drop_after") else e.status
             raise
         finally:
             rec = RequestRecord(request.path, dict(request.query), t_s, status, fault)
@@ -190,6 +248,7 @@ class EmulatorServer:
             "requests": counts,
             "faults": self.faults.fired(),
             "now_ms": self.clock.now_ms(),
+            "orders": self.matching.order_count(),
         })
 
     async def _admin_get_faults(self, request: web.Request) -> web.Response:
@@ -220,6 +279,82 @@ class EmulatorServer:
         except (ValueError, TypeError, CoinrlError) as e:
             return web.json_response({"error": str(e)}, status=400)
         return web.json_response({"now_ms": clock.now_ms()})
+
+    async def _admin_get_accounts(self, request: web.Request) -> web.Response:
+        now = self.process_and_now()
+        out = []
+        for account in self.accounts:
+            balances = self.matching.balances(account.api_key)
+            out.append({
+                "api_key": mask(account.api_key),
+                "can_trade": account.can_trade,
+                "balances": {a: {"free": f, "locked": lk} for a, (f, lk) in balances.items()},
+            })
+        return web.json_response({"accounts": out, "now_ms": now})
+
+    async def _admin_set_accounts(self, request: web.Request) -> web.Response:
+        try:
+            payload = await request.json()
+            done = self.accounts.configure(payload, now_ms=self.clock.now_ms())
+        except (ValueError, CoinrlError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"configured": [mask(a.api_key) for a in done]})
+
+    async def _admin_orders(self, request: web.Request) -> web.Response:
+        self.process_and_now()
+        market_id = request.query.get("symbol")
+        symbol = self.data.symbol_for("spot", market_id.upper()) if market_id else None
+        if market_id and symbol is None:
+            return web.json_response({"error": f"no spot market {market_id}"}, status=400)
+        orders = self.matching.orders(symbol=symbol)
+        rows: list[dict[str, Any]] = [
+            {**self._signed_api.order_json(o), "api_key": mask(o.api_key)} for o in orders
+        ]
+        return web.json_response({"count": len(rows), "orders": rows})
+
+    # -- accounts and orders (Python side) ----------------------------------------------------
+    def process_and_now(self) -> int:
+        """Match orders up to the clock's time and return that time (UTC ms)."""
+        now = self.clock.now_ms()
+        self.matching.process_until(now)
+        return now
+
+    def process_until(self, now_ms: int | None = None) -> list[EmulatedTrade]:
+        """Match open orders against the bars known at ``now_ms`` (default: the clock's now).
+
+        Returns:
+            The fills this call made.
+        """
+        return self.matching.process_until(self.clock.now_ms() if now_ms is None else now_ms)
+
+    def add_account(
+        self, api_key: str, secret: str, balances: Mapping[str, float] | None = None,
+        *, can_trade: bool = True,
+    ) -> None:
+        """Create or replace an account (see :meth:`Accounts.add`)."""
+        self.accounts.add(api_key, secret, balances, can_trade=can_trade, now_ms=self.clock.now_ms())
+
+    def balances(self, api_key: str) -> dict[str, tuple[float, float]]:
+        """Asset -> ``(free, locked)`` of an account, after matching up to now."""
+        self.process_and_now()
+        try:
+            return self.matching.balances(api_key)
+        except OrderRejected as e:
+            raise ConfigError(f"no emulated account with key {mask(api_key)}") from e
+
+    def orders(self, api_key: str | None = None, symbol: str | None = None) -> list[EmulatedOrder]:
+        """Orders the exchange holds (any status), after matching up to now."""
+        self.process_and_now()
+        return self.matching.orders(api_key, symbol)
+
+    def order_count(self, api_key: str | None = None, symbol: str | None = None) -> int:
+        """How many orders the exchange holds (any status) for an account / unified symbol."""
+        return len(self.orders(api_key, symbol))
+
+    def trades(self, api_key: str | None = None, symbol: str | None = None) -> list[EmulatedTrade]:
+        """Fills so far, oldest first, after matching up to now."""
+        self.process_and_now()
+        return self.matching.trades(api_key, symbol)
 
     # -- traffic ----------------------------------------------------------------------------
     def requests(self, path_prefix: str = "") -> list[RequestRecord]:
@@ -413,6 +548,8 @@ def serve(
     faults: FaultPlan | None = None,
     on_ready: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
+    accounts: Mapping[str, tuple[str, Mapping[str, float]]] | None = None,
+    execution: EnvConfig | ExecutionModel | None = None,
 ) -> None:
     """Serve ``data_files`` on ``host:port`` until interrupted (``coinrl emulator serve``).
 
@@ -423,10 +560,15 @@ def serve(
         faults: an initial fault plan (it can be changed later over ``POST /_emulator/faults``).
         on_ready: called with the base URL once listening (the CLI prints it).
         stop_event: set it to stop serving (default: run until KeyboardInterrupt).
+        accounts, execution: as for :class:`EmulatorServer` (accounts can also be added later
+            over ``POST /_emulator/accounts``, which keeps secrets off the command line).
     """
     candles, funding = load_candle_files(data_files)
     clk = parse_clock(clock) if isinstance(clock, str) else clock
-    server = EmulatorServer(candles, funding=funding, clock=clk, faults=faults, host=host, port=port)
+    server = EmulatorServer(
+        candles, funding=funding, clock=clk, faults=faults, host=host, port=port,
+        accounts=accounts, execution=execution,
+    )
     url = server.start()
     logger.info("emulator serving url=%s files=%d", url, len(data_files))
     if on_ready is not None:

@@ -1,0 +1,297 @@
+"""Env figures: TradingEnv steps/s beside gym-anytrading, gym-trading-env and a bare numpy loop;
+batched env-steps/s at N = 1 .. 1024; bytes per env at N = 1024.
+
+Usage: python benchmarks/bench_env.py [--quick]
+
+Every figure is taken in the same run on the same data (only same-run ratios mean anything on a
+shared machine): the packaged hourly BTC/USD sample with the default features when available,
+else the Bitstamp CSV parsed minimally, else a synthetic random walk. Actions are drawn in advance
+(uniform over each env's actions); an env is reset when its episode ends (whole-data episodes).
+
+The peers need ``pip install gym-anytrading`` and ``pip install --no-deps gym-trading-env`` plus
+``flask pyecharts nest_asyncio`` (gym-trading-env pins an old ccxt that must not replace ours);
+a peer that cannot be imported is reported and skipped.
+
+Prints tables, then one line of JSON with keys ``steps_per_s``, ``peer_steps_per_s``,
+``numpy_limit_steps_per_s``, ``speedup_vs_best_peer``, ``fraction_of_limit``,
+``batched_env_steps_per_s`` (N -> env-steps/s), ``bytes_per_env_n1024`` and the extras
+``batched_env_steps_per_s_nocopy``, ``python_floats_limit_steps_per_s``, ``data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import logging
+import math
+import sys
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import SHARED_DATA, emit_json, machine, print_table  # noqa: E402
+
+from coinrl.envs import TradingEnv  # noqa: E402
+from coinrl.envs.vector import TradingVectorEnv  # noqa: E402
+from coinrl.pipeline.dataset import MarketData  # noqa: E402
+
+WINDOW = 24
+
+
+# ---------------------------------------------------------------------- data
+def load_market() -> tuple[MarketData, str]:
+    """The hourly BTC data for every contender, and where it came from."""
+    try:
+        from coinrl.envs.data import default_market_data
+
+        return default_market_data("full"), "packaged sample (default_market_data('full'))"
+    except Exception as e:  # noqa: BLE001 - any failure falls back, and is printed
+        print(f"default_market_data unavailable ({type(e).__name__}: {e}); falling back")
+    path = SHARED_DATA / "btc_usd_1h_bitstamp.csv"
+    if path.is_file():
+        with path.open() as f:
+            rows = [r for r in csv.reader(f) if r and r[0].isdigit()]
+        rows.reverse()  # the export is newest first
+        a = np.array([[float(x) for x in (r[0], r[3], r[4], r[5], r[6], r[7])] for r in rows])
+        ts = (a[:, 0] * 1000).astype(np.int64)
+        keep = np.r_[True, np.diff(ts) > 0]
+        a, ts = a[keep], ts[keep]
+        close = a[:, 4]
+        logret = np.r_[0.0, np.diff(np.log(close))]
+        feats = np.stack([logret, (a[:, 2] - a[:, 3]) / close], axis=1).astype(np.float32)
+        md = MarketData(ts_ms=ts, open=a[:, 1], high=a[:, 2], low=a[:, 3], close=close, volume=a[:, 5],
+                        features=feats, feature_names=("ret_log_1", "range"))
+        return md, f"{path.name} (parsed minimally, 2 features)"
+    rng = np.random.default_rng(0)
+    n = 17_500
+    close = 40_000 * np.exp(np.cumsum(rng.normal(0, 0.006, n)))
+    open_ = np.r_[40_000.0, close[:-1]]
+    md = MarketData(ts_ms=np.arange(n, dtype=np.int64) * 3_600_000, open=open_,
+                    high=np.maximum(open_, close) * 1.002, low=np.minimum(open_, close) * 0.998,
+                    close=close, volume=rng.lognormal(3, 0.5, n),
+                    features=rng.normal(size=(n, 16)).astype(np.float32),
+                    feature_names=tuple(f"f{i}" for i in range(16)))
+    return md, "synthetic random walk (16 features)"
+
+
+def candles_frame(md: MarketData, capitalised: bool) -> Any:
+    import pandas as pd
+
+    cols = {"open": md.open, "high": md.high, "low": md.low, "close": md.close, "volume": md.volume}
+    if capitalised:
+        cols = {k.capitalize(): v for k, v in cols.items()}
+    # the peers want a DatetimeIndex; tz-naive (UTC) because gym-trading-env reads
+    # ``index.values``, which pandas 3 deprecates for tz-aware indexes (an error under its filters)
+    return pd.DataFrame(cols, index=pd.DatetimeIndex(md.ts_ms.astype("datetime64[ms]")))
+
+
+# ---------------------------------------------------------------------- timing
+def timed_steps(step: Callable[[Any], Any], reset: Callable[[], Any], actions: list[Any], repeats: int) -> float:
+    """Best steps/s over ``repeats`` runs of ``len(actions)`` steps (resets excluded from nothing:
+    an episode end inside a run is reset and that time counts)."""
+    best = 0.0
+    for _ in range(repeats):
+        reset()
+        gc.collect()
+        t0 = time.perf_counter()
+        for a in actions:
+            if step(a):
+                reset()
+        best = max(best, len(actions) / (time.perf_counter() - t0))
+    return best
+
+
+def bench_coinrl(md: MarketData, n: int, repeats: int) -> float:
+    env = TradingEnv(md, window=WINDOW, episode_length_bars=None)
+    actions = np.random.default_rng(1).integers(0, 3, n).tolist()
+    step = env.step
+
+    def one(a: int) -> bool:
+        _, _, term, trunc, _ = step(a)
+        return term or trunc
+
+    return timed_steps(one, lambda: env.reset(seed=0), actions, repeats)
+
+
+def bench_anytrading(md: MarketData, n: int, repeats: int) -> float:
+    from gym_anytrading.envs import StocksEnv
+
+    df = candles_frame(md, capitalised=True)
+    env = StocksEnv(df=df, window_size=WINDOW, frame_bound=(WINDOW, len(df)))
+    actions = np.random.default_rng(1).integers(0, 2, n).tolist()
+    step = env.step
+
+    def one(a: int) -> bool:
+        _, _, term, trunc, _ = step(a)
+        return term or trunc
+
+    return timed_steps(one, lambda: env.reset(seed=0), actions, repeats)
+
+
+def bench_trading_env(md: MarketData, n: int, repeats: int) -> float:
+    from gym_trading_env.environments import TradingEnv as GTE
+
+    df = candles_frame(md, capitalised=False)
+    for j, name in enumerate(md.feature_names):  # the same features, as its "feature_" columns
+        df[f"feature_{name}"] = md.features[:, j]
+    env = GTE(df=df, positions=[-1, 0, 1], windows=WINDOW, verbose=0)
+    actions = np.random.default_rng(1).integers(0, 3, n).tolist()
+    step = env.step
+
+    def one(a: int) -> bool:
+        _, _, term, trunc, _ = step(a)
+        return term or trunc
+
+    return timed_steps(one, lambda: env.reset(seed=0), actions, repeats)
+
+
+def bare_numpy_loop(close: np.ndarray, ohlcv: np.ndarray, actions: list[int], fee: float = 0.001) -> float:
+    """The minimum bookkeeping: position in {-1, 0, 1}, cash, fee on change, equity, log-return
+    reward, a 24 x 5 observation view; prices read from numpy arrays."""
+    cash, units, pos, eq_prev, total = 10_000.0, 0.0, 0, 10_000.0, 0.0
+    t = WINDOW - 1
+    last = len(close) - 1
+    for a in actions:
+        target = a - 1
+        p = close[t]
+        if target != pos:
+            eq = cash + units * p
+            cash = eq - fee * abs(target - pos) * eq
+            units = target * cash / p
+            cash -= units * p
+            pos = target
+        t += 1
+        eq = cash + units * close[t]
+        total += math.log(eq / eq_prev)
+        eq_prev = eq
+        _obs = ohlcv[t - WINDOW + 1 : t + 1]
+        if t == last:
+            t, cash, units, pos, eq_prev = WINDOW - 1, 10_000.0, 0.0, 0, 10_000.0
+    return total
+
+
+def bench_bare(md: MarketData, n: int, repeats: int, python_floats: bool) -> float:
+    ohlcv = np.stack([md.open, md.high, md.low, md.close, md.volume], axis=1)
+    close: Any = md.close.tolist() if python_floats else md.close
+    actions = np.random.default_rng(1).integers(0, 3, n).tolist()
+    best = 0.0
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        bare_numpy_loop(close, ohlcv, actions)
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def bench_batched(md: MarketData, n_envs: int, steps: int, repeats: int, copy: bool) -> float:
+    venv = TradingVectorEnv(n_envs, md, window=WINDOW, episode_length_bars=720, copy=copy)
+    actions = np.random.default_rng(1).integers(0, 3, (steps, n_envs))
+    best = 0.0
+    for _ in range(repeats):
+        venv.reset(seed=0)
+        gc.collect()
+        t0 = time.perf_counter()
+        for a in actions:
+            venv.step(a)
+        best = max(best, steps * n_envs / (time.perf_counter() - t0))
+    return best
+
+
+def bytes_per_env(md: MarketData, n_envs: int, copy: bool = True) -> tuple[float, int]:
+    """Memory the batched env allocates per env (tracemalloc), and the shared feature bytes."""
+    gc.collect()
+    tracemalloc.start()
+    venv = TradingVectorEnv(n_envs, md, window=WINDOW, episode_length_bars=720, copy=copy)
+    venv.reset(seed=0)
+    venv.step(np.zeros(n_envs, dtype=np.int64))
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return current / n_envs, int(md.features.nbytes)
+
+
+# ---------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="short runs (a smoke test, noisier figures)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")
+    n, repeats, vec_steps, rounds = (5_000, 2, 30, 1) if args.quick else (30_000, 3, 200, 3)
+
+    md, source = load_market()
+    print(f"machine: {machine()}")
+    print(f"data: {source}: {len(md):,} bars x {md.n_features} features, window {WINDOW}")
+
+    # rounds interleave the contenders, so a burst of load from a neighbour on this shared machine
+    # does not fall on one of them only; each keeps its best round
+    ours, limit, limit_py = 0.0, 0.0, 0.0
+    peers: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    contenders: list[tuple[str, Callable[[MarketData, int, int], float], int]] = [
+        ("gym-anytrading", bench_anytrading, n),
+        ("gym-trading-env", bench_trading_env, max(n // 5, 1_000)),
+    ]
+    for rnd in range(rounds):
+        ours = max(ours, bench_coinrl(md, n, repeats))
+        for name, fn, steps in contenders:
+            if name in notes or (rnd > 0 and name == "gym-trading-env"):  # slow: one round
+                continue
+            try:
+                peers[name] = max(peers.get(name, 0.0), fn(md, steps, repeats))
+            except Exception as e:  # noqa: BLE001 - a missing or broken peer is reported, not fatal
+                notes[name] = f"skipped: {type(e).__name__}: {e}"
+                print(f"{name}: {notes[name]}")
+        limit = max(limit, bench_bare(md, n, repeats, python_floats=False))
+        limit_py = max(limit_py, bench_bare(md, n, repeats, python_floats=True))
+
+    best_peer = max(peers.values()) if peers else float("nan")
+    rows = [["coinrl TradingEnv (discrete {-1,0,1}, Box obs, fees+slippage+liquidation)", f"{ours:,.0f}", "1.00"]]
+    for name, v in peers.items():
+        rows.append([name, f"{v:,.0f}", f"{v / ours:.2f}"])
+    rows.append(["bare numpy loop (practical limit)", f"{limit:,.0f}", f"{limit / ours:.2f}"])
+    rows.append(["bare loop on Python floats (for reference)", f"{limit_py:,.0f}", f"{limit_py / ours:.2f}"])
+    print_table(f"single env, steps/s (best of {rounds} x {repeats} runs of {n:,} steps)", ["env", "steps/s", "x coinrl"], rows)
+    print(f"speedup vs best peer: {ours / best_peer:.2f}x   fraction of bare numpy loop: {ours / limit:.2f}")
+
+    batched: dict[str, int] = {}
+    batched_nocopy: dict[str, int] = {}
+    brows = []
+    for n_envs in (1, 16, 64, 256, 1024):
+        steps = max(vec_steps * (1 if n_envs >= 64 else 4), 20)
+        batched[str(n_envs)] = round(bench_batched(md, n_envs, steps, repeats, copy=True))
+        batched_nocopy[str(n_envs)] = round(bench_batched(md, n_envs, steps, repeats, copy=False))
+        brows.append([str(n_envs), f"{batched[str(n_envs)]:,}", f"{batched_nocopy[str(n_envs)]:,}"])
+    print_table("batched env (TradingVectorEnv), env-steps/s", ["N", "copy=True (default)", "copy=False"], brows)
+    per_env, shared = bytes_per_env(md, 1024)
+    per_env_nocopy, _ = bytes_per_env(md, 1024, copy=False)
+    print(f"bytes per env at N=1024: {per_env:,.0f} (copy=False: {per_env_nocopy:,.0f}; the shared "
+          f"float32 feature matrix, {shared:,} bytes, is held once and not counted)")
+
+    emit_json({
+        "steps_per_s": round(ours),
+        "peer_steps_per_s": {k: round(v) for k, v in peers.items()},
+        "peer_notes": notes,
+        "numpy_limit_steps_per_s": round(limit),
+        "python_floats_limit_steps_per_s": round(limit_py),
+        "speedup_vs_best_peer": round(ours / best_peer, 3) if peers else None,
+        "fraction_of_limit": round(ours / limit, 3),
+        "batched_env_steps_per_s": batched,
+        "batched_env_steps_per_s_nocopy": batched_nocopy,
+        "bytes_per_env_n1024": round(per_env),
+        "bytes_per_env_n1024_nocopy": round(per_env_nocopy),
+        "data": source,
+        "quick": args.quick,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

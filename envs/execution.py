@@ -1,0 +1,291 @@
+"""Execution model: order sizing, exchange rules, fill price, fees and slippage.
+
+How an order for a *target exposure* becomes a fill (the rules the books kernel, the backtester
+and the paper broker share):
+
+1. Sizing at the fill bar's open ``o`` (the reference price) with equity ``E = cash + qty * o``:
+   target quantity ``x = exposure * E / o`` (exposure = position notional / equity).
+2. Buying-power cap: after paying costs the position may not exceed ``max_leverage * equity``:
+   ``x <= k * (E / o + qty * c)`` and, with shorting, ``x >= -k * (E / o - qty * c)``, with
+   ``k = max_leverage / (1 + max_leverage * c) * (1 - 1e-12)`` and ``c`` the cost fraction
+   (taker fee + slippage + impact). The ``1e-12`` shave keeps rounding from ever spending a
+   cent more than the account has: a spot account's cash never goes below zero.
+3. Exchange rules: the order ``dq = x - qty`` is rounded toward zero to ``lot_size_base``;
+   an order below ``min_notional_quote`` or below ``rebalance_threshold * E`` is not sent, except
+   a close to flat (a reduce-only close is always allowed, so no dust position is left).
+4. Costs on the notional ``|dq| * o``: fee = notional * taker fee (every env order is a market
+   order); slippage = notional * (slippage_bps / 1e4 + min(impact_coef * |dq| / volume,
+   max_impact_frac)). The fill price is ``o * (1 + slip)`` for buys and ``o * (1 - slip)`` for
+   sells; the books keep the reference price and book the slippage as a cost of its own.
+
+Every function exists in a vector form (arrays of shape ``(N,)``) and a scalar form (Python
+floats, the N=1 fast path of :class:`~coinrl.envs.trading_env.TradingEnv`). Both do the same IEEE
+operations in the same order, so they agree to the last bit (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from coinrl.pipeline.errors import InvalidOrder
+
+from .config import EnvConfig
+from .domain import Fill, Order, OrderType, Side
+
+F64 = npt.NDArray[np.float64]
+
+SHAVE = 1.0 - 1e-12
+"""Factor on the buying-power cap that absorbs float rounding (see module docstring)."""
+
+MIN_VOLUME_BASE = 1e-12
+"""Volume floor in the impact term, so a zero-volume bar gives the capped impact, not inf."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionModel:
+    """Constants of the fill rules, derived once from :class:`EnvConfig`.
+
+    Attributes:
+        taker_fee_rate, maker_fee_rate: fee fractions of notional.
+        slippage_frac: fixed slippage fraction (``slippage_bps / 1e4``).
+        impact_coef, max_impact_frac: volume-participation impact and its cap.
+        min_notional_quote: smallest order notional the exchange accepts.
+        lot_size_base: quantity step (0 = continuous).
+        rebalance_threshold: smallest rebalance as a fraction of equity.
+        max_leverage: cap on ``|position notional| / equity``.
+        allow_short: whether the position may go negative.
+    """
+
+    taker_fee_rate: float
+    maker_fee_rate: float
+    slippage_frac: float
+    impact_coef: float
+    max_impact_frac: float
+    min_notional_quote: float
+    lot_size_base: float
+    rebalance_threshold: float
+    max_leverage: float
+    allow_short: bool
+    _cf: float = 0.0
+    _k: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cf", self.base_cost_frac)
+        object.__setattr__(self, "_k", self.cap_factor)
+
+    @classmethod
+    def from_config(cls, config: EnvConfig) -> ExecutionModel:
+        """Take the execution fields of an :class:`EnvConfig`."""
+        return cls(
+            taker_fee_rate=config.taker_fee_rate,
+            maker_fee_rate=config.maker_fee_rate,
+            slippage_frac=config.slippage_frac,
+            impact_coef=config.impact_coef,
+            max_impact_frac=config.max_impact_frac,
+            min_notional_quote=config.min_notional_quote,
+            lot_size_base=config.lot_size_base,
+            rebalance_threshold=config.rebalance_threshold,
+            max_leverage=config.max_leverage,
+            allow_short=config.allow_short,
+        )
+
+    # ------------------------------------------------------------------ derived constants
+    @property
+    def base_cost_frac(self) -> float:
+        """Cost fraction of a market order before impact: taker fee + fixed slippage."""
+        return self.taker_fee_rate + self.slippage_frac
+
+    @property
+    def cap_factor(self) -> float:
+        """``k`` of the buying-power cap for the impact-free cost fraction."""
+        lev = self.max_leverage
+        return lev / (1.0 + lev * self.base_cost_frac) * SHAVE
+
+    # ------------------------------------------------------------------ scalar form
+    def size_order(
+        self, target_exposure: float, cash_quote: float, qty_base: float, price_quote: float,
+        volume_base: float,
+    ) -> tuple[float, float]:
+        """Order quantity that moves the account toward ``target_exposure`` (scalar form).
+
+        Args:
+            target_exposure: wanted position notional / equity (already within bounds).
+            cash_quote: cash before the order.
+            qty_base: position before the order (negative = short).
+            price_quote: reference price the order fills against (the bar's open).
+            volume_base: the fill bar's traded volume (for impact).
+
+        Returns:
+            ``(dq_base, target_qty_base)``: signed order quantity after the exchange rules
+            (0.0 when not sent) and the capped target quantity it aims for.
+        """
+        equity = cash_quote + qty_base * price_quote
+        eq_base = equity / price_quote
+        x = target_exposure * eq_base
+        if self.impact_coef > 0.0:
+            cf = self.base_cost_frac + min(
+                self.impact_coef * (abs(x - qty_base) / max(volume_base, MIN_VOLUME_BASE)),
+                self.max_impact_frac,
+            )
+            k = self.max_leverage / (1.0 + self.max_leverage * cf) * SHAVE
+        else:
+            cf = self._cf
+            k = self._k
+        # min(x, cap) then max(x, floor); the cap is above the floor whenever equity > 0
+        cap = k * (eq_base + qty_base * cf)
+        if x > cap:
+            x = cap
+        elif self.allow_short:
+            low = -k * (eq_base - qty_base * cf)
+            if x < low:
+                x = low
+        if x == 0.0:
+            return -qty_base, x
+        dq = x - qty_base
+        if self.lot_size_base > 0.0:
+            dq = math.trunc(dq / self.lot_size_base) * self.lot_size_base
+        notional = abs(dq) * price_quote
+        if notional < self.min_notional_quote or notional < self.rebalance_threshold * equity:
+            return 0.0, x
+        return dq, x
+
+    def costs(self, dq_base: float, price_quote: float, volume_base: float) -> tuple[float, float, float]:
+        """``(notional_quote, fee_quote, slippage_quote)`` of a market order (scalar form)."""
+        adq = abs(dq_base)
+        notional = adq * price_quote
+        fee = notional * self.taker_fee_rate
+        if self.impact_coef > 0.0:
+            sf = self.slippage_frac + min(
+                self.impact_coef * (adq / max(volume_base, MIN_VOLUME_BASE)), self.max_impact_frac
+            )
+        else:
+            sf = self.slippage_frac
+        return notional, fee, notional * sf
+
+    # ------------------------------------------------------------------ vector form
+    def size_orders(
+        self, target_exposure: F64, cash_quote: F64, qty_base: F64, price_quote: F64,
+        volume_base: F64, equity_quote: F64 | None = None,
+    ) -> tuple[F64, F64]:
+        """Vector form of :meth:`size_order` over arrays of shape ``(N,)``.
+
+        Args:
+            equity_quote: ``cash + qty * price`` if the caller has it (saves recomputing it).
+
+        Returns:
+            ``(dq_base, notional_quote)``: the orders (0 where not sent) and ``|dq| * price``.
+        """
+        equity = cash_quote + qty_base * price_quote if equity_quote is None else equity_quote
+        eq_base = equity / price_quote
+        x = target_exposure * eq_base
+        if self.impact_coef > 0.0:
+            cf: F64 | float = self.base_cost_frac + np.minimum(
+                self.impact_coef * (np.abs(x - qty_base) / np.maximum(volume_base, MIN_VOLUME_BASE)),
+                self.max_impact_frac,
+            )
+            k: F64 | float = self.max_leverage / (1.0 + self.max_leverage * cf) * SHAVE
+        else:
+            cf = self._cf
+            k = self._k
+        qcf = qty_base * cf
+        np.minimum(x, k * (eq_base + qcf), out=x)
+        if self.allow_short:
+            np.maximum(x, -k * (eq_base - qcf), out=x)
+        dq = x - qty_base  # a target of exactly 0 gives dq = -qty exactly: a full close
+        if self.lot_size_base > 0.0:
+            dq = np.trunc(dq / self.lot_size_base) * self.lot_size_base
+            np.copyto(dq, -qty_base, where=x == 0.0)
+        notional = np.abs(dq)
+        notional *= price_quote
+        skip = notional < self.rebalance_threshold * equity
+        if self.min_notional_quote > 0.0:
+            skip |= notional < self.min_notional_quote
+        skip &= x != 0.0  # a close to flat is always sent
+        np.putmask(dq, skip, 0.0)
+        np.putmask(notional, skip, 0.0)
+        return dq, notional
+
+    def costs_vec(self, dq_base: F64, price_quote: F64, volume_base: F64) -> tuple[F64, F64, F64]:
+        """Vector form of :meth:`costs`."""
+        adq = np.abs(dq_base)
+        notional = adq * price_quote
+        fee = notional * self.taker_fee_rate
+        if self.impact_coef > 0.0:
+            sf: F64 | float = self.slippage_frac + np.minimum(
+                self.impact_coef * (adq / np.maximum(volume_base, MIN_VOLUME_BASE)),
+                self.max_impact_frac,
+            )
+        else:
+            sf = self.slippage_frac
+        return notional, fee, notional * sf
+
+    # ------------------------------------------------------------------ orders -> fills
+    def check_order(self, order: Order, ref_price_quote: float) -> None:
+        """Reject an order that breaks the exchange rules, as the exchange would.
+
+        Raises:
+            InvalidOrder: quantity not a multiple of the lot size, or notional below minimum.
+        """
+        if self.lot_size_base > 0.0:
+            steps = order.qty_base / self.lot_size_base
+            if abs(steps - round(steps)) > 1e-9:
+                raise InvalidOrder(
+                    f"order {order.order_id}: qty {order.qty_base} is not a multiple of the lot "
+                    f"size {self.lot_size_base}; round it down with round_qty()"
+                )
+        notional = order.qty_base * ref_price_quote
+        if notional < self.min_notional_quote and not order.reduce_only:
+            raise InvalidOrder(
+                f"order {order.order_id}: notional {notional:.8g} is below the minimum "
+                f"{self.min_notional_quote}; send a larger order"
+            )
+
+    def round_qty(self, qty_base: float) -> float:
+        """Round a quantity toward zero to the lot size."""
+        if self.lot_size_base <= 0.0:
+            return qty_base
+        return math.trunc(qty_base / self.lot_size_base) * self.lot_size_base
+
+    def market_fill(
+        self, order: Order, ref_price_quote: float, volume_base: float, fill_id: str, ts_ms: int
+    ) -> Fill:
+        """Fill a market order against the reference price (paper broker, backtests).
+
+        Args:
+            order: a MARKET order.
+            ref_price_quote: the price it executes against (the next bar's open).
+            volume_base: that bar's volume, for the impact term.
+            fill_id: unique id of the fill.
+            ts_ms: fill time (epoch ms).
+
+        Returns:
+            A taker :class:`~coinrl.envs.domain.Fill` at the slipped price, with the same fee
+            and slippage as the books kernel charges for the same quantity.
+
+        Raises:
+            InvalidOrder: a non-market order or one that breaks the exchange rules.
+        """
+        if order.order_type is not OrderType.MARKET:
+            raise InvalidOrder(
+                f"order {order.order_id} is {order.order_type.value}; market_fill fills market orders"
+            )
+        self.check_order(order, ref_price_quote)
+        sign = 1.0 if order.side is Side.BUY else -1.0
+        _, fee, slip = self.costs(sign * order.qty_base, ref_price_quote, volume_base)
+        price = ref_price_quote + sign * slip / order.qty_base
+        return Fill(
+            fill_id=fill_id,
+            order_id=order.order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty_base=order.qty_base,
+            price_quote=price,
+            fee_quote=fee,
+            ts_ms=ts_ms,
+            slippage_quote=slip,
+            liquidity="taker",
+        )

@@ -1,0 +1,538 @@
+"""``TradingEnv``: a Gymnasium env over the books kernel, one market, one account.
+
+Timing (exact, and the same in :class:`~coinrl.envs.vector.TradingVectorEnv`)
+--------------------------------------------------------------------------------
+Bar ``t`` is the bar that opens at ``ts_ms[t]``; its features ``features[t]`` are known at its
+close. A *decision at t* is taken at bar t's close.
+
+- The observation returned for decision t holds feature rows ``[t - window + 1 .. t]`` and the
+  account marked at ``close[t]``. ``info["ts_ms"] == ts_ms[t]``: the open time of the newest
+  bar the observation includes.
+- ``step(action)`` treats the action as the target exposure for the fill at
+  ``open[t + delay_bars]`` (``delay_bars >= 1``, default 1: the next bar's open; larger delays
+  queue the target). The step then plays bar ``t + 1`` through the books (funding at its open,
+  gap liquidation, the fill at its open, wick liquidation, borrow, mark at its close) and
+  returns the observation for decision ``t + 1``.
+- The reward is the change of equity from the mark at ``close[t]`` to the mark at
+  ``close[t + 1]`` (after the fill at ``open[t + 1]``), through the reward function of
+  :mod:`coinrl.envs.rewards`. It uses bar ``t + 1``'s open, high, low, close, volume and
+  funding only: nothing after the newest bar of the returned observation, whose open time is
+  the returned ``info["ts_ms"]``. No observation or reward ever depends on a later bar.
+
+Episodes start at a random decision bar (``episode_length_bars`` steps, start drawn with
+``self.np_random``) or cover the whole data (``episode_length_bars=None``: first decision at
+``window - 1``, last observation at the final bar). Reaching the episode's last bar is
+``truncated=True``; liquidation or bankruptcy is ``terminated=True``.
+
+Actions: discrete (index into ``config.discrete_positions``, each a target exposure = position notional
+/ equity) or continuous (``Box(lo, hi, (1,))``, the target exposure itself, clipped to
+``config.exposure_bounds``).
+
+Observation (``obs_mode``): ``"box"``, a flat float32 vector of the window's features (oldest row
+first, ``window * F`` values) followed by the account state; or ``"dict"``,
+``{"market": (window, F) float32, "account": (4,)}``.
+Account state: ``[exposure, unrealised_pnl / equity, time_in_position, distance_to_liquidation]``
+with ``time_in_position = bars_held / (bars_held + window)`` in [0, 1) and
+``distance_to_liquidation`` the fraction the close must move against the position to reach its
+liquidation price, clipped to [0, 1] (1 when flat or unreachable, e.g. spot).
+
+Speed: the step is Python float arithmetic on the :class:`~coinrl.envs.books.Account` kernel,
+prices read through memoryviews of the MarketData arrays, the observation written by
+memoryview copies straight into its own row of a preallocated block (a new block every
+``OBS_BLOCK_ROWS`` steps) and returned as a view of that row: observations never share memory and
+a row is never rewritten (Gymnasium's contract: the caller may keep and modify them), without a
+per-step copy. No pandas; per step one array view and the info dict are allocated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+from coinrl.pipeline.dataset import MarketData
+from coinrl.pipeline.errors import DataError
+
+from .books import Account
+from .config import EnvConfig, env_config_from
+from .data import market_list
+from .rewards import MIN_EQUITY_RATIO, LogReturn, make_reward, scalar_log
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+N_ACCOUNT_FEATURES = 4
+ACCOUNT_FEATURES = ("exposure", "unrealised_pnl_frac", "time_in_position", "distance_to_liquidation")
+EQUITY_FLOOR_FRAC = 1e-9
+"""Equity floor (fraction of initial cash) for the account features' denominators."""
+OBS_BLOCK_ROWS = 256
+"""Observations are rows of a block allocated every this many steps (see ``_new_block``)."""
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+class MarketArrays:
+    """A market's arrays prepared once for fast stepping: contiguous, typed, checked.
+
+    Attributes:
+        md: the source MarketData.
+        n_bars: number of bars ``T``.
+        open, high, low, close, volume, funding: float64 arrays (funding zeros when absent).
+        ts_ms: int64 open times.
+        features: read-only C-contiguous float32 ``(T, F)`` view.
+        has_funding: whether the data carries funding rates.
+    """
+
+    def __init__(self, md: MarketData) -> None:
+        self.md = md
+        self.n_bars = len(md)
+        self.open = np.ascontiguousarray(md.open, dtype=np.float64)
+        self.high = np.ascontiguousarray(md.high, dtype=np.float64)
+        self.low = np.ascontiguousarray(md.low, dtype=np.float64)
+        self.close = np.ascontiguousarray(md.close, dtype=np.float64)
+        self.volume = np.ascontiguousarray(md.volume, dtype=np.float64)
+        self.has_funding = md.funding_rate is not None
+        self.funding = (
+            np.ascontiguousarray(md.funding_rate, dtype=np.float64)
+            if md.funding_rate is not None
+            else np.zeros(self.n_bars)
+        )
+        self.ts_ms = np.ascontiguousarray(md.ts_ms, dtype=np.int64)
+        feats = np.ascontiguousarray(md.features, dtype=np.float32).view()
+        feats.flags.writeable = False
+        self.features = feats
+        prices = np.stack([self.open, self.high, self.low, self.close])
+        if not np.all(np.isfinite(prices)) or not np.all(prices > 0.0):
+            bad = int(np.flatnonzero(~(np.isfinite(prices) & (prices > 0.0)).all(axis=0))[0])
+            raise DataError(
+                f"{md.symbol}: prices must be finite and > 0, bar {bad} (ts_ms={int(self.ts_ms[bad])}) "
+                "is not; clean the candles with preprocess_data first"
+            )
+        if not np.all(np.isfinite(self.volume)) or not np.all(np.isfinite(self.funding)):
+            raise DataError(f"{md.symbol}: volume and funding_rate must be finite; clean them first")
+        finite = np.isfinite(feats).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise DataError(
+                f"{md.symbol}: features have NaN/inf at row {bad} (ts_ms={int(self.ts_ms[bad])}); "
+                "drop the warm-up rows (prepare_data_for_model does) before building an env"
+            )
+
+    def start_range(self, window: int, episode_len: int | None) -> tuple[int, int]:
+        """Inclusive range of first decision bars for the given window and episode length.
+
+        Raises:
+            DataError: the market is too short for one episode.
+        """
+        lo = window - 1
+        hi = self.n_bars - 1 - (episode_len if episode_len is not None else self.n_bars - window)
+        if hi < lo or self.n_bars < window + 1:
+            need = window + (episode_len if episode_len is not None else 1)
+            raise DataError(
+                f"{self.md.symbol} has {self.n_bars} bars; window={window} and "
+                f"episode_length_bars={episode_len} need at least {need}; pass more data or "
+                "shorten them"
+            )
+        return lo, hi
+
+
+def _mv(arr: npt.NDArray[Any]) -> Any:
+    """A memoryview of a contiguous array: item access returns Python floats/ints (fast)."""
+    return memoryview(arr)  # type: ignore[arg-type]
+
+
+def build_spaces(config: EnvConfig, n_features: int) -> tuple[spaces.Space[Any], spaces.Space[Any]]:
+    """Observation and action spaces of one env for ``config`` and ``n_features`` columns."""
+    w = config.window
+    # finite bounds (Gymnasium warns on infinite ones); features are unbounded, so the float32
+    # range; the last two account features are fractions in [0, 1]
+    big = float(np.finfo(np.float32).max)
+    acct_lo = np.array([-big, -big, 0.0, 0.0], dtype=np.float32)
+    acct_hi = np.array([big, big, 1.0, 1.0], dtype=np.float32)
+    if config.obs_mode == "box":
+        n_mkt = w * n_features
+        obs_space: spaces.Space[Any] = spaces.Box(
+            np.concatenate([np.full(n_mkt, -big, dtype=np.float32), acct_lo]),
+            np.concatenate([np.full(n_mkt, big, dtype=np.float32), acct_hi]),
+            dtype=np.float32,
+        )
+    else:
+        obs_space = spaces.Dict({
+            "market": spaces.Box(-big, big, shape=(w, n_features), dtype=np.float32),
+            "account": spaces.Box(acct_lo, acct_hi, dtype=np.float32),
+        })
+    if config.action == "discrete":
+        act_space: spaces.Space[Any] = spaces.Discrete(len(config.discrete_positions))
+    else:
+        lo, hi = config.exposure_bounds
+        act_space = spaces.Box(np.float32(lo), np.float32(hi), shape=(1,), dtype=np.float32)
+    return obs_space, act_space
+
+
+def _bad_discrete(action: Any, n: int) -> int:
+    """Validate a discrete action that was not a plain in-range integer."""
+    try:
+        a = np.asarray(action)
+        if a.size == 1 and np.issubdtype(a.dtype, np.integer):
+            v = int(a.reshape(()))
+            if 0 <= v < n:
+                return v
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"discrete action must be an integer in [0, {n}), got {action!r}")
+
+
+class TradingEnv(gym.Env[Any, Any]):
+    """Trade one market with a target-exposure action; books by :class:`~coinrl.envs.books.Account`.
+
+    Args:
+        data: MarketData, a sequence of MarketData (one market drawn per episode), a candle
+            DataFrame or file path (featured with the default spec, train split), or None for
+            the packaged BTC/USD sample (:func:`~coinrl.envs.data.default_market_data`).
+        config: :class:`~coinrl.envs.config.EnvConfig` or a mapping of its fields.
+        render_mode: ``"human"``, ``"rgb_array"`` or None.
+        **overrides: EnvConfig fields overriding ``config`` (``gym.make(..., window=8)``).
+
+    Raises:
+        ConfigError: invalid config fields.
+        DataError: unusable market data (too short, NaN features, non-positive prices).
+
+    Example:
+        >>> import gymnasium as gym, coinrl.envs  # doctest: +SKIP
+        >>> env = gym.make("coinrl/Trading-v0", window=24, action="continuous")  # doctest: +SKIP
+        >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        data: MarketData | Sequence[MarketData] | pd.DataFrame | str | Path | None = None,
+        config: EnvConfig | Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        cfg = env_config_from(config, **overrides)
+        self.config = cfg
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.markets = [MarketArrays(md) for md in market_list(data)]
+        self.n_features = self.markets[0].md.n_features
+        self._ranges = [m.start_range(cfg.window, cfg.episode_length_bars) for m in self.markets]
+        self.observation_space, self.action_space = build_spaces(cfg, self.n_features)
+
+        self._account = Account(cfg)
+        self._reward = make_reward(cfg, 1)
+        self._reward_scalar = self._reward.scalar
+        # the default reward is evaluated in step() itself (a method call costs as much as it)
+        self._inline_log = isinstance(self._reward, LogReturn)
+        self._record = render_mode is not None
+        w, nf = cfg.window, self.n_features
+        self._w = w
+        self._wf = w * nf
+        self._nf = nf
+        self._mmr = float(cfg.maintenance_margin_rate)
+        self._eq_floor = cfg.initial_cash_quote * EQUITY_FLOOR_FRAC
+        self._discrete = cfg.action == "discrete"
+        self._pos_map = {i: float(p) for i, p in enumerate(cfg.discrete_positions)}
+        self._lo, self._hi = (float(b) for b in cfg.exposure_bounds)
+        self._n_actions = len(cfg.discrete_positions)
+        self._queue: deque[float] | None = None
+        self._box = cfg.obs_mode == "box"
+        # Box: one row of wf + 4 floats; Dict: a (window, F) market row and a 4-float account row
+        obs_len = self._wf + N_ACCOUNT_FEATURES
+        self._mkt_stride = obs_len if self._box else self._wf
+        self._acct_stride = obs_len if self._box else N_ACCOUNT_FEATURES
+        self._acct_base = self._wf if self._box else 0
+        self._new_block()
+        self._market_idx = -1
+        self._select_market(0)
+        self._t = -1
+        self._start = 0
+        self._last = -1
+        self._history: list[tuple[int, float, float]] = []
+        self._fig: Any = None
+
+    # ------------------------------------------------------------------ internals
+    def _select_market(self, i: int) -> None:
+        if i == self._market_idx:
+            return
+        m = self.markets[i]
+        self._market_idx = i
+        self._m = m
+        self._O = _mv(m.open)
+        self._H = _mv(m.high)
+        self._L = _mv(m.low)
+        self._C = _mv(m.close)
+        self._V = _mv(m.volume)
+        self._F = _mv(m.funding) if m.has_funding else None
+        self._TS = _mv(m.ts_ms)
+        self._feat = m.features
+        self._mv_feat = _mv(m.features.reshape(-1))
+        if hasattr(self, "_block"):
+            self._build_fast()
+
+    def _build_fast(self) -> None:
+        self._fast: tuple[Any, ...] = (
+            self._O, self._H, self._L, self._C, self._V, self._F, self._TS, self._account,
+            self._mv_feat, self._mkt_stride, self._acct_stride, self._acct_base, self._nf,
+            self._wf, self._w, self._eq_floor, self._mmr, self._box, self._inline_log,
+            self._pos_map if self._discrete else None,
+        )
+
+    def _new_block(self) -> int:
+        """Start a fresh block of observation rows; returns the first row index (0).
+
+        Each observation is written once into its own row and handed out as a view of it:
+        distinct observations never share memory (Gymnasium's contract: the caller may keep
+        and modify them) and no row is ever written again, so the copy of a per-step buffer
+        is saved. A block lives as long as any of its observations does.
+        """
+        n = OBS_BLOCK_ROWS
+        if self._box:
+            self._block = np.empty((n, self._mkt_stride), dtype=np.float32)
+            self._mkt_mv = self._acct_mv = _mv(self._block.reshape(-1))
+        else:
+            self._block = np.empty((n, self._w, self._nf), dtype=np.float32)
+            self._acct_block = np.empty((n, N_ACCOUNT_FEATURES), dtype=np.float32)
+            self._mkt_mv = _mv(self._block.reshape(-1))
+            self._acct_mv = _mv(self._acct_block.reshape(-1))
+        self._row = 0
+        return 0
+
+    def _observation(self, t: int) -> Any:
+        """Write the observation for decision bar ``t`` into a fresh row and return it."""
+        i = self._row
+        if i == OBS_BLOCK_ROWS:
+            i = self._new_block()
+        self._row = i + 1
+        acct = self._account
+        c = self._C[t]
+        eq = acct.equity_quote
+        eqs = eq if eq > self._eq_floor else self._eq_floor
+        q = acct.position_base
+        mmr = self._mmr
+        aq = abs(q)
+        den = abs(q - mmr * aq) * c
+        bars = acct.bars_held
+        mv = self._acct_mv
+        o = i * self._acct_stride + self._acct_base
+        mv[o] = q * c / eqs
+        mv[o + 1] = (c - acct.avg_entry_quote) * q / eqs
+        mv[o + 2] = bars / (bars + self._w)
+        mv[o + 3] = 1.0 if den == 0.0 else min(max((eq - mmr * aq * c) / den, 0.0), 1.0)
+        m0 = i * self._mkt_stride
+        end = (t + 1) * self._nf
+        self._mkt_mv[m0 : m0 + self._wf] = self._mv_feat[end - self._wf : end]
+        if self._box:
+            return self._block[i]
+        return {"market": self._block[i], "account": self._acct_block[i]}
+
+    def _info(self, t: int) -> dict[str, Any]:
+        acct = self._account
+        return {
+            "ts_ms": self._TS[t],
+            "equity_quote": acct.equity_quote,
+            "position_base": acct.position_base,
+            "fees_paid_quote": acct.fees_paid_quote,
+        }
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Start an episode: draw the market (if several) and the first decision bar.
+
+        Args:
+            seed: seeds ``self.np_random`` (Gymnasium semantics).
+            options: ``{"start_index": i}`` forces the first decision bar (backtests);
+                ``{"market_index": k}`` forces the market.
+
+        Returns:
+            ``(observation, info)`` for the first decision bar.
+        """
+        super().reset(seed=seed)
+        cfg = self.config
+        rng = self.np_random
+        opts = options or {}
+        if "market_index" in opts:
+            k = int(opts["market_index"])
+            if not 0 <= k < len(self.markets):
+                raise ValueError(f"market_index {k} out of range [0, {len(self.markets)})")
+        else:
+            k = int(rng.integers(len(self.markets))) if len(self.markets) > 1 else 0
+        self._select_market(k)
+        lo, hi = self._ranges[k]
+        if "start_index" in opts:
+            s = int(opts["start_index"])
+            if not lo <= s <= hi:
+                raise ValueError(f"start_index {s} out of range [{lo}, {hi}] for this market and config")
+        elif cfg.episode_length_bars is None:
+            s = lo
+        else:
+            s = int(rng.integers(lo, hi, endpoint=True))
+        self._start = s
+        self._t = s
+        self._last = s + (cfg.episode_length_bars if cfg.episode_length_bars is not None else self._m.n_bars - cfg.window)
+        self._account.reset(self._C[s])
+        self._reward.reset_scalar(self._account.equity_quote)
+        self._queue = deque([0.0] * (cfg.delay_bars - 1)) if cfg.delay_bars > 1 else None
+        if self._record:
+            self._history = [(s, self._account.equity_quote, 0.0)]
+        return self._observation(s), self._info(s)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Play one bar: fill the target at the next open, mark at its close (see module doc).
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``; ``info`` has ``ts_ms`` (open
+            time of the newest bar in the observation), ``equity_quote``, ``position_base`` and
+            ``fees_paid_quote``.
+        """
+        # one attribute load for everything the step reads (attribute loads dominate a Python step)
+        (op, hi, lo, cl, vol, fund, ts, acct, mv_feat, mkt_stride, acct_stride, acct_base, nf,
+         wf, w, eq_floor, mmr, box, inline_log, pos_map) = self._fast
+        if pos_map is not None:
+            try:
+                target = pos_map[action]
+            except (KeyError, TypeError):
+                target = pos_map[_bad_discrete(action, self._n_actions)]
+        else:
+            target = float(action[0]) if isinstance(action, np.ndarray) and action.ndim == 1 else float(np.asarray(action).reshape(-1)[0])
+            if target != target:
+                raise ValueError("continuous action is NaN; the policy must output a number")
+            if target < self._lo:
+                target = self._lo
+            elif target > self._hi:
+                target = self._hi
+        t = self._t
+        if t >= self._last:
+            raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
+        queue = self._queue
+        if queue is not None:
+            queue.append(target)
+            target = queue.popleft()
+        t += 1
+        self._t = t
+        eq_prev = acct.equity_quote
+        c = cl[t]
+        liq = acct.step_bar(target, op[t], hi[t], lo[t], c, vol[t], 0.0 if fund is None else fund[t])
+        eq = acct.equity_quote
+        if inline_log:
+            ratio = eq / eq_prev
+            reward = scalar_log(MIN_EQUITY_RATIO if ratio < MIN_EQUITY_RATIO else ratio)
+        else:
+            reward = self._reward_scalar(eq_prev, eq)
+        q = acct.position_base
+        if liq:
+            self._last = t  # terminated: a further step() must reset first
+        if self._record:
+            self._history.append((t, eq, q))
+        # the observation, in a fresh row of the current block (formulas as in _observation)
+        i = self._row
+        if i == OBS_BLOCK_ROWS:
+            i = self._new_block()
+        self._row = i + 1
+        mv = self._acct_mv
+        off = i * acct_stride + acct_base
+        if q == 0.0:  # flat: no exposure, no PnL, no time in position, nothing to liquidate
+            mv[off] = mv[off + 1] = mv[off + 2] = 0.0
+            mv[off + 3] = 1.0
+        else:
+            eqs = eq if eq > eq_floor else eq_floor
+            bars = acct.bars_held
+            mv[off] = q * c / eqs
+            mv[off + 1] = (c - acct.avg_entry_quote) * q / eqs
+            mv[off + 2] = bars / (bars + w)
+            if q > 0.0 and acct.cash_quote >= 0.0:
+                # an unlevered long: the ratio below is 1 + cash / (q (1 - mmr) c) >= 1, clipped to 1
+                mv[off + 3] = 1.0
+            else:
+                aq = abs(q)
+                den = abs(q - mmr * aq) * c
+                mv[off + 3] = 1.0 if den == 0.0 else min(max((eq - mmr * aq * c) / den, 0.0), 1.0)
+        m0 = i * mkt_stride
+        end = (t + 1) * nf
+        self._mkt_mv[m0 : m0 + wf] = mv_feat[end - wf : end]
+        obs: Any = self._block[i] if box else {"market": self._block[i], "account": self._acct_block[i]}
+        return obs, reward, liq, t >= self._last and not liq, {
+            "ts_ms": ts[t],
+            "equity_quote": eq,
+            "position_base": q,
+            "fees_paid_quote": acct.fees_paid_quote,
+        }
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> npt.NDArray[np.uint8] | None:
+        """Plot close price, position and equity of the episode so far.
+
+        ``"rgb_array"`` returns an ``(H, W, 3)`` uint8 image (matplotlib Agg); ``"human"`` draws
+        the figure in a window (when the backend can show one) and returns None.
+        """
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        import matplotlib
+
+        if self.render_mode == "rgb_array":
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(8, 6), dpi=80)
+            FigureCanvasAgg(fig)
+            self._draw(fig)
+            fig.canvas.draw()
+            buf = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
+            return np.ascontiguousarray(buf[:, :, :3])
+        import matplotlib.pyplot as plt
+
+        if self._fig is None:
+            self._fig = plt.figure(figsize=(10, 7))
+        self._fig.clf()
+        self._draw(self._fig)
+        if matplotlib.get_backend().lower() != "agg":
+            plt.pause(0.001)
+        return None
+
+    def _draw(self, fig: Any) -> None:
+        hist = self._history or [(max(self._t, 0), self._account.equity_quote, self._account.position_base)]
+        t_idx = np.array([h[0] for h in hist])
+        ts = np.asarray(self._m.ts_ms)[t_idx].astype("datetime64[ms]")
+        close = self._m.close[t_idx]
+        ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
+        ax1.plot(ts, close, lw=0.8, color="black")
+        ax1.set_ylabel(f"{self._m.md.symbol} close")
+        ax2.step(ts, [h[2] for h in hist], where="post", lw=0.8)
+        ax2.set_ylabel("position (base)")
+        ax3.plot(ts, [h[1] for h in hist], lw=0.8, color="tab:green")
+        ax3.set_ylabel("equity (quote)")
+        fig.tight_layout()
+
+    def close(self) -> None:
+        """Close the human-mode figure, if any."""
+        if self._fig is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._fig)
+            self._fig = None
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def account(self) -> Account:
+        """The live books of this env (read them, do not write)."""
+        return self._account
+
+    @property
+    def t(self) -> int:
+        """Index of the current decision bar in the current market."""
+        return self._t

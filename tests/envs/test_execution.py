@@ -1,0 +1,112 @@
+"""Execution rules: sizing, buying-power cap, lot size, minimum notional, fees and slippage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coinrl.envs.books import Account
+from coinrl.envs.config import EnvConfig
+from coinrl.envs.domain import Order, Position, Side
+from coinrl.envs.execution import ExecutionModel
+from coinrl.pipeline.errors import InvalidOrder
+
+
+def _exe(**kw: object) -> ExecutionModel:
+    return ExecutionModel.from_config(EnvConfig(**kw))  # type: ignore[arg-type]
+
+
+def test_spot_all_in_spends_the_cash_and_not_a_cent_more() -> None:
+    exe = _exe(allow_short=False, positions=(0.0, 1.0), taker_fee_rate=0.001, slippage_bps=10.0)
+    dq, _ = exe.size_order(1.0, 10_000.0, 0.0, 100.0, 1e6)
+    notional, fee, slip = exe.costs(dq, 100.0, 1e6)
+    # qty = 10,000 / (100 * (1 + 0.001 + 0.001)): the costs are paid out of the same cash
+    assert dq == pytest.approx(10_000.0 / 100.2, rel=1e-11)
+    cash_after = 10_000.0 - dq * 100.0 - fee - slip
+    assert 0.0 <= cash_after < 1e-6
+
+
+def test_lot_size_rounds_toward_zero_and_a_close_is_exact() -> None:
+    exe = _exe(lot_size_base=0.01, rebalance_threshold=0.0, taker_fee_rate=0.0, slippage_bps=0.0)
+    dq, _ = exe.size_order(0.5, 1_000.0, 0.0, 33.0, 1e6)  # 0.5 * 1000 / 33 = 15.1515.. -> 15.15
+    assert dq == pytest.approx(15.15)
+    dq, _ = exe.size_order(-0.5, 1_000.0, 0.0, 33.0, 1e6)
+    assert dq == pytest.approx(-15.15)
+    dq, _ = exe.size_order(0.0, 500.0, 15.1500001, 33.0, 1e6)  # to flat: all of it, no dust
+    assert dq == -15.1500001
+
+
+def test_min_notional_and_rebalance_band_skip_small_orders_but_never_a_close() -> None:
+    exe = _exe(min_notional_quote=100.0, rebalance_threshold=0.0)
+    assert exe.size_order(0.005, 10_000.0, 0.0, 100.0, 1e6)[0] == 0.0  # 50 quote < 100
+    assert exe.size_order(0.02, 10_000.0, 0.0, 100.0, 1e6)[0] == pytest.approx(2.0)  # 200
+    assert exe.size_order(0.0, 10_000.0, 0.5, 100.0, 1e6)[0] == -0.5  # 50 quote close allowed
+    band = _exe(rebalance_threshold=0.01)
+    # position worth 5,000 of equity 10,000 (cash 5,000); target 0.505 is a 50 rebalance < 100
+    assert band.size_order(0.505, 5_000.0, 50.0, 100.0, 1e6)[0] == 0.0
+    assert band.size_order(0.6, 5_000.0, 50.0, 100.0, 1e6)[0] == pytest.approx(10.0)
+
+
+def test_slippage_fixed_bps_plus_capped_volume_impact() -> None:
+    exe = _exe(taker_fee_rate=0.002, slippage_bps=5.0, impact_coef=0.1, max_impact_frac=0.01)
+    # 10 traded of volume 1,000: impact 0.1 * 0.01 = 0.001 -> slippage fraction 0.0005 + 0.001
+    notional, fee, slip = exe.costs(10.0, 200.0, 1_000.0)
+    assert (notional, fee, slip) == pytest.approx((2_000.0, 4.0, 3.0))
+    # 100 of volume 10: impact 0.1 * 10 = 1 -> capped at 0.01
+    _, _, slip = exe.costs(-100.0, 200.0, 10.0)
+    assert slip == pytest.approx(20_000.0 * (0.0005 + 0.01))
+
+
+def test_market_fill_equals_the_books_costs_and_position_agrees() -> None:
+    cfg = EnvConfig(taker_fee_rate=0.001, slippage_bps=10.0, rebalance_threshold=0.0, max_leverage=2.0)
+    exe = ExecutionModel.from_config(cfg)
+    fill = exe.market_fill(Order("o1", "BTC/USD", Side.BUY, 2.0), 100.0, 1e6, "f1", ts_ms=1)
+    assert fill.price_quote == pytest.approx(100.1)  # 10 bps over the open
+    assert fill.fee_quote == pytest.approx(0.2)
+    pos = Position("BTC/USD", initial_cash_quote=10_000.0)
+    pos.apply(fill)
+    acct = Account(cfg)
+    acct.step_bar(2.0 * 100.0 / 10_000.0, 100.0, 100.0, 100.0, 100.0, 1e6)  # exposure of 2 BTC
+    assert acct.position_base == pytest.approx(pos.qty_base)
+    assert acct.cash_quote == pytest.approx(pos.cash_quote)
+    assert acct.avg_entry_quote == pytest.approx(pos.avg_entry_quote)
+
+
+def test_orders_breaking_exchange_rules_are_rejected() -> None:
+    exe = _exe(lot_size_base=0.01, min_notional_quote=10.0)
+    with pytest.raises(InvalidOrder, match="lot size"):
+        exe.market_fill(Order("o", "BTC/USD", Side.BUY, 0.015), 1_000.0, 1e6, "f", 0)
+    with pytest.raises(InvalidOrder, match="minimum"):
+        exe.market_fill(Order("o", "BTC/USD", Side.BUY, 0.01), 100.0, 1e6, "f", 0)
+    assert exe.round_qty(0.0199) == pytest.approx(0.01)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    target=st.floats(-3.0, 3.0),
+    cash=st.floats(-2e4, 3e4),
+    qty=st.floats(-200.0, 200.0),
+    price=st.floats(1.0, 1e3),
+    volume=st.floats(0.0, 1e4),
+    kw=st.fixed_dictionaries({
+        "impact_coef": st.sampled_from([0.0, 0.5]),
+        "lot_size_base": st.sampled_from([0.0, 0.1]),
+        "min_notional_quote": st.sampled_from([0.0, 50.0]),
+        "rebalance_threshold": st.sampled_from([0.0, 0.02]),
+        "allow_short": st.booleans(),
+    }),
+)
+def test_vector_sizing_equals_scalar_sizing_bit_for_bit(
+    target: float, cash: float, qty: float, price: float, volume: float, kw: dict[str, object]
+) -> None:
+    exe = _exe(max_leverage=3.0, **kw)
+    if cash + qty * price <= 0.0:
+        return  # the books liquidate such accounts before sizing
+    target = max(target, 0.0) if not kw["allow_short"] else target
+    dq_s, _ = exe.size_order(target, cash, qty, price, volume)
+    a = lambda x: np.array([x])  # noqa: E731
+    dq_v, notional_v = exe.size_orders(a(target), a(cash), a(qty), a(price), a(volume))
+    assert dq_v[0] == dq_s
+    assert notional_v[0] == abs(dq_s) * price

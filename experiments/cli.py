@@ -271,6 +271,59 @@ def data_features(
         console.print(f"features written to {out}")
 
 
+# --------------------------------------------------------------------------- agents
+
+
+@app.command("train")
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (experiments/configs/*.yaml or a bundle's config.yaml).")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.total_timesteps=50000.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the run folder.")] = Path("runs"),
+) -> None:
+    """Train an agent (PPO/DQN/A2C/SAC/RecurrentPPO), validate it beside the baselines, save its bundle."""
+    from coinrl.experiments.train_cmd import run_train
+
+    bundle = run_train(config, list(overrides or []), resume, out)
+    console.print(f"bundle written to {bundle}")
+
+
+@app.command("evaluate")
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip written by coinrl train.")],
+    split: Annotated[str, typer.Option(help="train | validation | test | full.")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Evaluate a bundle on a split with its own features and normaliser, beside the baselines."""
+    import json
+
+    from rich.table import Table
+
+    from coinrl.experiments.train_cmd import run_evaluate
+
+    rep = run_evaluate(bundle, split)
+    rows = {"agent": rep["agent"], **rep["baselines"]}
+    cols = {
+        "total_return": "return", "annualised_return": "ann. return", "sharpe": "Sharpe",
+        "sortino": "Sortino", "max_drawdown": "max DD", "turnover": "turnover", "fees_paid_quote": "fees",
+    }
+    keys = tuple(cols)
+    table = Table(title=f"{bundle} on the {split} split (fees and slippage included)")
+    table.add_column("strategy")
+    for k in keys:
+        table.add_column(cols[k], justify="right")
+    for name, m in rows.items():
+        table.add_row(name, *(f"{m.get(k, float('nan')):.4g}" if isinstance(m.get(k), int | float) else "-" for k in keys))
+    console.print(table)
+    if not rep["meta"].get("data_matches_bundle", True):
+        console.print("[yellow]warning:[/yellow] the data differs from what the bundle was trained on")
+    if json_out is not None:
+        json_out.write_text(json.dumps(rep, indent=2, sort_keys=True))
+        console.print(f"report written to {json_out}")
+
+
 # --------------------------------------------------------------------------- emulator
 
 

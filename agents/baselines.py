@@ -1,0 +1,187 @@
+"""Baseline strategies as target-exposure arrays, played through the same env and books.
+
+A baseline is just a sequence of ``T`` target exposures (one per decision, see
+:mod:`coinrl.agents.rollout`); :func:`run_baselines` turns them into env actions and steps them
+all together through :func:`~coinrl.agents.rollout.simulate_actions`, with the agent's env
+config, so agent and baselines pay the same fees, slippage and rules.
+
+* ``buy_and_hold``: the largest long exposure up to 1 (all equity long), held throughout.
+* ``flat``: no position (the exposure closest to 0), i.e. cash.
+* ``random``: a policy that changes its target exactly as often as the agent did (same number
+  of decisions that trade), at uniformly random bars, to uniformly random other exposures
+  (one of the discrete positions, or uniform in the bounds for a continuous env). Its metrics
+  are averaged over ``n_random`` independent draws.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from coinrl.envs.config import EnvConfig
+from coinrl.pipeline.dataset import MarketData
+
+from .rollout import Rollout, evaluation_config, n_decisions, simulate_actions, targets_to_actions
+
+logger = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+
+BASELINES = ("buy_and_hold", "flat", "random")
+
+
+def _choices(env_config: EnvConfig) -> F64:
+    return np.asarray(env_config.discrete_positions, dtype=np.float64)
+
+
+def long_exposure(env_config: EnvConfig) -> float:
+    """Exposure of buy-and-hold: 1 (all equity long), or the nearest the env allows."""
+    if env_config.action == "discrete":
+        pos = _choices(env_config)
+        longs = pos[pos > 0]
+        if len(longs) == 0:
+            return float(pos.max())
+        at_most_one = longs[longs <= 1.0]
+        return float(at_most_one.max() if len(at_most_one) else longs.min())
+    return float(min(1.0, env_config.exposure_bounds[1]))
+
+
+def flat_exposure(env_config: EnvConfig) -> float:
+    """Exposure of the flat baseline: 0, or the discrete position closest to it."""
+    if env_config.action == "discrete":
+        pos = _choices(env_config)
+        return float(pos[np.abs(pos).argmin()])
+    lo, hi = env_config.exposure_bounds
+    return float(min(max(0.0, lo), hi))
+
+
+def buy_and_hold_targets(n_steps: int, env_config: EnvConfig) -> F64:
+    """``n_steps`` targets all equal to :func:`long_exposure`."""
+    return np.full(n_steps, long_exposure(env_config))
+
+
+def flat_targets(n_steps: int, env_config: EnvConfig) -> F64:
+    """``n_steps`` targets all equal to :func:`flat_exposure`."""
+    return np.full(n_steps, flat_exposure(env_config))
+
+
+def count_changes(targets: npt.ArrayLike, threshold: float = 0.0, start: float = 0.0) -> int:
+    """Decisions whose target differs from the previous one (from ``start``) by more than
+    ``threshold`` (exposure units)."""
+    x = np.concatenate([[start], np.asarray(targets, dtype=np.float64)])
+    return int((np.abs(np.diff(x)) > threshold).sum())
+
+
+def random_targets(
+    n_steps: int,
+    env_config: EnvConfig,
+    n_changes: int,
+    rng: np.random.Generator,
+) -> F64:
+    """Targets that change exactly ``n_changes`` times, at random bars, to random exposures.
+
+    The sequence starts flat; each change moves to a different discrete position (drawn
+    uniformly) or, for a continuous env, to an exposure drawn uniformly in the bounds.
+
+    Args:
+        n_steps: decisions ``T``.
+        env_config: gives the exposures to draw from.
+        n_changes: how many decisions change the target (clipped to ``[0, n_steps]``).
+        rng: the random generator (seed it for reproducible baselines).
+
+    Returns:
+        ``(n_steps,)`` target exposures.
+    """
+    k = int(min(max(n_changes, 0), n_steps))
+    first = flat_exposure(env_config)
+    if k == 0:
+        return np.full(n_steps, first)
+    bars = np.sort(rng.choice(n_steps, size=k, replace=False))
+    pos = _choices(env_config)
+    lo, hi = env_config.exposure_bounds
+    values = np.empty(k)
+    cur = first
+    for j in range(k):
+        if env_config.action == "discrete":
+            others = pos[pos != cur]
+            cur = float(others[rng.integers(len(others))])
+        else:
+            cur = float(rng.uniform(lo, hi))
+        values[j] = cur
+    # the target of decision i is the value of the last change at or before i
+    last_change = np.searchsorted(bars, np.arange(n_steps), side="right") - 1
+    return np.where(last_change >= 0, values[np.maximum(last_change, 0)], first)
+
+
+def _mean_metrics(rollouts: list[Rollout]) -> dict[str, float]:
+    ms = [r.metrics() for r in rollouts]
+    keys = ms[0].keys()
+    out = {}
+    for key in keys:
+        vals = np.asarray([m[key] for m in ms], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        out[key] = float(finite.mean()) if len(finite) else float(vals[0])
+    out["total_return_std"] = float(np.std([m["total_return"] for m in ms]))
+    return out
+
+
+def run_baselines(
+    data: MarketData,
+    env_config: EnvConfig | dict[str, Any] | None,
+    *,
+    agent_targets: npt.ArrayLike | None = None,
+    n_random: int = 5,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, float]], dict[str, Rollout]]:
+    """Play buy-and-hold, flat and the matched random policy over ``data`` through the env.
+
+    Args:
+        data: the split.
+        env_config: the agent's env config (same costs and rules).
+        agent_targets: the agent's ``T`` target exposures; the random baseline makes as many
+            trading decisions (changes larger than ``rebalance_threshold``). ``None``: the
+            random policy changes its target on 2 % of the bars.
+        n_random: independent random draws averaged in the ``random`` metrics.
+        seed: seed of the random baseline.
+
+    Returns:
+        ``(metrics, rollouts)``: metrics per baseline name (``random`` averaged over draws,
+        plus ``total_return_std`` across them) and one rollout per baseline (the first random
+        draw for ``random``).
+    """
+    cfg = evaluation_config(env_config)
+    t_steps = n_decisions(data, cfg)
+    if agent_targets is None:
+        n_changes = max(1, t_steps // 50)
+    else:
+        n_changes = count_changes(agent_targets, threshold=cfg.rebalance_threshold)
+    rng = np.random.default_rng(seed)
+    rows = [buy_and_hold_targets(t_steps, cfg), flat_targets(t_steps, cfg)]
+    rows += [random_targets(t_steps, cfg, n_changes, rng) for _ in range(max(1, n_random))]
+    rollouts = simulate_actions(data, cfg, targets_to_actions(np.stack(rows), cfg))
+    metrics = {
+        "buy_and_hold": rollouts[0].metrics(),
+        "flat": rollouts[1].metrics(),
+        "random": _mean_metrics(rollouts[2:]),
+    }
+    metrics["random"]["n_changes"] = float(n_changes)
+    logger.debug(
+        "baselines symbol=%s steps=%d random_changes=%d draws=%d",
+        data.symbol, t_steps, n_changes, len(rollouts) - 2,
+    )
+    return metrics, {"buy_and_hold": rollouts[0], "flat": rollouts[1], "random": rollouts[2]}
+
+
+__all__ = [
+    "BASELINES",
+    "buy_and_hold_targets",
+    "count_changes",
+    "flat_exposure",
+    "flat_targets",
+    "long_exposure",
+    "random_targets",
+    "run_baselines",
+]

@@ -1,0 +1,498 @@
+"""Train SB3 agents on the batched trading env, with validation, early stopping and resume.
+
+:func:`train_model` builds the SB3 VecEnv adapter over the batched env
+(:class:`~coinrl.envs.sb3.TradingSB3VecEnv`: one numpy env stepping ``n_envs`` episodes, not
+``n_envs`` Python env objects) on the TRAINING split and runs the configured algorithm with:
+
+* **validation** every ``eval_every_steps``: the deterministic policy trades the whole
+  validation split (:func:`~coinrl.agents.rollout.rollout_policy`); ``eval_metric`` scores it;
+* **best model**: the best-scoring weights are kept (in memory and ``<run>/best/model.zip``)
+  and returned when ``use_best_model``;
+* **early stopping** after ``early_stopping_patience`` evaluations without improvement;
+* **checkpoints** every ``checkpoint_every_steps`` in ``<run>/checkpoints/step_<n>/``: the model
+  (weights, optimiser, step counter), the replay buffer of off-policy algorithms, the
+  monitor's state (history, best score, patience) and the RNG states. ``resume=True`` continues
+  from the latest one: the step counter, schedules and best-so-far carry on, and the remaining
+  ``total_timesteps - num_timesteps`` steps are trained (SB3 cannot save a half-collected
+  rollout, so checkpoints are taken between rollouts; the envs start fresh episodes, seeded
+  from the run seed and the step, so a resumed run is itself reproducible);
+* **one metrics sink**: SB3's logger with the fan-out of :mod:`coinrl.agents.tracking`
+  (logging, ``progress.csv``, W&B); coinrl's own metrics are recorded as ``eval/...``;
+* **reproducibility**: one seed for SB3 (python, numpy, torch, action space, envs),
+  ``torch.set_num_threads(torch_threads)`` and ``torch.use_deterministic_algorithms`` while
+  training, so the same config and seed give bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle  # noqa: S403  (our own checkpoint files only)
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from coinrl.envs.config import EnvConfig, env_config_from
+from coinrl.pipeline.dataset import MarketData
+from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.splits import PreparedData
+
+from .agent import TrainedAgent, data_info
+from .algos import algo_class, make_algorithm
+from .config import TrainConfig
+from .metrics import json_safe
+from .rollout import evaluation_config, rollout_policy
+from .tracking import Tracker, make_logger
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.logger import Logger
+    from stable_baselines3.common.vec_env import VecEnv
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+STATE_FILE = "state.json"
+RNG_FILE = "rng.pkl"
+MODEL_FILE = "model.zip"
+REPLAY_FILE = "replay_buffer.pkl"
+
+# Fields that may change between a checkpoint and its resumption (budget, cadence, display).
+RESUMABLE_CHANGES = frozenset({
+    "total_timesteps", "eval_every_steps", "early_stopping_patience", "min_improvement",
+    "checkpoint_every_steps", "keep_checkpoints", "progress_bar", "log_every_steps",
+    "use_best_model", "torch_threads",
+})
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_vec_env(data: MarketData, env_config: EnvConfig, n_envs: int) -> VecEnv:
+    """The SB3 VecEnv over the batched trading env (``n_envs`` episodes on ``data``)."""
+    from coinrl.envs.sb3 import TradingSB3VecEnv
+
+    return TradingSB3VecEnv(num_envs=n_envs, data=data, config=env_config)
+
+
+@contextmanager
+def torch_settings(threads: int, deterministic: bool) -> Iterator[None]:
+    """Set torch's thread count and deterministic mode for a block, then restore them."""
+    import torch
+
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+
+
+def weights_hash(model: BaseAlgorithm) -> str:
+    """sha256 of the policy's parameters and buffers (names, shapes, bytes), in name order."""
+    h = hashlib.sha256()
+    state = model.policy.state_dict()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _score(metric: str, metrics: Mapping[str, float], episode_reward: float) -> float:
+    v = episode_reward if metric == "mean_reward" else float(metrics[metric])
+    if not np.isfinite(v):  # an inf ratio (no downside at all) ranks above every finite one
+        return 1e12 if v > 0 else -1e12
+    return v
+
+
+def _resume_key(train: TrainConfig, env: EnvConfig, prepared: PreparedData) -> dict[str, Any]:
+    return {
+        "train": {k: v for k, v in train.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES},
+        "env": env.model_dump(mode="json"),
+        "data_fingerprint": prepared.data_fingerprint,
+        "normaliser_fingerprint": prepared.normaliser.fingerprint(),
+    }
+
+
+def _atomic_dir(dest: Path, build: Any) -> None:
+    """``build(tmp_dir)`` then rename the folder into place (replacing ``dest``)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        build(tmp)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class MonitorState:
+    """What the training monitor carries across a checkpoint (JSON-safe)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    next_eval_step: int = 0
+    next_checkpoint_step: int = 0
+    stopped_early: bool = False
+    last_eval_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain data."""
+        return dict(json_safe(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MonitorState:
+        """Back from :meth:`to_dict`."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002  (SB3 draws from the legacy global RNG)
+        "torch": torch.get_rng_state().numpy().copy(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002  (SB3 draws from the legacy global RNG)
+    torch.set_rng_state(torch.from_numpy(np.asarray(state["torch"], dtype=np.uint8)))
+
+
+# --------------------------------------------------------------------------- the monitor
+
+
+def _monitor_callback(
+    train: TrainConfig,
+    env_config: EnvConfig,
+    validation: MarketData | None,
+    run_dir: Path | None,
+    state: MonitorState,
+    resume_key: Mapping[str, Any],
+) -> Any:
+    """The SB3 callback doing validation, best model, early stopping and checkpoints."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    eval_cfg = evaluation_config(env_config)
+
+    class _Monitor(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__(verbose=0)
+            self.state = state
+            self.best_params: dict[str, Any] | None = None
+
+        # -- evaluation
+        def evaluate(self) -> None:
+            if validation is None:
+                return
+            step = int(self.num_timesteps)
+            ro = rollout_policy(self.model, validation, eval_cfg, deterministic=True)
+            metrics = ro.metrics()
+            reward = float(ro.rewards.sum())
+            score = _score(train.eval_metric, metrics, reward)
+            st = self.state
+            improved = st.best_score is None or score > st.best_score + train.min_improvement
+            if improved:
+                st.best_score = score
+                st.best_step = step
+                st.evals_since_best = 0
+                self.best_params = {
+                    k: v.detach().clone() for k, v in self.model.policy.state_dict().items()
+                }
+                if run_dir is not None:
+                    _atomic_dir(run_dir / BEST_DIR, lambda d: self.model.save(d / MODEL_FILE))
+            else:
+                st.evals_since_best += 1
+            st.last_eval_step = step
+            record = {"step": step, "score": score, "episode_reward": reward, **metrics}
+            st.history.append(dict(json_safe(record)))
+            lg = self.logger
+            for k, v in metrics.items():
+                lg.record(f"eval/{k}", v)
+            lg.record("eval/episode_reward", reward)
+            lg.record("eval/score", score)
+            lg.record("eval/best_score", st.best_score)
+            lg.record("eval/evals_since_best", st.evals_since_best)
+            lg.dump(step)
+            patience = train.early_stopping_patience
+            if patience is not None and st.evals_since_best >= patience:
+                st.stopped_early = True
+                logger.info(
+                    "early stopping step=%d best_step=%s best_score=%.4f patience=%d",
+                    step, st.best_step, st.best_score, patience,
+                )
+
+        # -- checkpoints
+        def checkpoint(self) -> Path | None:
+            if run_dir is None:
+                return None
+            step = int(self.num_timesteps)
+            dest = run_dir / CHECKPOINTS_DIR / f"step_{step:012d}"
+            model = self.model
+
+            def build(d: Path) -> None:
+                model.save(d / MODEL_FILE)
+                if not train.is_on_policy and getattr(model, "replay_buffer", None) is not None:
+                    model.save_replay_buffer(d / REPLAY_FILE)  # type: ignore[attr-defined]
+                with open(d / RNG_FILE, "wb") as fh:
+                    pickle.dump(_rng_state(), fh)
+                payload = {"step": step, "monitor": self.state.to_dict(), "resume_key": resume_key}
+                (d / STATE_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+            _atomic_dir(dest, build)
+            for old in list_checkpoints(run_dir)[: -train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            logger.info("checkpoint step=%d path=%s", step, dest)
+            return dest
+
+        # -- SB3 hooks
+        def _on_rollout_start(self) -> None:
+            st = self.state
+            step = self.num_timesteps
+            if train.eval_every_steps and step >= st.next_eval_step and step > 0:
+                self.evaluate()
+                while st.next_eval_step <= step:
+                    st.next_eval_step += train.eval_every_steps
+            if train.checkpoint_every_steps and step >= st.next_checkpoint_step and step > 0:
+                while st.next_checkpoint_step <= step:
+                    st.next_checkpoint_step += train.checkpoint_every_steps
+                self.checkpoint()
+
+        def _on_step(self) -> bool:
+            return not self.state.stopped_early
+
+    return _Monitor()
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _load_checkpoint(
+    ckpt: Path, train: TrainConfig, venv: VecEnv, resume_key: Mapping[str, Any]
+) -> tuple[BaseAlgorithm, MonitorState]:
+    payload = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    saved_key = payload.get("resume_key")
+    want = json.loads(json.dumps(resume_key))
+    if saved_key != want:
+        diff = sorted(
+            k for k in set(want) | set(saved_key or {})
+            if (saved_key or {}).get(k) != want.get(k)
+        )
+        raise ConfigError(
+            f"checkpoint {ckpt} was written by a run with different {diff}; resume with the "
+            "same config and data, or start a new run (another out_dir, or without --resume)"
+        )
+    cls = algo_class(train.algo)
+    model = cls.load(ckpt / MODEL_FILE, env=venv, device=train.device)
+    if (ckpt / REPLAY_FILE).is_file():
+        model.load_replay_buffer(ckpt / REPLAY_FILE)  # type: ignore[attr-defined]
+    step = int(model.num_timesteps)
+    # fresh episodes, seeded from the run seed and the step: a resumed run is reproducible
+    model.set_random_seed(int(train.seed or 0) + step)
+    with open(ckpt / RNG_FILE, "rb") as fh:
+        _set_rng_state(pickle.load(fh))  # noqa: S301  (our own checkpoint)
+    state = MonitorState.from_dict(payload.get("monitor", {}))
+    logger.info("resuming from checkpoint path=%s step=%d", ckpt, step)
+    return model, state
+
+
+def train_model(
+    training_data: PreparedData,
+    config: TrainConfig | None = None,
+    env_config: EnvConfig | Mapping[str, Any] | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    tracker: Tracker | None = None,
+    experiment_config: Mapping[str, Any] | None = None,
+    sink: Logger | None = None,
+) -> TrainedAgent:
+    """Train an agent on ``training_data.train``, validating on ``training_data.validation``.
+
+    Args:
+        training_data: the prepared splits (normaliser fitted on train) from
+            :func:`~coinrl.pipeline.source.load_dataset` or ``prepare_data_for_model``.
+        config: the training config; a ``None`` seed means 0.
+        env_config: the env config (costs, window, actions, reward).
+        out_dir: run folder for checkpoints, the best model and ``progress.csv``; None keeps
+            everything in memory (no checkpoints).
+        resume: continue from the latest checkpoint in ``out_dir`` (starts fresh, with a
+            warning, when there is none).
+        tracker: W&B tracker for the metrics (None: no W&B).
+        experiment_config: the full experiment config to store in the bundle (plain data).
+        sink: an SB3 logger to use instead of :func:`~coinrl.agents.tracking.make_logger`.
+
+    Returns:
+        The :class:`~coinrl.agents.agent.TrainedAgent` (best validated weights when
+        ``use_best_model``), with ``history`` (validation evaluations) and ``info``
+        (``num_timesteps``, ``best_step``, ``best_score``, ``stopped_early``,
+        ``weights_sha256``, ``resumed_from``).
+
+    Raises:
+        ConfigError: an algorithm that does not fit the action space, or a checkpoint from a
+            different config or data.
+    """
+    train = (config or TrainConfig()).with_seed(0)
+    seed = int(train.seed or 0)
+    env = env_config_from(env_config)
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if resume and run_dir is None:
+        raise ConfigError("resume=True needs out_dir, the run folder holding the checkpoints")
+    validation: MarketData | None = training_data.validation
+    if validation is None or len(validation) <= env.window:
+        logger.warning(
+            "validation split has %d bars (window=%d): no validation, no best model, no early stop",
+            0 if validation is None else len(validation), env.window,
+        )
+        validation = None
+    key = _resume_key(train, env, training_data)
+    from stable_baselines3.common.utils import set_random_seed
+
+    with torch_settings(train.torch_threads, train.deterministic_torch):
+        venv = make_vec_env(training_data.train, env, train.n_envs)
+        ckpt = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
+        if resume and ckpt is None:
+            logger.warning("resume: no checkpoint in %s; starting a fresh run", run_dir)
+        if ckpt is not None:
+            model, state = _load_checkpoint(ckpt, train, venv, key)
+        else:
+            set_random_seed(seed)
+            model = make_algorithm(train, venv, seed)
+            state = MonitorState(
+                next_eval_step=train.eval_every_steps,
+                next_checkpoint_step=train.checkpoint_every_steps,
+            )
+        own_sink = sink is None
+        out_logger = sink or make_logger(run_dir, tracker)
+        model.set_logger(out_logger)
+        monitor = _monitor_callback(train, env, validation, run_dir, state, key)
+        callbacks: list[Any] = [monitor]
+        if train.progress_bar:
+            from stable_baselines3.common.callbacks import ProgressBarCallback
+
+            callbacks.append(ProgressBarCallback())
+        remaining = train.total_timesteps - int(model.num_timesteps)
+        if train.is_on_policy:
+            p = train.recurrent_ppo if train.algo == "recurrent_ppo" else train.ppo
+            n_steps = train.a2c.n_steps if train.algo == "a2c" else p.n_steps
+            log_interval = max(1, train.log_every_steps // (n_steps * train.n_envs))
+        else:
+            log_interval = max(1, train.n_envs)
+        logger.info(
+            "training algo=%s seed=%d n_envs=%d steps=%d remaining=%d symbol=%s train_rows=%d",
+            train.algo, seed, train.n_envs, train.total_timesteps, remaining,
+            training_data.train.symbol, len(training_data.train),
+        )
+        if remaining > 0 and not state.stopped_early:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                log_interval=log_interval,
+                reset_num_timesteps=ckpt is None,
+                progress_bar=False,
+            )
+        # a last evaluation of the final weights, then the final checkpoint
+        monitor.init_callback(model)
+        # (after an early stop the weights are those of the last evaluation: nothing to do)
+        if (
+            validation is not None
+            and not state.stopped_early
+            and state.last_eval_step != model.num_timesteps
+        ):
+            monitor.evaluate()
+        if run_dir is not None and train.checkpoint_every_steps:
+            monitor.checkpoint()
+        if train.use_best_model and monitor.best_params is not None:
+            model.policy.load_state_dict(monitor.best_params)
+        elif train.use_best_model and run_dir is not None and (run_dir / BEST_DIR / MODEL_FILE).is_file():
+            best = algo_class(train.algo).load(run_dir / BEST_DIR / MODEL_FILE, device=train.device)
+            model.policy.load_state_dict(best.policy.state_dict())
+        venv.close()
+        if own_sink:
+            out_logger.close()
+    info = {
+        "num_timesteps": int(model.num_timesteps),
+        "best_step": state.best_step,
+        "best_score": state.best_score,
+        "eval_metric": train.eval_metric,
+        "stopped_early": state.stopped_early,
+        "weights_sha256": weights_hash(model),
+        "resumed_from": str(ckpt) if ckpt is not None else None,
+    }
+    exp_cfg = dict(experiment_config or {})
+    logger.info(
+        "trained algo=%s steps=%d best_step=%s best_score=%s stopped_early=%s",
+        train.algo, info["num_timesteps"], state.best_step, state.best_score, state.stopped_early,
+    )
+    return TrainedAgent(
+        model=model,
+        env_config=env,
+        train_config=train,
+        feature_spec=training_data.spec,
+        normaliser=training_data.normaliser,
+        data_info=data_info(training_data),
+        experiment_config=exp_cfg,
+        history=list(state.history),
+        info=info,
+    )
+
+
+__all__ = [
+    "MonitorState",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "make_vec_env",
+    "torch_settings",
+    "train_model",
+    "weights_hash",
+]

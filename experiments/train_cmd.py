@@ -1,0 +1,216 @@
+"""What ``coinrl train`` and ``coinrl evaluate`` do (the CLI only parses arguments and prints).
+
+* :func:`run_train`: experiment YAML (+ overrides) → data → W&B run → :func:`train_model` →
+  validation report against the baselines → bundle (+ artifact, equity plot) → bundle path.
+  ``resume=True`` continues the run's latest checkpoint (and its W&B run).
+* :func:`run_evaluate`: bundle → the bundle's data config, features and normaliser → report
+  of the agent and the baselines on a split.
+* :func:`retrain_from_bundle`: train again from a bundle's ``config.yaml`` alone and say
+  whether the result has the same weights.
+
+Run folder layout (``out_dir/<name>/``): ``checkpoints/``, ``best/``, ``progress.csv``,
+``wandb/`` (offline runs), ``bundle/``, ``evaluation.json`` (validation report) and
+``equity_validation.png`` (agent vs baselines).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coinrl.agents.bundle import CONFIG_FILE, load_model, save_model
+from coinrl.agents.evaluate import evaluate_model
+from coinrl.agents.metrics import json_safe
+from coinrl.agents.plots import equity_curve_figure
+from coinrl.agents.tracking import Tracker, make_logger
+from coinrl.agents.train import train_model
+from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.source import load_candles, load_dataset
+from coinrl.pipeline.splits import candles_fingerprint, market_data_from_spec, split_bounds
+
+from .config import ExperimentConfig, experiment_config_from, load_experiment_config
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_DIR = "bundle"
+EVALUATION_FILE = "evaluation.json"
+WANDB_ID_FILE = "wandb_run_id.txt"
+EQUITY_PLOT_FILE = "equity_validation.png"
+SPLITS = ("train", "validation", "test", "full")
+
+
+def train_experiment(
+    config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
+) -> Path:
+    """Train, validate, bundle and track one experiment (see :func:`run_train`).
+
+    Returns:
+        The bundle folder ``out_dir/<name>/bundle``.
+    """
+    run_dir = Path(out_dir) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared = load_dataset(config.data)
+    full_cfg = config.to_dict()
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    tracker = Tracker(config.tracking, config.name, full_cfg, run_dir, run_id=run_id)
+    if tracker.run_id:
+        id_file.write_text(tracker.run_id + "\n", encoding="utf-8")
+    sink = make_logger(run_dir, tracker)
+    try:
+        agent = train_model(
+            prepared,
+            config.resolved_train,
+            config.env,
+            out_dir=run_dir,
+            resume=resume,
+            tracker=tracker,
+            experiment_config=full_cfg,
+            sink=sink,
+        )
+        report = evaluate_model(agent, prepared.validation, split="validation", seed=config.seed)
+        step = int(agent.info["num_timesteps"])
+        for key, value in report.flat("eval/final").items():
+            sink.record(key, value)
+        sink.dump(step)
+        agent.info["validation"] = report.to_dict()
+        bundle = save_model(agent, run_dir / BUNDLE_DIR)
+        (run_dir / EVALUATION_FILE).write_text(
+            json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        fig = equity_curve_figure(report)
+        fig.savefig(run_dir / EQUITY_PLOT_FILE)
+        if tracker.enabled:
+            tracker.log_figure("eval/equity_curve", fig, step=step)
+            tracker.summary(report.flat("final"))
+            tracker.log_artifact(
+                bundle, f"{config.name}-bundle", "model",
+                metadata={"algo": agent.algo, "data_fingerprint": agent.data_info.get("data_fingerprint")},
+            )
+    finally:
+        sink.close()
+        tracker.finish()
+    logger.info(
+        "run name=%s bundle=%s validation_total_return=%.4f buy_and_hold=%.4f",
+        config.name, bundle, report.agent["total_return"],
+        report.baselines["buy_and_hold"]["total_return"],
+    )
+    return bundle
+
+
+def run_train(config_path: Path, overrides: list[str], resume: bool, out_dir: Path) -> Path:
+    """``coinrl train CONFIG [key=value ...] [--resume] [--out DIR]``.
+
+    Args:
+        config_path: experiment YAML (``experiments/configs/*.yaml`` or a bundle's
+            ``config.yaml``).
+        overrides: ``key.path=value`` overrides (e.g. ``train.total_timesteps=50000``).
+        resume: continue from the latest checkpoint in ``out_dir/<name>/checkpoints``.
+        out_dir: parent folder of the run folder.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        ConfigError: bad config or overrides; a checkpoint from a different config.
+        DataError: unusable data.
+    """
+    config = load_experiment_config(config_path, overrides)
+    return train_experiment(config, out_dir, resume=resume)
+
+
+def run_evaluate(bundle: Path, split: str) -> dict[str, Any]:
+    """``coinrl evaluate BUNDLE [--split validation|test|train|full]``.
+
+    Rebuilds the split from the bundle's data config with the bundle's OWN feature spec and
+    normaliser (never refitted), rolls the deterministic policy over it and plays the
+    baselines through the same env and costs.
+
+    Args:
+        bundle: bundle folder or zip.
+        split: ``train``, ``validation``, ``test`` or ``full``.
+
+    Returns:
+        JSON-safe dict: ``split``, ``agent``, ``policy``, ``baselines``, ``meta`` (plus
+        ``data_matches_bundle``: whether the candles hash to the bundle's data fingerprint) and
+        ``bundle`` (algo, data provenance, training info).
+
+    Raises:
+        ConfigError: unknown split, or a bundle without a data section.
+        DataError: a tampered bundle, or data too short for the split.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    agent = load_model(bundle)
+    raw = agent.experiment_config
+    if "data" not in raw:
+        raise ConfigError(
+            f"{bundle} has no data section in its config (it was saved from train_model "
+            "without an experiment config); evaluate it with evaluate_model on your own data"
+        )
+    cfg = experiment_config_from(raw, source=f"{bundle}/{CONFIG_FILE}")
+    candles = load_candles(cfg.data)
+    full = market_data_from_spec(candles, agent.feature_spec, agent.normaliser, split="full")
+    if split == "full":
+        md = full
+    else:
+        rows = split_bounds(len(full), cfg.data.split).parts()[split]
+        md = full.slice(rows.start, rows.stop)
+        md.meta["split"] = split
+    matches = candles_fingerprint(candles) == agent.data_info.get("data_fingerprint")
+    if not matches:
+        logger.warning(
+            "evaluate: the candles of %s differ from those the bundle was trained on "
+            "(data fingerprint mismatch); the splits may cover other bars",
+            cfg.data.source,
+        )
+    report = evaluate_model(agent, md, split=split, seed=cfg.seed)
+    out = report.to_dict()
+    out["meta"]["data_matches_bundle"] = matches
+    out["bundle"] = json_safe(
+        {
+            "path": str(bundle),
+            "algo": agent.algo,
+            "data": agent.data_info,
+            "training": {k: v for k, v in agent.info.items() if k not in ("versions", "validation")},
+        }
+    )
+    return out
+
+
+def retrain_from_bundle(
+    bundle: Path, out_dir: Path, overrides: Sequence[str] = ()
+) -> tuple[Path, bool]:
+    """Train again from a bundle's ``config.yaml`` alone.
+
+    Args:
+        bundle: bundle folder or zip.
+        out_dir: parent folder of the new run folder.
+        overrides: ``key.path=value`` overrides on top of the bundle's config.
+
+    Returns:
+        ``(new bundle path, same_weights)``; ``same_weights`` is True when the new policy's
+        weights hash equals the bundle's (same config, data, seed and library versions on CPU).
+    """
+    old = load_model(bundle)
+    raw = old.experiment_config
+    if "data" not in raw:
+        raise ConfigError(f"{bundle} has no data section in its config; it cannot be retrained alone")
+    with tempfile.TemporaryDirectory(prefix="coinrl-retrain-") as tmp:
+        path = Path(tmp) / CONFIG_FILE
+        path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        config = load_experiment_config(path, overrides)
+    new_bundle = train_experiment(config, out_dir)
+    new = load_model(new_bundle)
+    same = new.info.get("weights_sha256") == old.info.get("weights_sha256")
+    logger.info("retrained bundle=%s new=%s same_weights=%s", bundle, new_bundle, same)
+    return new_bundle, same
+
+
+__all__ = ["retrain_from_bundle", "run_evaluate", "run_train", "train_experiment"]

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Any, TextIO
 
 _FMT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def setup_logging(verbosity: int = 0) -> None:
@@ -14,7 +28,9 @@ def setup_logging(verbosity: int = 0) -> None:
         verbosity: net count of ``-v`` minus ``-q`` flags from the CLI.
     """
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format=_FMT, datefmt="%Y-%m-%dT%H:%M:%S", force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%dT%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # Third-party chatter stays at warning unless asked for with -vv.
     if verbosity < 2:
         for name in ("ccxt", "urllib3", "aiohttp", "matplotlib", "PIL", "apscheduler"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +70,8 @@ def make_funding(candles: pd.DataFrame, *, seed: int = 1) -> pd.DataFrame:
 def shared_data() -> Path:
     """Path to the read-only real exchange files (``/work/shared/data``)."""
     if not SHARED_DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared data folder {SHARED_DATA} is missing in CI (clone beside ../shared)")
         pytest.skip(f"shared data folder {SHARED_DATA} is not present")
     return SHARED_DATA
 

@@ -72,3 +72,39 @@ def test_list_of_missing_folder_says_what_to_pass(tmp_path: Path) -> None:
     res = _run("data", "list", str(tmp_path / "missing"))
     assert res.returncode == 2
     assert "not a folder" in res.stderr
+
+
+def test_fetch_then_update_against_the_emulator(tmp_path: Path, emulator: object) -> None:
+    url = emulator.base_url  # type: ignore[attr-defined]
+    dest = tmp_path / "btc.parquet"
+    res = runner.invoke(
+        app,
+        ["data", "fetch", "BTC/USDT", "--since", "2024-01-01", "--exchange-url", url, "--out", str(dest)],
+        terminal_width=300,
+    )
+    assert res.exit_code == 0, res.output
+    assert "2,999 closed candles" in res.output  # the in-progress last bar is not stored
+    res = runner.invoke(app, ["data", "update", str(dest), "--exchange-url", url], terminal_width=300)
+    assert res.exit_code == 0, res.output
+    assert "0 new candle(s)" in res.output
+
+
+def test_fetch_of_an_unlisted_symbol_fails_clearly(tmp_path: Path, emulator: object) -> None:
+    url = emulator.base_url  # type: ignore[attr-defined]
+    res = _run("data", "fetch", "NOPE/USDT", "--exchange-url", url, "--out", str(tmp_path / "x.parquet"))
+    assert res.returncode == 2
+    assert "does not list symbol 'NOPE/USDT'" in res.stderr
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_features_command_writes_a_causal_feature_file(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    assert runner.invoke(app, ["data", "ingest", "--sample", "--out", str(out)]).exit_code == 0
+    src = next(out.glob("*.parquet"))
+    res = runner.invoke(app, ["data", "features", str(src), "--out", str(tmp_path / "f.parquet")])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    assert "rsi_14" in feats.columns
+    assert feats.drop(columns=["ts_ms"]).notna().all().all()

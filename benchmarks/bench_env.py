@@ -12,10 +12,14 @@ The peers need ``pip install gym-anytrading`` and ``pip install --no-deps gym-tr
 ``flask pyecharts nest_asyncio`` (gym-trading-env pins an old ccxt that must not replace ours);
 a peer that cannot be imported is reported and skipped.
 
+Also the latency of a fresh process's first step (the compiled kernel is loaded from numba's
+cache, or compiled when the cache is empty: ``cold``, full run only), after ``import coinrl.envs``.
+
 Prints tables, then one line of JSON with keys ``steps_per_s``, ``peer_steps_per_s``,
 ``numpy_limit_steps_per_s``, ``speedup_vs_best_peer``, ``fraction_of_limit``,
-``batched_env_steps_per_s`` (N -> env-steps/s), ``bytes_per_env_n1024`` and the extras
-``batched_env_steps_per_s_nocopy``, ``python_floats_limit_steps_per_s``, ``data``.
+``batched_env_steps_per_s`` (N -> env-steps/s), ``bytes_per_env_n1024``,
+``first_step_latency_s`` and the extras ``batched_env_steps_per_s_nocopy``,
+``python_floats_limit_steps_per_s``, ``data``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import json
 import logging
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import warnings
@@ -217,6 +225,44 @@ def bytes_per_env(md: MarketData, n_envs: int, copy: bool = True) -> tuple[float
     return current / n_envs, int(md.features.nbytes)
 
 
+_FIRST_STEP = """
+import json, time
+t0 = time.perf_counter()
+import coinrl.envs
+t1 = time.perf_counter()
+import numpy as np
+from coinrl.pipeline.dataset import MarketData
+n = 300
+close = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.01, n)))
+md = MarketData(ts_ms=np.arange(n, dtype=np.int64) * 3_600_000, open=close, high=close * 1.01,
+                low=close * 0.99, close=close, volume=np.ones(n),
+                features=np.zeros((n, 4), dtype=np.float32), feature_names=("a", "b", "c", "d"))
+t2 = time.perf_counter()
+env = coinrl.envs.TradingEnv(md, window=8, episode_length_bars=50)
+env.reset(seed=0)
+env.step(1)
+t3 = time.perf_counter()
+venv = coinrl.envs.TradingVectorEnv(4, md, window=8, episode_length_bars=50)
+venv.reset(seed=0)
+venv.step(np.ones(4, dtype=np.int64))
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first_step": t3 - t2, "first_vector_step": t4 - t3}))
+"""
+
+
+def first_step_latency(cold: bool) -> dict[str, float]:
+    """Seconds in a fresh interpreter: ``import coinrl.envs``; building a TradingEnv, its reset
+    and first step (numba imported, the kernel loaded from its cache, or compiled into an empty
+    cache when ``cold``); then the same for a TradingVectorEnv."""
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        if cold:
+            env["NUMBA_CACHE_DIR"] = cache
+        out = subprocess.run([sys.executable, "-c", _FIRST_STEP], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    return {k: round(v, 3) for k, v in json.loads(out.splitlines()[-1]).items()}
+
+
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -225,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     n, repeats, vec_steps, rounds = (5_000, 2, 30, 1) if args.quick else (30_000, 3, 200, 3)
+
+    first_step_latency(cold=False)  # fills numba's cache if this is the first run after a change
+    latency = {"warm_cache": first_step_latency(cold=False)}
+    if not args.quick:
+        latency["cold_cache"] = first_step_latency(cold=True)
 
     md, source = load_market()
     print(f"machine: {machine()}")
@@ -275,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bytes per env at N=1024: {per_env:,.0f} (copy=False: {per_env_nocopy:,.0f}; the shared "
           f"float32 feature matrix, {shared:,} bytes, is held once and not counted)")
 
+    for kind, v in latency.items():
+        print(f"first step, {kind.replace('_', ' ')}: import coinrl.envs {v['import']:.2f} s, then TradingEnv "
+              f"built + reset + step {v['first_step']:.2f} s, TradingVectorEnv {v['first_vector_step']:.2f} s")
+
     emit_json({
         "steps_per_s": round(ours),
         "peer_steps_per_s": {k: round(v) for k, v in peers.items()},
@@ -287,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "batched_env_steps_per_s_nocopy": batched_nocopy,
         "bytes_per_env_n1024": round(per_env),
         "bytes_per_env_n1024_nocopy": round(per_env_nocopy),
+        "first_step_latency_s": latency,
         "data": source,
         "quick": args.quick,
     })

@@ -8,10 +8,12 @@ Importing this package registers ``coinrl/Trading-v0``::
     env = gym.make("coinrl/Trading-v0", window=24, action="continuous")
     vec = gym.make_vec("coinrl/Trading-v0", num_envs=256, vectorization_mode="vector_entry_point")
 
-Modules: ``domain`` (Order, Fill, Position), ``execution`` (fill rules), ``books`` (the accounting
-kernel: Books for N accounts, Account for one), ``rewards``, ``trading_env`` (TradingEnv and the
-exact timing), ``vector`` (TradingVectorEnv), ``sb3`` (SB3 VecEnv adapter), ``config``
-(EnvConfig), ``data`` (MarketData from frames, files or the packaged sample).
+Modules: ``domain`` (Order, Fill, Position), ``execution`` (fill rules), ``books`` (the books:
+Books for N accounts, Account for one), ``kernel`` (the compiled step every env and the books run:
+numba, imported and compiled or loaded from its cache on the first construction, not here),
+``rewards``, ``trading_env`` (TradingEnv and the exact timing), ``vector`` (TradingVectorEnv),
+``sb3`` (SB3 VecEnv adapter), ``config`` (EnvConfig), ``data`` (MarketData from frames, files or
+the packaged sample).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""The accounting kernel: the one place money moves.
+"""The books: the one place money moves.
 
-:class:`Books` keeps N independent accounts (one per market or episode) on preallocated float64
-arrays of shape ``(N,)``; :class:`Account` is the same kernel for one account on Python floats,
-the N=1 fast path behind :class:`~coinrl.envs.trading_env.TradingEnv` (numpy calls on 1-element
-arrays would cost more than the arithmetic). Both perform the same IEEE operations in the same
-order, so a single env and a batched env given the same actions produce bit-identical books
-(tested with ``np.array_equal``). TradingEnv, the vector env, the backtester and the paper broker
-all move money only through these two classes.
+:class:`Books` keeps N independent accounts (one per market or episode) as the columns of one
+float64 state matrix; its fields (``cash_quote``, ``position_base``, ...) are views of the
+matrix's rows, arrays of shape ``(N,)``. :class:`Account` is the same for one account, with the
+fields as Python floats. Both step through the compiled kernel of :mod:`coinrl.envs.kernel`,
+whose per-account code is also what TradingEnv and the vector env run each step, so a single env
+and a batched env given the same actions produce bit-identical books by construction (and
+tested with ``np.array_equal``). TradingEnv, the vector env, the backtester and the paper broker
+all move money only through this kernel.
 
 One bar, ``step_bar``, in this order (decision taken at the previous bar's close):
 
@@ -37,13 +38,15 @@ quantity (the buying-power cap of :mod:`coinrl.envs.execution` guarantees it).
 from __future__ import annotations
 
 import logging
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from . import kernel
 from .config import EnvConfig
-from .domain import Position, trade
-from .execution import MIN_VOLUME_BASE, ExecutionModel
+from .domain import Position
+from .execution import ExecutionModel
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +77,45 @@ def trade_vec(qty_base: F64, avg_entry_quote: F64, dq_base: F64, price_quote: F6
     return new, avg, realised
 
 
-class Books:
-    """N accounts on arrays of shape ``(N,)``; all amounts in quote currency unless ``_base``.
+class _Row:
+    """A field of :class:`Books`: the view of its row of the state matrix. Assigning to the
+    field writes into that row (the kernel keeps stepping the same memory)."""
 
-    Attributes:
+    def __init__(self, row: int) -> None:
+        self.row = row
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _Row: ...
+    @overload
+    def __get__(self, obj: Books, objtype: type | None = None) -> F64: ...
+    def __get__(self, obj: Books | None, objtype: type | None = None) -> F64 | _Row:
+        return self if obj is None else obj._rows[self.row]
+
+    def __set__(self, obj: Books, value: npt.ArrayLike) -> None:
+        obj._rows[self.row][...] = value
+
+
+class _Scalar:
+    """A field of :class:`Account`: its cell of the state matrix, as a Python float."""
+
+    def __init__(self, row: int) -> None:
+        self.row = row
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _Scalar: ...
+    @overload
+    def __get__(self, obj: Account, objtype: type | None = None) -> float: ...
+    def __get__(self, obj: Account | None, objtype: type | None = None) -> float | _Scalar:
+        return self if obj is None else obj._cells[self.row]
+
+    def __set__(self, obj: Account, value: float) -> None:
+        obj._cells[self.row] = float(value)
+
+
+class Books:
+    """N accounts, the columns of one state matrix; all amounts in quote currency unless ``_base``.
+
+    Attributes (arrays of shape ``(N,)``, views of the rows of ``state``):
         cash_quote: cash (negative = borrowed quote).
         position_base: position quantity (negative = short).
         avg_entry_quote: average entry (reference) price, 0 when flat.
@@ -88,7 +126,9 @@ class Books:
         turnover_quote: traded notional so far.
         shortfall_quote: losses beyond posted margin not charged to the account (insurance fund).
         bars_held: bars the current position has been held (same direction), 0 when flat.
-        liquidated: whether the last ``step_bar`` liquidated (or found bankrupt) the account.
+        liquidated: bool, whether the last ``step_bar`` liquidated (or found bankrupt) the account.
+        state: the ``(kernel.N_ROWS, N)`` float64 matrix itself (the rows after the books
+            fields hold the state of the reward of the env that steps these books).
 
     Example:
         >>> b = Books(2, EnvConfig(taker_fee_rate=0.0, slippage_bps=0.0, rebalance_threshold=0.0))
@@ -98,6 +138,20 @@ class Books:
         [10500.0, 10000.0]
     """
 
+    cash_quote = _Row(kernel.CASH)
+    position_base = _Row(kernel.QTY)
+    avg_entry_quote = _Row(kernel.AVG_ENTRY)
+    realised_pnl_quote = _Row(kernel.REALISED)
+    equity_quote = _Row(kernel.EQUITY)
+    mark_price_quote = _Row(kernel.MARK)
+    fees_paid_quote = _Row(kernel.FEES)
+    slippage_paid_quote = _Row(kernel.SLIPPAGE)
+    funding_paid_quote = _Row(kernel.FUNDING)
+    borrow_paid_quote = _Row(kernel.BORROW)
+    turnover_quote = _Row(kernel.TURNOVER)
+    shortfall_quote = _Row(kernel.SHORTFALL)
+    bars_held = _Row(kernel.BARS_HELD)
+
     def __init__(self, n: int, config: EnvConfig) -> None:
         self.n = int(n)
         self.config = config
@@ -106,35 +160,32 @@ class Books:
         self.mmr = float(config.maintenance_margin_rate)
         self.borrow_rate = float(config.borrow_rate_per_bar)
         self.charge_funding = bool(config.use_funding and not config.is_spot)
-        shape = (self.n,)
-        self.cash_quote: F64 = np.full(shape, self.initial_cash_quote)
-        self.position_base: F64 = np.zeros(shape)
-        self.avg_entry_quote: F64 = np.zeros(shape)
-        self.realised_pnl_quote: F64 = np.zeros(shape)
-        self.equity_quote: F64 = np.full(shape, self.initial_cash_quote)
-        self.mark_price_quote: F64 = np.zeros(shape)
-        self.fees_paid_quote: F64 = np.zeros(shape)
-        self.slippage_paid_quote: F64 = np.zeros(shape)
-        self.funding_paid_quote: F64 = np.zeros(shape)
-        self.borrow_paid_quote: F64 = np.zeros(shape)
-        self.turnover_quote: F64 = np.zeros(shape)
-        self.shortfall_quote: F64 = np.zeros(shape)
-        self.bars_held: F64 = np.zeros(shape)
-        self.liquidated: BoolArr = np.zeros(shape, dtype=bool)
+        self.state: F64 = kernel.new_state(self.n, self.initial_cash_quote)
+        self._rows = list(self.state)
+        self.liquidated: BoolArr = np.zeros(self.n, dtype=bool)
+        self._params = kernel.make_params(config)
+        self._zeros = np.zeros(self.n)
+        self._kernel = kernel.compiled()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the field views are rebuilt on the copy's own state matrix (a copied view would not
+        # see the kernel's writes)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_rows", "_kernel")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rows = list(self.state)
+        self._kernel = kernel.compiled()
 
     # ------------------------------------------------------------------ state
     def reset(self, idx: IntArr | slice | None = None, mark_price_quote: F64 | float = 0.0) -> None:
         """Return accounts ``idx`` (all by default) to initial cash and no position."""
         sel: IntArr | slice = slice(None) if idx is None else idx
-        self.cash_quote[sel] = self.initial_cash_quote
-        self.equity_quote[sel] = self.initial_cash_quote
-        self.mark_price_quote[sel] = mark_price_quote
-        for arr in (
-            self.position_base, self.avg_entry_quote, self.realised_pnl_quote,
-            self.fees_paid_quote, self.slippage_paid_quote, self.funding_paid_quote,
-            self.borrow_paid_quote, self.turnover_quote, self.shortfall_quote, self.bars_held,
-        ):
-            arr[sel] = 0.0
+        s = self.state
+        s[:, sel] = 0.0
+        s[kernel.CASH, sel] = self.initial_cash_quote
+        s[kernel.EQUITY, sel] = self.initial_cash_quote
+        s[kernel.MARK, sel] = mark_price_quote
         self.liquidated[sel] = False
 
     @property
@@ -199,101 +250,52 @@ class Books:
             ``liquidated``: bool array, True where the account was liquidated this bar (or is
             bankrupt); its position is then flat and its cash >= 0.
         """
-        cash = self.cash_quote
-        qty = self.position_base
-        mmr = self.mmr
-        liq = self.liquidated
-        qty_old = qty.copy()
-        # 1. funding on the position held into the funding time, at the open
-        if funding_rate is not None and self.charge_funding:
-            pay = funding_rate * qty * open_quote
-            cash -= pay
-            self.funding_paid_quote += pay
-        # 2. gap through the liquidation price: close at the open
-        np.less_equal(cash + (qty - mmr * np.abs(qty)) * open_quote, 0.0, out=liq)
-        if liq.any():
-            idx = np.flatnonzero(liq)
-            self._close(idx, open_quote[idx])
-            target_exposure = np.where(liq, 0.0, target_exposure)
-        # 3. rebalance at the open
-        exe = self.execution
-        dq, notional = exe.size_orders(target_exposure, cash, qty, open_quote, volume_base)
-        fee = notional * exe.taker_fee_rate
-        if exe.impact_coef > 0.0:
-            slip = notional * (exe.slippage_frac + np.minimum(
-                exe.impact_coef * (np.abs(dq) / np.maximum(volume_base, MIN_VOLUME_BASE)),
-                exe.max_impact_frac,
-            ))
-        else:
-            slip = notional * exe.slippage_frac
-        cash -= dq * open_quote
-        cash -= fee
-        cash -= slip
-        self.fees_paid_quote += fee
-        self.slippage_paid_quote += slip
-        self.turnover_quote += notional
-        new, avg, realised = trade_vec(qty, self.avg_entry_quote, dq, open_quote)
-        qty[...] = new
-        self.avg_entry_quote[...] = avg
-        self.realised_pnl_quote += realised
-        # 4. the adverse wick reaches the new position's liquidation price
-        den = qty - mmr * np.abs(qty)
-        wick = cash + den * np.where(qty > 0.0, low_quote, high_quote) <= 0.0
-        if wick.any():
-            idx = np.flatnonzero(wick)
-            q = qty[idx]
-            o = open_quote[idx]
-            d = den[idx]
-            p_liq = np.divide(-cash[idx], d, out=o.copy(), where=d != 0.0)
-            px = np.where(q > 0.0, np.minimum(o, p_liq), np.maximum(o, p_liq))
-            self._close(idx, px)
-            liq |= wick
-        # 5. borrow on short notional and negative cash
-        if self.borrow_rate > 0.0:
-            b = self.borrow_rate * (np.maximum(-qty, 0.0) * close_quote + np.maximum(-cash, 0.0))
-            cash -= b
-            self.borrow_paid_quote += b
-        # 6. mark at the close; bars held: +1 while the direction holds, 1 on entry, 0 flat
-        np.add(cash, qty * close_quote, out=self.equity_quote)
-        self.mark_price_quote[...] = close_quote
-        bars = self.bars_held
-        bars *= qty_old * qty > 0.0
-        bars += qty != 0.0
-        return liq
+        n = self.n
+        f = self._zeros if funding_rate is None else _column(funding_rate, n)
+        self._kernel.books_step(
+            self.state, self._params, self.liquidated, _column(target_exposure, n),
+            _column(open_quote, n), _column(high_quote, n), _column(low_quote, n),
+            _column(close_quote, n), _column(volume_base, n), f,
+        )
+        if logger.isEnabledFor(logging.DEBUG) and self.liquidated.any():
+            idx = np.flatnonzero(self.liquidated)
+            logger.debug("liquidated accounts=%s shortfall=%s", idx.tolist(), self.shortfall_quote[idx].tolist())
+        return self.liquidated
 
-    def _close(self, idx: IntArr, price_quote: F64) -> None:
-        """Liquidate accounts ``idx`` at ``price_quote``: close, pay taker fee, floor cash at 0."""
-        q = self.position_base[idx]
-        new, avg, realised = trade_vec(q, self.avg_entry_quote[idx], -q, price_quote)
-        cash = self.cash_quote[idx] + q * price_quote
-        notional = np.abs(q) * price_quote
-        fee = notional * self.execution.taker_fee_rate
-        cash = cash - fee
-        short = np.maximum(-cash, 0.0)
-        self.shortfall_quote[idx] += short
-        self.cash_quote[idx] = cash + short
-        self.fees_paid_quote[idx] += fee
-        self.turnover_quote[idx] += notional
-        self.realised_pnl_quote[idx] += realised
-        self.position_base[idx] = new
-        self.avg_entry_quote[idx] = avg
-        logger.debug("liquidated accounts=%s price=%s shortfall=%s", idx.tolist(), price_quote.tolist(), short.tolist())
+
+def _column(x: npt.ArrayLike, n: int) -> F64:
+    """``x`` as a float64 array of shape ``(n,)`` (broadcast, not copied, where it can be)."""
+    a = np.asarray(x, dtype=np.float64)
+    return a if a.shape == (n,) else np.broadcast_to(a, (n,))
+
+
+def _cells(state: F64) -> Any:
+    """A memoryview of a one-column state matrix: item access returns Python floats (fast)."""
+    return memoryview(state.reshape(-1))  # type: ignore[arg-type]
 
 
 class Account:
-    """One account on Python floats: :class:`Books` with N=1, bit for bit (see module doc).
-
-    Attributes have the same names and meaning as :class:`Books`' arrays, as floats.
-    """
+    """One account: :class:`Books` with N=1, its fields as Python floats (same names, same
+    meaning, the same kernel)."""
 
     __slots__ = (
-        "avg_entry_quote", "bars_held", "borrow_paid_quote", "borrow_rate", "cash_quote",
-        "charge_funding", "config", "equity_quote", "execution", "fees_paid_quote",
-        "funding_paid_quote", "initial_cash_quote", "liquidated", "mark_price_quote", "mmr",
-        "position_base", "realised_pnl_quote", "shortfall_quote", "slippage_paid_quote",
-        "turnover_quote", "_fee_rate", "_impact", "_size_order", "_slip_frac", "_borrow", "_plain",
-        "_k", "_cf", "_short", "_thr", "_consts",
+        "_cells", "_kernel", "_params", "borrow_rate", "charge_funding", "config", "execution",
+        "initial_cash_quote", "mmr", "state",
     )
+
+    cash_quote = _Scalar(kernel.CASH)
+    position_base = _Scalar(kernel.QTY)
+    avg_entry_quote = _Scalar(kernel.AVG_ENTRY)
+    realised_pnl_quote = _Scalar(kernel.REALISED)
+    equity_quote = _Scalar(kernel.EQUITY)
+    mark_price_quote = _Scalar(kernel.MARK)
+    fees_paid_quote = _Scalar(kernel.FEES)
+    slippage_paid_quote = _Scalar(kernel.SLIPPAGE)
+    funding_paid_quote = _Scalar(kernel.FUNDING)
+    borrow_paid_quote = _Scalar(kernel.BORROW)
+    turnover_quote = _Scalar(kernel.TURNOVER)
+    shortfall_quote = _Scalar(kernel.SHORTFALL)
+    bars_held = _Scalar(kernel.BARS_HELD)
 
     def __init__(self, config: EnvConfig) -> None:
         self.config = config
@@ -302,39 +304,37 @@ class Account:
         self.mmr = float(config.maintenance_margin_rate)
         self.borrow_rate = float(config.borrow_rate_per_bar)
         self.charge_funding = bool(config.use_funding and not config.is_spot)
-        self._fee_rate = self.execution.taker_fee_rate
-        self._slip_frac = self.execution.slippage_frac
-        self._impact = self.execution.impact_coef > 0.0
-        self._borrow = self.borrow_rate > 0.0
-        self._size_order = self.execution.size_order
-        exe = self.execution
-        self._plain = exe.impact_coef == 0.0 and exe.lot_size_base == 0.0 and exe.min_notional_quote == 0.0
-        self._k = exe._k
-        self._cf = exe._cf
-        self._short = exe.allow_short
-        self._thr = exe.rebalance_threshold
-        self._consts = (
-            self.mmr, self._plain, self._k, self._cf, self._short, self._thr, self._fee_rate,
-            self._impact, self._slip_frac, self._borrow, self.charge_funding,
-        )
+        self.state: F64 = kernel.new_state(1, self.initial_cash_quote)
+        self._cells = _cells(self.state)
+        self._params = kernel.make_params(config)
+        self._kernel = kernel.compiled()
         self.reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("_cells", "_kernel")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        self._cells = _cells(self.state)
+        self._kernel = kernel.compiled()
+
+    @property
+    def liquidated(self) -> bool:
+        """Whether the last ``step_bar`` liquidated (or found bankrupt) the account."""
+        return bool(self._cells[kernel.LIQUIDATED] != 0.0)
+
+    @liquidated.setter
+    def liquidated(self, value: bool) -> None:
+        self._cells[kernel.LIQUIDATED] = 1.0 if value else 0.0
 
     def reset(self, mark_price_quote: float = 0.0) -> None:
         """Initial cash, no position, no costs."""
-        self.cash_quote = self.initial_cash_quote
-        self.equity_quote = self.initial_cash_quote
-        self.mark_price_quote = mark_price_quote
-        self.position_base = 0.0
-        self.avg_entry_quote = 0.0
-        self.realised_pnl_quote = 0.0
-        self.fees_paid_quote = 0.0
-        self.slippage_paid_quote = 0.0
-        self.funding_paid_quote = 0.0
-        self.borrow_paid_quote = 0.0
-        self.turnover_quote = 0.0
-        self.shortfall_quote = 0.0
-        self.bars_held = 0.0
-        self.liquidated = False
+        s = self.state
+        s[:] = 0.0
+        s[kernel.CASH] = self.initial_cash_quote
+        s[kernel.EQUITY] = self.initial_cash_quote
+        s[kernel.MARK] = mark_price_quote
 
     @property
     def unrealised_pnl_quote(self) -> float:
@@ -384,128 +384,11 @@ class Account:
         volume_base: float,
         funding_rate: float = 0.0,
     ) -> bool:
-        """Scalar form of :meth:`Books.step_bar`; returns whether the account was liquidated.
-
-        The trade arithmetic is :func:`coinrl.envs.domain.trade` written out in place (a call
-        costs as much as the arithmetic here); tests prove the two agree bit for bit.
-        """
-        cash = self.cash_quote
-        qty = self.position_base
-        qty_old = qty
-        liq = False
-        # the constants in one load (attribute loads are a good part of a Python step)
-        mmr, plain, k, cf, short, thr, fee_rate, impact, slip_frac, borrow, charge_funding = self._consts
-        # 1. funding on the position held into the funding time
-        if funding_rate != 0.0 and charge_funding:
-            pay = funding_rate * qty * open_quote
-            cash -= pay
-            self.funding_paid_quote += pay
-            self.cash_quote = cash
-        # 2. gap liquidation at the open. Only a short or borrowed cash can be liquidated: with
-        # qty >= 0 and cash > 0 the margin cash + qty * (1 - mmr) * price is positive (prefilter)
-        if (qty < 0.0 or cash <= 0.0) and cash + (qty - mmr * abs(qty)) * open_quote <= 0.0:
-            self.cash_quote = cash
-            self._close(open_quote)
-            cash = self.cash_quote
-            qty = self.position_base
-            target_exposure = 0.0
-            liq = True
-        # 3. rebalance at the open. Sizing and exchange rules are ExecutionModel.size_order,
-        # written out in place for the common case (no impact, no lot size, no minimum notional)
-        if plain:
-            equity = cash + qty * open_quote
-            eq_base = equity / open_quote
-            x = target_exposure * eq_base
-            qcf = qty * cf
-            cap = k * (eq_base + qcf)
-            if x > cap:
-                x = cap
-            elif short:
-                low = -k * (eq_base - qcf)
-                if x < low:
-                    x = low
-            dq = x - qty
-            if x != 0.0 and abs(dq) * open_quote < thr * equity:
-                dq = 0.0
-        else:
-            dq = self._size_order(target_exposure, cash, qty, open_quote, volume_base)[0]
-        if dq != 0.0:
-            adq = abs(dq)
-            notional = adq * open_quote
-            fee = notional * fee_rate
-            if impact:
-                exe = self.execution
-                sf = exe.slippage_frac + min(
-                    exe.impact_coef * (adq / max(volume_base, MIN_VOLUME_BASE)), exe.max_impact_frac
-                )
-            else:
-                sf = slip_frac
-            slip = notional * sf
-            cash = cash - dq * open_quote - fee - slip
-            self.cash_quote = cash
-            self.fees_paid_quote += fee
-            self.slippage_paid_quote += slip
-            self.turnover_quote += notional
-            # domain.trade(qty, avg, dq, open_quote), in place
-            new = qty + dq
-            qd = qty * dq
-            if qd < 0.0:
-                aq = abs(qty)
-                r = (open_quote - self.avg_entry_quote) * (adq if adq < aq else aq)
-                self.realised_pnl_quote += r if qty > 0.0 else -r
-            if new == 0.0:
-                self.avg_entry_quote = 0.0
-            elif qty * new <= 0.0:
-                self.avg_entry_quote = open_quote
-            elif qd > 0.0:
-                self.avg_entry_quote = (self.avg_entry_quote * abs(qty) + open_quote * adq) / abs(new)
-            qty = new
-            self.position_base = qty
-        # 4. wick liquidation (same prefilter: a long or flat account with cash > 0 is safe)
-        if qty < 0.0 or cash <= 0.0:
-            adverse = low_quote if qty > 0.0 else high_quote
-            den = qty - mmr * abs(qty)
-            if cash + den * adverse <= 0.0:
-                if den != 0.0:
-                    p_liq = -cash / den
-                    px = (open_quote if open_quote < p_liq else p_liq) if qty > 0.0 else (
-                        open_quote if open_quote > p_liq else p_liq
-                    )
-                else:
-                    px = open_quote
-                self._close(px)
-                cash = self.cash_quote
-                qty = self.position_base
-                liq = True
-        # 5. borrow on short notional and negative cash
-        if borrow:
-            b = self.borrow_rate * (max(-qty, 0.0) * close_quote + max(-cash, 0.0))
-            cash -= b
-            self.borrow_paid_quote += b
-            self.cash_quote = cash
-        # 6. mark at the close
-        self.equity_quote = cash + qty * close_quote
-        self.mark_price_quote = close_quote
-        if qty_old * qty > 0.0:
-            self.bars_held += 1.0
-        else:
-            self.bars_held = 1.0 if qty != 0.0 else 0.0
-        self.liquidated = liq
+        """Scalar form of :meth:`Books.step_bar`; returns whether the account was liquidated."""
+        liq: bool = self._kernel.account_step(
+            self.state, self._params, target_exposure, open_quote, high_quote, low_quote,
+            close_quote, volume_base, funding_rate,
+        )
+        if liq:
+            logger.debug("liquidated shortfall=%s", self.shortfall_quote)
         return liq
-
-    def _close(self, price_quote: float) -> None:
-        q = self.position_base
-        new, avg, realised = trade(q, self.avg_entry_quote, -q, price_quote)
-        cash = self.cash_quote + q * price_quote
-        notional = abs(q) * price_quote
-        fee = notional * self.execution.taker_fee_rate
-        cash = cash - fee
-        short = max(-cash, 0.0)
-        self.shortfall_quote += short
-        self.cash_quote = cash + short
-        self.fees_paid_quote += fee
-        self.turnover_quote += notional
-        self.realised_pnl_quote += realised
-        self.position_base = new
-        self.avg_entry_quote = avg
-        logger.debug("liquidated price=%s shortfall=%s", price_quote, short)

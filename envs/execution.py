@@ -10,17 +10,20 @@ and the paper broker share):
    ``k = max_leverage / (1 + max_leverage * c) * (1 - 1e-12)`` and ``c`` the cost fraction
    (taker fee + slippage + impact). The ``1e-12`` shave keeps rounding from ever spending a
    cent more than the account has: a spot account's cash never goes below zero.
-3. Exchange rules: the order ``dq = x - qty`` is rounded toward zero to ``lot_size_base``;
-   an order below ``min_notional_quote`` or below ``rebalance_threshold * E`` is not sent, except
-   a close to flat (a reduce-only close is always allowed, so no dust position is left).
+3. Exchange rules: the order ``dq = x - qty`` is rounded toward zero to ``lot_size_base`` (an
+   order that would then flip the position although ``x`` is on its side, by float rounding of
+   lot multiples, closes it exactly instead); an order below ``min_notional_quote`` or below
+   ``rebalance_threshold * E`` is not sent, except a close to flat (a reduce-only close is always
+   allowed, so no dust position is left).
 4. Costs on the notional ``|dq| * o``: fee = notional * taker fee (every env order is a market
    order); slippage = notional * (slippage_bps / 1e4 + min(impact_coef * |dq| / volume,
    max_impact_frac)). The fill price is ``o * (1 + slip)`` for buys and ``o * (1 - slip)`` for
    sells; the books keep the reference price and book the slippage as a cost of its own.
 
 Every function exists in a vector form (arrays of shape ``(N,)``) and a scalar form (Python
-floats, the N=1 fast path of :class:`~coinrl.envs.trading_env.TradingEnv`). Both do the same IEEE
-operations in the same order, so they agree to the last bit (tested).
+floats, for brokers and backtests). Both do the same IEEE operations in the same order, so they
+agree to the last bit (tested), and so does the envs' compiled kernel
+(:mod:`coinrl.envs.kernel`), which runs these rules per account.
 """
 
 from __future__ import annotations
@@ -148,6 +151,10 @@ class ExecutionModel:
         dq = x - qty_base
         if self.lot_size_base > 0.0:
             dq = math.trunc(dq / self.lot_size_base) * self.lot_size_base
+            # lot multiples summed in floats need not cancel: an order toward a target on the
+            # position's side (or flat) that would flip the position by rounding closes it exactly
+            if qty_base * (qty_base + dq) < 0.0 and x * qty_base >= 0.0:
+                dq = -qty_base
         notional = abs(dq) * price_quote
         if notional < self.min_notional_quote or notional < self.rebalance_threshold * equity:
             return 0.0, x
@@ -198,7 +205,8 @@ class ExecutionModel:
         dq = x - qty_base  # a target of exactly 0 gives dq = -qty exactly: a full close
         if self.lot_size_base > 0.0:
             dq = np.trunc(dq / self.lot_size_base) * self.lot_size_base
-            np.copyto(dq, -qty_base, where=x == 0.0)
+            flip = (qty_base * (qty_base + dq) < 0.0) & (x * qty_base >= 0.0)  # see size_order
+            np.copyto(dq, -qty_base, where=flip | (x == 0.0))
         notional = np.abs(dq)
         notional *= price_quote
         skip = notional < self.rebalance_threshold * equity

@@ -3,8 +3,10 @@
 Each reward sees the equity marked at the previous step's close (``eq_prev``) and at this
 step's close (``eq_now``), both net of every fee, slippage, funding and borrow charge, so costs
 are always in the reward. Each class has a vector form (``__call__`` on arrays of shape ``(N,)``,
-state per account) and a scalar form (``scalar``, the N=1 fast path of TradingEnv) doing the same
-IEEE operations in the same order (bit-identical).
+state per account) and a scalar form (``scalar``) doing the same IEEE operations in the same
+order (bit-identical). The envs compute the same formulas inside their compiled step
+(:mod:`coinrl.envs.kernel`, state in the books' state matrix); the tests hold the two to each
+other bit for bit.
 
 Available (``EnvConfig.reward``):
 

@@ -36,12 +36,14 @@ with ``time_in_position = bars_held / (bars_held + window)`` in [0, 1) and
 ``distance_to_liquidation`` the fraction the close must move against the position to reach its
 liquidation price, clipped to [0, 1] (1 when flat or unreachable, e.g. spot).
 
-Speed: the step is Python float arithmetic on the :class:`~coinrl.envs.books.Account` kernel,
-prices read through memoryviews of the MarketData arrays, the observation written by
-memoryview copies straight into its own row of a preallocated block (a new block every
-``OBS_BLOCK_ROWS`` steps) and returned as a view of that row: observations never share memory and
-a row is never rewritten (Gymnasium's contract: the caller may keep and modify them), without a
-per-step copy. No pandas; per step one array view and the info dict are allocated.
+Speed: a step is one call of the compiled kernel (:func:`coinrl.envs.kernel.env_step_at`: the
+bar through the books of :class:`~coinrl.envs.books.Account`, the reward, and the observation) on
+preallocated arrays, plus the Python of the Gymnasium API around it. The kernel writes the
+observation straight into its own row of a preallocated block (a new block every
+``OBS_BLOCK_ROWS`` steps), returned as a view of that row: observations never share memory and a
+row is never rewritten (Gymnasium's contract: the caller may keep and modify them), without a
+per-step copy. No pandas; per step only the info dict (and the returned tuple) is allocated. The
+vector env runs the same per-account kernel code, so both give the same floats.
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ from gymnasium import spaces
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import DataError
 
+from . import kernel
 from .books import Account
 from .config import EnvConfig, env_config_from
 from .data import market_list
-from .rewards import MIN_EQUITY_RATIO, LogReturn, make_reward, scalar_log
+from .kernel import EQUITY, FEES, LIQUIDATED, QTY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,6 +93,9 @@ class MarketArrays:
         open, high, low, close, volume, funding: float64 arrays (funding zeros when absent).
         ts_ms: int64 open times.
         features: read-only C-contiguous float32 ``(T, F)`` view.
+        bars, features_flat: the kernel's inputs: open, high, low, close, volume and funding as
+            the columns of one ``(T, 6)`` float64 table, and ``features`` flattened to ``(T * F,)``.
+            Writeable only because numba dispatches writeable arrays faster: never write them.
         has_funding: whether the data carries funding rates.
     """
 
@@ -108,7 +114,10 @@ class MarketArrays:
             else np.zeros(self.n_bars)
         )
         self.ts_ms = np.ascontiguousarray(md.ts_ms, dtype=np.int64)
-        feats = np.ascontiguousarray(md.features, dtype=np.float32).view()
+        self.bars = np.stack([self.open, self.high, self.low, self.close, self.volume, self.funding], axis=1)
+        base = np.ascontiguousarray(md.features, dtype=np.float32)
+        self.features_flat = (base if base.flags.writeable else base.copy()).reshape(-1)
+        feats = base.view()
         feats.flags.writeable = False
         self.features = feats
         prices = np.stack([self.open, self.high, self.low, self.close])
@@ -234,28 +243,24 @@ class TradingEnv(gym.Env[Any, Any]):
         self.observation_space, self.action_space = build_spaces(cfg, self.n_features)
 
         self._account = Account(cfg)
-        self._reward = make_reward(cfg, 1)
-        self._reward_scalar = self._reward.scalar
-        # the default reward is evaluated in step() itself (a method call costs as much as it)
-        self._inline_log = isinstance(self._reward, LogReturn)
+        self._state = self._account.state
+        self._cells: Any = _mv(self._state.reshape(-1))  # the account's fields as Python floats
         self._record = render_mode is not None
         w, nf = cfg.window, self.n_features
         self._w = w
         self._wf = w * nf
         self._nf = nf
-        self._mmr = float(cfg.maintenance_margin_rate)
-        self._eq_floor = cfg.initial_cash_quote * EQUITY_FLOOR_FRAC
         self._discrete = cfg.action == "discrete"
         self._pos_map = {i: float(p) for i, p in enumerate(cfg.discrete_positions)}
         self._lo, self._hi = (float(b) for b in cfg.exposure_bounds)
         self._n_actions = len(cfg.discrete_positions)
         self._queue: deque[float] | None = None
         self._box = cfg.obs_mode == "box"
-        # Box: one row of wf + 4 floats; Dict: a (window, F) market row and a 4-float account row
-        obs_len = self._wf + N_ACCOUNT_FEATURES
-        self._mkt_stride = obs_len if self._box else self._wf
-        self._acct_stride = obs_len if self._box else N_ACCOUNT_FEATURES
-        self._acct_base = self._wf if self._box else 0
+        self._params = kernel.make_params(
+            cfg, n_features=nf, acct_col=self._wf,
+            eq_floor_quote=cfg.initial_cash_quote * EQUITY_FLOOR_FRAC,
+        )
+        self._kernel = kernel.compiled()
         self._new_block()
         self._market_idx = -1
         self._select_market(0)
@@ -272,24 +277,20 @@ class TradingEnv(gym.Env[Any, Any]):
         m = self.markets[i]
         self._market_idx = i
         self._m = m
-        self._O = _mv(m.open)
-        self._H = _mv(m.high)
-        self._L = _mv(m.low)
         self._C = _mv(m.close)
-        self._V = _mv(m.volume)
-        self._F = _mv(m.funding) if m.has_funding else None
         self._TS = _mv(m.ts_ms)
-        self._feat = m.features
-        self._mv_feat = _mv(m.features.reshape(-1))
-        if hasattr(self, "_block"):
-            self._build_fast()
+        self._build_fast()
 
     def _build_fast(self) -> None:
+        """Everything step() reads, in one tuple (one attribute load), and the kernel's context:
+        the addresses of the arrays it steps (this env keeps them alive; rebuilt whenever the
+        market or the observation block changes)."""
+        arrays = (self._state, self._params, self._m.bars, self._m.features_flat, self._block)
+        ctx = kernel.context(*arrays)
+        self._pinned = arrays  # the context holds bare addresses: keep what they point to alive
         self._fast: tuple[Any, ...] = (
-            self._O, self._H, self._L, self._C, self._V, self._F, self._TS, self._account,
-            self._mv_feat, self._mkt_stride, self._acct_stride, self._acct_base, self._nf,
-            self._wf, self._w, self._eq_floor, self._mmr, self._box, self._inline_log,
-            self._pos_map if self._discrete else None,
+            self._kernel.env_step_at, ctx, self._obs_rows, self._cells, self._TS,
+            self._pos_map if self._discrete else None, self._record,
         )
 
     def _new_block(self) -> int:
@@ -300,16 +301,19 @@ class TradingEnv(gym.Env[Any, Any]):
         and modify them) and no row is ever written again, so the copy of a per-step buffer
         is saved. A block lives as long as any of its observations does.
         """
-        n = OBS_BLOCK_ROWS
+        n, wf = OBS_BLOCK_ROWS, self._wf
+        # one row per observation: the window, then the account features (a Box observation is
+        # the row; a Dict one views its two parts)
+        self._block = np.empty((n, wf + N_ACCOUNT_FEATURES), dtype=np.float32)
+        # the observation objects of all rows, made at once (cheaper than one view per step)
         if self._box:
-            self._block = np.empty((n, self._mkt_stride), dtype=np.float32)
-            self._mkt_mv = self._acct_mv = _mv(self._block.reshape(-1))
+            self._obs_rows: list[Any] = list(self._block)
         else:
-            self._block = np.empty((n, self._w, self._nf), dtype=np.float32)
-            self._acct_block = np.empty((n, N_ACCOUNT_FEATURES), dtype=np.float32)
-            self._mkt_mv = _mv(self._block.reshape(-1))
-            self._acct_mv = _mv(self._acct_block.reshape(-1))
+            mkt = self._block[:, :wf].reshape(n, self._w, self._nf)
+            self._obs_rows = [{"market": m, "account": a} for m, a in zip(mkt, self._block[:, wf:], strict=True)]
         self._row = 0
+        if hasattr(self, "_m"):
+            self._build_fast()
         return 0
 
     def _observation(self, t: int) -> Any:
@@ -318,27 +322,9 @@ class TradingEnv(gym.Env[Any, Any]):
         if i == OBS_BLOCK_ROWS:
             i = self._new_block()
         self._row = i + 1
-        acct = self._account
-        c = self._C[t]
-        eq = acct.equity_quote
-        eqs = eq if eq > self._eq_floor else self._eq_floor
-        q = acct.position_base
-        mmr = self._mmr
-        aq = abs(q)
-        den = abs(q - mmr * aq) * c
-        bars = acct.bars_held
-        mv = self._acct_mv
-        o = i * self._acct_stride + self._acct_base
-        mv[o] = q * c / eqs
-        mv[o + 1] = (c - acct.avg_entry_quote) * q / eqs
-        mv[o + 2] = bars / (bars + self._w)
-        mv[o + 3] = 1.0 if den == 0.0 else min(max((eq - mmr * aq * c) / den, 0.0), 1.0)
-        m0 = i * self._mkt_stride
-        end = (t + 1) * self._nf
-        self._mkt_mv[m0 : m0 + self._wf] = self._mv_feat[end - self._wf : end]
-        if self._box:
-            return self._block[i]
-        return {"market": self._block[i], "account": self._acct_block[i]}
+        self._kernel.observe(self._state, self._params, self._m.bars, self._m.features_flat,
+                             np.array([t], dtype=np.int64), self._block, self._block, i)
+        return self._obs_rows[i]
 
     def _info(self, t: int) -> dict[str, Any]:
         acct = self._account
@@ -385,7 +371,7 @@ class TradingEnv(gym.Env[Any, Any]):
         self._t = s
         self._last = s + (cfg.episode_length_bars if cfg.episode_length_bars is not None else self._m.n_bars - cfg.window)
         self._account.reset(self._C[s])
-        self._reward.reset_scalar(self._account.equity_quote)
+        kernel.reset_reward_state(self._state, slice(None), self._params)
         self._queue = deque([0.0] * (cfg.delay_bars - 1)) if cfg.delay_bars > 1 else None
         if self._record:
             self._history = [(s, self._account.equity_quote, 0.0)]
@@ -400,8 +386,7 @@ class TradingEnv(gym.Env[Any, Any]):
             ``fees_paid_quote``.
         """
         # one attribute load for everything the step reads (attribute loads dominate a Python step)
-        (op, hi, lo, cl, vol, fund, ts, acct, mv_feat, mkt_stride, acct_stride, acct_base, nf,
-         wf, w, eq_floor, mmr, box, inline_log, pos_map) = self._fast
+        env_step_at, ctx, obs_rows, cells, ts, pos_map, record = self._fast
         if pos_map is not None:
             try:
                 target = pos_map[action]
@@ -416,7 +401,8 @@ class TradingEnv(gym.Env[Any, Any]):
             elif target > self._hi:
                 target = self._hi
         t = self._t
-        if t >= self._last:
+        last = self._last
+        if t >= last:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
         queue = self._queue
         if queue is not None:
@@ -424,52 +410,25 @@ class TradingEnv(gym.Env[Any, Any]):
             target = queue.popleft()
         t += 1
         self._t = t
-        eq_prev = acct.equity_quote
-        c = cl[t]
-        liq = acct.step_bar(target, op[t], hi[t], lo[t], c, vol[t], 0.0 if fund is None else fund[t])
-        eq = acct.equity_quote
-        if inline_log:
-            ratio = eq / eq_prev
-            reward = scalar_log(MIN_EQUITY_RATIO if ratio < MIN_EQUITY_RATIO else ratio)
-        else:
-            reward = self._reward_scalar(eq_prev, eq)
-        q = acct.position_base
+        i = self._row
+        if i == OBS_BLOCK_ROWS:  # the observation goes to a fresh row of the current block
+            i = self._new_block()
+            ctx, obs_rows = self._fast[1], self._fast[2]
+        self._row = i + 1
+        # the bar through the books, the reward, the observation into row i: one compiled call
+        reward = env_step_at(ctx, t, target, i)
+        liq = cells[LIQUIDATED] != 0.0
+        eq = cells[EQUITY]
+        q = cells[QTY]
         if liq:
             self._last = t  # terminated: a further step() must reset first
-        if self._record:
+        if record:
             self._history.append((t, eq, q))
-        # the observation, in a fresh row of the current block (formulas as in _observation)
-        i = self._row
-        if i == OBS_BLOCK_ROWS:
-            i = self._new_block()
-        self._row = i + 1
-        mv = self._acct_mv
-        off = i * acct_stride + acct_base
-        if q == 0.0:  # flat: no exposure, no PnL, no time in position, nothing to liquidate
-            mv[off] = mv[off + 1] = mv[off + 2] = 0.0
-            mv[off + 3] = 1.0
-        else:
-            eqs = eq if eq > eq_floor else eq_floor
-            bars = acct.bars_held
-            mv[off] = q * c / eqs
-            mv[off + 1] = (c - acct.avg_entry_quote) * q / eqs
-            mv[off + 2] = bars / (bars + w)
-            if q > 0.0 and acct.cash_quote >= 0.0:
-                # an unlevered long: the ratio below is 1 + cash / (q (1 - mmr) c) >= 1, clipped to 1
-                mv[off + 3] = 1.0
-            else:
-                aq = abs(q)
-                den = abs(q - mmr * aq) * c
-                mv[off + 3] = 1.0 if den == 0.0 else min(max((eq - mmr * aq * c) / den, 0.0), 1.0)
-        m0 = i * mkt_stride
-        end = (t + 1) * nf
-        self._mkt_mv[m0 : m0 + wf] = mv_feat[end - wf : end]
-        obs: Any = self._block[i] if box else {"market": self._block[i], "account": self._acct_block[i]}
-        return obs, reward, liq, t >= self._last and not liq, {
+        return obs_rows[i], reward, liq, t >= last and not liq, {
             "ts_ms": ts[t],
             "equity_quote": eq,
             "position_base": q,
-            "fees_paid_quote": acct.fees_paid_quote,
+            "fees_paid_quote": cells[FEES],
         }
 
     # ------------------------------------------------------------------ rendering

@@ -2,8 +2,9 @@
 
 The same books (:class:`~coinrl.envs.books.Books`), execution rules, rewards and timing as
 :class:`~coinrl.envs.trading_env.TradingEnv` (read its module docstring for the exact timing),
-without N Python env objects: one step is a fixed number of numpy calls on arrays of shape
-``(N,)`` plus one gather of the N observation windows.
+without N Python env objects: one step is one call of the compiled kernel
+(:func:`coinrl.envs.kernel.vec_step`) over the N envs (books, reward, observation and info for
+each), the per-account code TradingEnv runs, plus a few numpy calls on arrays of shape ``(N,)``.
 
 - Episodes differ by start bar and, given a list of MarketData, by market: the markets are
   concatenated once into one float32 feature matrix and one float64 bar table shared by all N
@@ -18,10 +19,10 @@ without N Python env objects: one step is a fixed number of numpy calls on array
 - ``info`` holds arrays ``ts_ms``, ``equity_quote``, ``position_base``, ``fees_paid_quote``
   (and Gymnasium's ``_key`` masks, all True).
 
-Observations are written straight into preallocated memory: with ``copy=False`` one set of
-buffers, returned every step (overwritten by the next); by default (``copy=True``) a fresh slab of
-a preallocated block each step, never written again, so the caller owns it without a copy. The window gather indexes a ``sliding_window_view``
-of the flat feature matrix (one fancy index, no per-step index arithmetic in Python).
+Observations are written by the kernel straight into preallocated memory: with ``copy=False``
+one set of buffers, returned every step (overwritten by the next); by default (``copy=True``) a
+fresh slab of a preallocated block each step, never written again, so the caller owns it
+without a copy.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from gymnasium.vector.utils import batch_space
 
 from coinrl.pipeline.dataset import MarketData
 
+from . import kernel
 from .books import Books
 from .config import env_config_from
 from .data import market_list
-from .rewards import make_reward
 from .trading_env import EQUITY_FLOOR_FRAC, N_ACCOUNT_FEATURES, MarketArrays, build_spaces
 
 if TYPE_CHECKING:
@@ -57,10 +58,13 @@ I64 = npt.NDArray[np.int64]
 BoolArr = npt.NDArray[np.bool_]
 
 INFO_KEYS = ("ts_ms", "equity_quote", "position_base", "fees_paid_quote")
+OBS_BLOCK_BYTES = 256 << 10
+"""Largest block of observation slabs (copy=True): the memory being written stays in cache, and a
+slab above this size is a block of its own (malloc hands back the one the caller just freed)."""
 
 
 class TradingVectorEnv(VectorEnv[Any, Any, Any]):
-    """N trading episodes on shared data, stepped with one set of numpy calls.
+    """N trading episodes on shared data, stepped together by one compiled call.
 
     Args:
         num_envs: number of episodes N.
@@ -118,15 +122,16 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         self._offsets = np.cumsum([0, *lens[:-1]]).astype(np.int64)
         if len(markets) == 1:
             feats = markets[0].features
+            self._feats_flat = markets[0].features_flat
+            self._bars = markets[0].bars
         else:
-            feats = np.concatenate([m.features for m in markets], axis=0)
+            own = np.concatenate([m.features for m in markets], axis=0)
+            self._feats_flat = own.reshape(-1)  # the kernel's (writeable) view; never written
+            feats = own.view()
             feats.flags.writeable = False
+            self._bars = np.concatenate([m.bars for m in markets], axis=0)
         self.features = feats
-        self._has_funding = any(m.has_funding for m in markets) and cfg.use_funding and not cfg.is_spot
-        cols = [np.concatenate([getattr(m, k) for m in markets]) for k in ("open", "high", "low", "close", "volume", "funding")]
-        self._bars = np.ascontiguousarray(np.stack(cols, axis=1))
         self._ts = np.concatenate([m.ts_ms for m in markets])
-        self._windows = np.lib.stride_tricks.sliding_window_view(feats.reshape(-1), self._wf)[::nf]
         ranges = [m.start_range(w, cfg.episode_length_bars) for m in markets]
         self._ranges = ranges
         self._ep_len = cfg.episode_length_bars
@@ -141,9 +146,14 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         self._lo, self._hi = (float(b) for b in cfg.exposure_bounds)
         # ---- per-env state
         self.books = Books(n, cfg)
-        self._reward = make_reward(cfg, n)
-        self._mmr = float(cfg.maintenance_margin_rate)
-        self._eq_floor = cfg.initial_cash_quote * EQUITY_FLOOR_FRAC
+        self._state = self.books.state
+        self._box = cfg.obs_mode == "box"
+        # Box: window and account features in one row; Dict: a window block and an account block
+        self._params = kernel.make_params(
+            cfg, n_features=nf, acct_col=self._wf if self._box else 0,
+            eq_floor_quote=cfg.initial_cash_quote * EQUITY_FLOOR_FRAC,
+        )
+        self._kernel = kernel.compiled()
         self._market = np.zeros(n, dtype=np.int64)
         self._start = np.zeros(n, dtype=np.int64)
         self._t = np.zeros(n, dtype=np.int64)
@@ -154,15 +164,14 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         self._delay = cfg.delay_bars
         self._pending = np.zeros((max(cfg.delay_bars - 1, 1), n))
         self._head = 0
-        self._row = np.empty((n, 6))
+        self._none_fresh = np.zeros(n, dtype=bool)
+        self._done = np.zeros(n, dtype=bool)
         # ---- observation buffers
-        self._box = cfg.obs_mode == "box"
         self._copy = bool(copy)
         # with copy=True each step's observations are a fresh slab of a block (no extra copy)
-        self._slabs = max(1, min(16, (8 << 20) // (n * (self._wf + N_ACCOUNT_FEATURES) * 4))) if copy else 1
+        self._slabs = max(1, min(16, OBS_BLOCK_BYTES // (n * (self._wf + N_ACCOUNT_FEATURES) * 4))) if copy else 1
         self._slab = self._slabs
         self._next_buffers()
-        self._ones = np.ones(n)
         self._info_mask = np.ones(n, dtype=bool)
         self._info_mask.flags.writeable = False
         self._started = False
@@ -199,7 +208,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         """Put envs ``idx`` at their start row with initial books, reward state and queue."""
         self._t[idx] = self._start[idx]
         self.books.reset(idx, self._bars[self._start[idx], 3])
-        self._reward.reset(idx, self.books.equity_quote[idx])
+        kernel.reset_reward_state(self._state, idx, self._params)
         self._pending[:, idx] = 0.0
 
     def reset(
@@ -237,8 +246,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         self._autoreset[idx] = False
         self._any_autoreset = bool(self._autoreset.any())
         self._started = True
-        close = self._bars[self._t, 3]
-        return self._observe(close), self._infos()
+        return self._observe(), self._infos()
 
     # ------------------------------------------------------------------ step
     def _targets(self, actions: Any) -> F64:
@@ -273,7 +281,6 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         if not self._started:
             raise RuntimeError("step() called before reset(); call reset(seed=...) first")
         targets = self._targets(actions)
-        books = self.books
         auto_idx = None
         if self._any_autoreset:  # NEXT_STEP: envs that ended last step restart now
             auto_idx = np.flatnonzero(self._autoreset)
@@ -285,40 +292,36 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
             pend[h] = targets
             self._head = (h + 1) % pend.shape[0]
             targets = nxt
-        t = self._t
-        t += 1
-        row = self._row
-        np.take(self._bars, t, axis=0, out=row)
-        eq_prev = books.equity_quote.copy()
-        liq = books.step_bar(
-            targets, row[:, 0], row[:, 1], row[:, 2], row[:, 3], row[:, 4],
-            row[:, 5] if self._has_funding else None,
+            if auto_idx is not None:
+                pend[:, auto_idx] = 0.0  # a restarting env's action is ignored, not queued
+        n = self.num_envs
+        rewards = np.empty(n)
+        terminated = np.empty(n, dtype=bool)
+        truncated = np.empty(n, dtype=bool)
+        infos = self._new_infos()
+        if self._copy:
+            self._next_buffers()
+        same_step = self.autoreset_mode is AutoresetMode.SAME_STEP
+        # NEXT_STEP: the restarted envs are this step's fresh ones and the ended ones the next
+        fresh = self._autoreset if auto_idx is not None else self._none_fresh
+        done = self._done if same_step else self._autoreset
+        n_done = self._kernel.vec_step(
+            self._state, self._params, self._bars, self._feats_flat, self._ts, self._t, self._last,
+            targets, fresh, done, self.books.liquidated, self._kmkt, self._kacct, rewards,
+            terminated, truncated, infos["ts_ms"], infos["equity_quote"], infos["position_base"],
+            infos["fees_paid_quote"],
         )
-        rewards = self._reward(eq_prev, books.equity_quote)
-        terminated = liq.copy()
-        truncated = (t >= self._last) & ~liq
-        if self.autoreset_mode is AutoresetMode.SAME_STEP:
-            return self._finish_same_step(rewards, terminated, truncated)
-        if auto_idx is not None:
-            self._fresh(auto_idx)
-            rewards[auto_idx] = 0.0
-            terminated[auto_idx] = False
-            truncated[auto_idx] = False
-            close = self._bars[t, 3]
+        if same_step:
+            if n_done:
+                return self._finish_same_step(rewards, terminated, truncated, infos)
         else:
-            close = row[:, 3]
-        np.logical_or(terminated, truncated, out=self._autoreset)
-        self._any_autoreset = bool(self._autoreset.any())
-        return self._observe(close), rewards, terminated, truncated, self._infos()
+            self._any_autoreset = n_done > 0
+        return self._obs_out(), rewards, terminated, truncated, infos
 
     def _finish_same_step(
-        self, rewards: F64, terminated: BoolArr, truncated: BoolArr
+        self, rewards: F64, terminated: BoolArr, truncated: BoolArr, infos: dict[str, Any]
     ) -> tuple[Any, F64, BoolArr, BoolArr, dict[str, Any]]:
-        obs = self._observe(self._row[:, 3])
-        infos = self._infos()
         done = terminated | truncated
-        if not done.any():
-            return obs, rewards, terminated, truncated, infos
         idx = np.flatnonzero(done)
         final_obs = np.full(self.num_envs, None, dtype=object)
         final_info = np.full(self.num_envs, None, dtype=object)
@@ -329,7 +332,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
                 final_obs[i] = {"market": self._mkt[i].copy(), "account": self._acct[i].copy()}
             final_info[i] = {k: infos[k][i] for k in INFO_KEYS}
         self._draw_episodes(idx)
-        obs = self._observe(self._bars[self._t, 3])
+        obs = self._observe()
         infos = self._infos()
         infos["final_obs"] = final_obs
         infos["_final_obs"] = done
@@ -340,7 +343,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
     # ------------------------------------------------------------------ observation and info
     def _next_buffers(self) -> None:
         """Point the observation buffers at fresh memory (copy=True) or keep the one set."""
-        if not self._copy and hasattr(self, "_acct"):
+        if not self._copy and hasattr(self, "_kmkt"):
             return
         n, k = self.num_envs, self._slab
         if k == self._slabs:  # a new block; the old one lives while its observations do
@@ -350,37 +353,39 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
                 self._acct_block = np.empty((self._slabs, n, N_ACCOUNT_FEATURES), dtype=np.float32)
             k = 0
         self._slab = k + 1
+        # the kernel writes windows into _kmkt and account features into _kacct (at acct_col)
         if self._box:
-            self._obs = self._block[k]
-            self._mkt_out = self._obs[:, : self._wf]
+            self._obs = self._kmkt = self._kacct = self._block[k]
             self._acct = self._obs[:, self._wf :]
         else:
             self._mkt = self._block[k]
-            self._mkt_out = self._mkt.reshape(n, self._wf)
-            self._acct = self._acct_block[k]
+            self._kmkt = self._mkt.reshape(n, self._wf)
+            self._acct = self._kacct = self._acct_block[k]
 
-    def _observe(self, close: F64) -> Any:
+    def _obs_out(self) -> Any:
+        return self._obs if self._box else {"market": self._mkt, "account": self._acct}
+
+    def _observe(self) -> Any:
+        """Observations of every env at its current decision row (after a reset)."""
         if self._copy:
             self._next_buffers()
-        books = self.books
-        eq = books.equity_quote
-        q = books.position_base
-        mmr = self._mmr
-        eqs = np.maximum(eq, self._eq_floor)
-        acct = self._acct
-        np.divide(q * close, eqs, out=acct[:, 0])
-        np.divide((close - books.avg_entry_quote) * q, eqs, out=acct[:, 1])
-        bars = books.bars_held
-        np.divide(bars, bars + self._w, out=acct[:, 2])
-        aq = np.abs(q)
-        den = np.abs(q - mmr * aq) * close
-        dist = np.divide(eq - mmr * aq * close, den, out=self._ones.copy(), where=den != 0.0)
-        np.minimum(np.maximum(dist, 0.0), 1.0, out=acct[:, 3])
-        # fancy indexing a strided view copies only the N windows (np.take would copy the source)
-        self._mkt_out[...] = self._windows[self._t - (self._w - 1)]
-        if self._box:
-            return self._obs
-        return {"market": self._mkt, "account": self._acct}
+        self._kernel.observe(self._state, self._params, self._bars, self._feats_flat, self._t,
+                             self._kmkt, self._kacct, 0)
+        return self._obs_out()
+
+    def _new_infos(self) -> dict[str, Any]:
+        """Fresh info arrays for the kernel to fill."""
+        n, m = self.num_envs, self._info_mask
+        return {
+            "ts_ms": np.empty(n, dtype=np.int64),
+            "equity_quote": np.empty(n),
+            "position_base": np.empty(n),
+            "fees_paid_quote": np.empty(n),
+            "_ts_ms": m,
+            "_equity_quote": m,
+            "_position_base": m,
+            "_fees_paid_quote": m,
+        }
 
     def _infos(self) -> dict[str, Any]:
         books = self.books

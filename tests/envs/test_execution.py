@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinrl.envs.books import Account
+from coinrl.envs.books import Account, Books
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.domain import Order, Position, Side
 from coinrl.envs.execution import ExecutionModel
@@ -110,3 +110,25 @@ def test_vector_sizing_equals_scalar_sizing_bit_for_bit(
     dq_v, notional_v = exe.size_orders(a(target), a(cash), a(qty), a(price), a(volume))
     assert dq_v[0] == dq_s
     assert notional_v[0] == abs(dq_s) * price
+
+
+def test_lot_rounding_never_flips_a_position_toward_a_target_on_its_side() -> None:
+    """Found by hypothesis: buy 90.64, sell to 85.07, then sell toward a ~0 target; the lot
+    multiples summed in floats do not cancel, and the last sell used to leave a spot account
+    short by 1.4e-14 BTC. It now closes exactly, in every form of the rules."""
+    cfg = EnvConfig(positions=(0.0, 1.0), taker_fee_rate=0.0, slippage_bps=0.0, lot_size_base=0.01,
+                    rebalance_threshold=0.0, max_leverage=1.0, allow_short=False)
+    p = 110.32278775230374
+    acct, books = Account(cfg), Books(1, cfg)
+    for tgt in (1.0, 0.9384840428623278):
+        acct.step_bar(tgt, p, p, p, p, 1.0)
+        books.step_bar(np.array([tgt]), *[np.array([p])] * 4, np.ones(1))
+    qty, cash = acct.position_base, acct.cash_quote
+    exe = ExecutionModel.from_config(cfg)
+    dq_s, _ = exe.size_order(1e-121, cash, qty, p, 1.0)
+    dq_v, _ = exe.size_orders(*(np.array([z]) for z in (1e-121, cash, qty, p, 1.0)))
+    assert dq_s == dq_v[0] == -qty
+    acct.step_bar(1e-121, p, p, p, p, 1.0)
+    books.step_bar(np.array([1e-121]), *[np.array([p])] * 4, np.ones(1))
+    assert acct.position_base == books.position_base[0] == 0.0
+    assert acct.cash_quote == books.cash_quote[0] == 10_000.0

@@ -1,0 +1,157 @@
+"""The numpy books of the first envs release, kept as an independent oracle for the kernel.
+
+``NumpyBooks.step_bar`` is ``coinrl.envs.books.Books.step_bar`` as it was before the env moved to
+the compiled kernel (:mod:`coinrl.envs.kernel`): whole-array numpy operations built on
+:func:`~coinrl.envs.books.trade_vec` and :meth:`~coinrl.envs.execution.ExecutionModel.size_orders`,
+an implementation written independently of the kernel's scalar code. The kernel must give the
+same floats, to the last bit (``test_kernel.py``). Do not "fix" it to match the kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from coinrl.envs.books import trade_vec
+from coinrl.envs.config import EnvConfig
+from coinrl.envs.execution import MIN_VOLUME_BASE, ExecutionModel
+
+F64 = npt.NDArray[np.float64]
+BoolArr = npt.NDArray[np.bool_]
+IntArr = npt.NDArray[np.intp]
+
+FIELDS = (
+    "cash_quote", "position_base", "avg_entry_quote", "realised_pnl_quote", "equity_quote",
+    "mark_price_quote", "fees_paid_quote", "slippage_paid_quote", "funding_paid_quote",
+    "borrow_paid_quote", "turnover_quote", "shortfall_quote", "bars_held",
+)
+
+
+class NumpyBooks:
+    """N accounts on plain numpy arrays (the pre-kernel ``Books``)."""
+
+    def __init__(self, n: int, config: EnvConfig) -> None:
+        self.n = int(n)
+        self.config = config
+        self.execution = ExecutionModel.from_config(config)
+        self.initial_cash_quote = float(config.initial_cash_quote)
+        self.mmr = float(config.maintenance_margin_rate)
+        self.borrow_rate = float(config.borrow_rate_per_bar)
+        self.charge_funding = bool(config.use_funding and not config.is_spot)
+        shape = (self.n,)
+        self.cash_quote: F64 = np.full(shape, self.initial_cash_quote)
+        self.position_base: F64 = np.zeros(shape)
+        self.avg_entry_quote: F64 = np.zeros(shape)
+        self.realised_pnl_quote: F64 = np.zeros(shape)
+        self.equity_quote: F64 = np.full(shape, self.initial_cash_quote)
+        self.mark_price_quote: F64 = np.zeros(shape)
+        self.fees_paid_quote: F64 = np.zeros(shape)
+        self.slippage_paid_quote: F64 = np.zeros(shape)
+        self.funding_paid_quote: F64 = np.zeros(shape)
+        self.borrow_paid_quote: F64 = np.zeros(shape)
+        self.turnover_quote: F64 = np.zeros(shape)
+        self.shortfall_quote: F64 = np.zeros(shape)
+        self.bars_held: F64 = np.zeros(shape)
+        self.liquidated: BoolArr = np.zeros(shape, dtype=bool)
+
+    def step_bar(
+        self,
+        target_exposure: F64,
+        open_quote: F64,
+        high_quote: F64,
+        low_quote: F64,
+        close_quote: F64,
+        volume_base: F64,
+        funding_rate: F64 | None = None,
+    ) -> BoolArr:
+        """Fill the decisions at this bar's open and mark every account at its close.
+
+        Args:
+            target_exposure: wanted position notional / equity per account, within
+                ``config.exposure_bounds`` (the env clips actions to them).
+            open_quote, high_quote, low_quote, close_quote: this bar's prices per account.
+            volume_base: this bar's volume per account (impact term).
+            funding_rate: this bar's funding rate per account (fraction of notional), or None.
+
+        Returns:
+            ``liquidated``: bool array, True where the account was liquidated this bar (or is
+            bankrupt); its position is then flat and its cash >= 0.
+        """
+        cash = self.cash_quote
+        qty = self.position_base
+        mmr = self.mmr
+        liq = self.liquidated
+        qty_old = qty.copy()
+        # 1. funding on the position held into the funding time, at the open
+        if funding_rate is not None and self.charge_funding:
+            pay = funding_rate * qty * open_quote
+            cash -= pay
+            self.funding_paid_quote += pay
+        # 2. gap through the liquidation price: close at the open
+        np.less_equal(cash + (qty - mmr * np.abs(qty)) * open_quote, 0.0, out=liq)
+        if liq.any():
+            idx = np.flatnonzero(liq)
+            self._close(idx, open_quote[idx])
+            target_exposure = np.where(liq, 0.0, target_exposure)
+        # 3. rebalance at the open
+        exe = self.execution
+        dq, notional = exe.size_orders(target_exposure, cash, qty, open_quote, volume_base)
+        fee = notional * exe.taker_fee_rate
+        if exe.impact_coef > 0.0:
+            slip = notional * (exe.slippage_frac + np.minimum(
+                exe.impact_coef * (np.abs(dq) / np.maximum(volume_base, MIN_VOLUME_BASE)),
+                exe.max_impact_frac,
+            ))
+        else:
+            slip = notional * exe.slippage_frac
+        cash -= dq * open_quote
+        cash -= fee
+        cash -= slip
+        self.fees_paid_quote += fee
+        self.slippage_paid_quote += slip
+        self.turnover_quote += notional
+        new, avg, realised = trade_vec(qty, self.avg_entry_quote, dq, open_quote)
+        qty[...] = new
+        self.avg_entry_quote[...] = avg
+        self.realised_pnl_quote += realised
+        # 4. the adverse wick reaches the new position's liquidation price
+        den = qty - mmr * np.abs(qty)
+        wick = cash + den * np.where(qty > 0.0, low_quote, high_quote) <= 0.0
+        if wick.any():
+            idx = np.flatnonzero(wick)
+            q = qty[idx]
+            o = open_quote[idx]
+            d = den[idx]
+            p_liq = np.divide(-cash[idx], d, out=o.copy(), where=d != 0.0)
+            px = np.where(q > 0.0, np.minimum(o, p_liq), np.maximum(o, p_liq))
+            self._close(idx, px)
+            liq |= wick
+        # 5. borrow on short notional and negative cash
+        if self.borrow_rate > 0.0:
+            b = self.borrow_rate * (np.maximum(-qty, 0.0) * close_quote + np.maximum(-cash, 0.0))
+            cash -= b
+            self.borrow_paid_quote += b
+        # 6. mark at the close; bars held: +1 while the direction holds, 1 on entry, 0 flat
+        np.add(cash, qty * close_quote, out=self.equity_quote)
+        self.mark_price_quote[...] = close_quote
+        bars = self.bars_held
+        bars *= qty_old * qty > 0.0
+        bars += qty != 0.0
+        return liq
+
+    def _close(self, idx: IntArr, price_quote: F64) -> None:
+        """Liquidate accounts ``idx`` at ``price_quote``: close, pay taker fee, floor cash at 0."""
+        q = self.position_base[idx]
+        new, avg, realised = trade_vec(q, self.avg_entry_quote[idx], -q, price_quote)
+        cash = self.cash_quote[idx] + q * price_quote
+        notional = np.abs(q) * price_quote
+        fee = notional * self.execution.taker_fee_rate
+        cash = cash - fee
+        short = np.maximum(-cash, 0.0)
+        self.shortfall_quote[idx] += short
+        self.cash_quote[idx] = cash + short
+        self.fees_paid_quote[idx] += fee
+        self.turnover_quote[idx] += notional
+        self.realised_pnl_quote[idx] += realised
+        self.position_base[idx] = new
+        self.avg_entry_quote[idx] = avg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,15 @@ from coinrl.agents.tracking import LoggingWriter, Tracker, WandbWriter, make_log
 SECRET = "SEKRET-9f8e7d6c5b4a"  # noqa: S105  (a fake secret to look for)
 
 
-def _run_files(root: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+def _run_files(root: Path, expect: bytes = b"", timeout_s: float = 20.0) -> bytes:
+    """All bytes of the run's files; waits (bounded) until ``expect`` is in them, because
+    wandb-core is a separate process that may still be writing after ``finish`` under load."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        blobs = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+        if expect in blobs or time.monotonic() > deadline:
+            return blobs
+        time.sleep(0.2)
 
 
 def test_scrub_drops_every_secret_looking_key() -> None:
@@ -49,7 +57,7 @@ def test_offline_run_holds_the_config_and_metrics_without_secrets(
     sink.dump(step=100)
     sink.close()
     tracker.finish()
-    blobs = _run_files(tmp_path / "wb")
+    blobs = _run_files(tmp_path / "wb", expect=b"eval/sharpe")
     assert b"MARKER-31415" in blobs  # the config is in the run
     assert b"eval/sharpe" in blobs  # so are the metrics
     assert SECRET.encode() not in blobs

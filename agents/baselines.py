@@ -7,6 +7,9 @@ config, so agent and baselines pay the same fees, slippage and rules.
 
 * ``buy_and_hold``: the largest long exposure up to 1 (all equity long), held throughout.
 * ``flat``: no position (the exposure closest to 0), i.e. cash.
+* ``ma_crossover`` (when asked for): long (buy-and-hold's exposure) while the fast simple
+  moving average of the close is above the slow one, flat otherwise; both averages use closes
+  up to the decision bar only (``ta``'s SMA), and the first ``slow`` bars of a split are flat.
 * ``random``: a policy that changes its target exactly as often as the agent did (same number
   of decisions that trade), at uniformly random bars, to uniformly random other exposures
   (one of the discrete positions, or uniform in the bounds for a continuous env). Its metrics
@@ -23,6 +26,7 @@ import numpy.typing as npt
 
 from coinrl.envs.config import EnvConfig
 from coinrl.pipeline.dataset import MarketData
+from coinrl.pipeline.errors import ConfigError
 
 from .rollout import Rollout, evaluation_config, n_decisions, simulate_actions, targets_to_actions
 
@@ -31,6 +35,9 @@ logger = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 
 BASELINES = ("buy_and_hold", "flat", "random")
+
+MA_CROSSOVER_BARS = (50, 200)
+"""Default (fast, slow) windows of the moving-average crossover baseline, in bars."""
 
 
 def _choices(env_config: EnvConfig) -> F64:
@@ -66,6 +73,54 @@ def buy_and_hold_targets(n_steps: int, env_config: EnvConfig) -> F64:
 def flat_targets(n_steps: int, env_config: EnvConfig) -> F64:
     """``n_steps`` targets all equal to :func:`flat_exposure`."""
     return np.full(n_steps, flat_exposure(env_config))
+
+
+def ma_crossover_signal(
+    close_quote: npt.ArrayLike, fast_bars: int, slow_bars: int, long: float = 1.0, flat: float = 0.0
+) -> F64:
+    """Per-bar target exposure of a moving-average crossover (causal).
+
+    ``signal[t]`` is ``long`` when ``SMA(close, fast)[t] > SMA(close, slow)[t]`` and ``flat``
+    otherwise (also while the slow average is still warming up); it uses closes ``<= t`` only,
+    so a decision at bar t's close may act on it.
+
+    Args:
+        close_quote: closes, one per bar.
+        fast_bars, slow_bars: window lengths in bars, ``1 <= fast_bars < slow_bars``.
+        long, flat: the exposures of the two states.
+
+    Returns:
+        ``(len(close_quote),)`` float64 target exposures.
+
+    Raises:
+        ConfigError: windows that are not ``1 <= fast < slow``.
+    """
+    import pandas as pd
+    from ta.trend import SMAIndicator
+
+    if not 1 <= fast_bars < slow_bars:
+        raise ConfigError(
+            f"moving-average crossover needs 1 <= fast_bars < slow_bars, got {fast_bars}, {slow_bars}"
+        )
+    close = pd.Series(np.asarray(close_quote, dtype=np.float64))
+    fast = SMAIndicator(close, window=fast_bars, fillna=False).sma_indicator().to_numpy()
+    slow = SMAIndicator(close, window=slow_bars, fillna=False).sma_indicator().to_numpy()
+    up = np.greater(fast, slow, where=np.isfinite(slow), out=np.zeros(len(close), dtype=bool))
+    return np.where(up, float(long), float(flat))
+
+
+def ma_crossover_targets(
+    data: MarketData, env_config: EnvConfig, fast_bars: int, slow_bars: int
+) -> F64:
+    """The ``T`` decision targets of :func:`ma_crossover_signal` over a split.
+
+    Decision ``k`` is taken at bar ``window - 1 + k`` (see :mod:`coinrl.agents.rollout`).
+    """
+    sig = ma_crossover_signal(
+        data.close, fast_bars, slow_bars, long_exposure(env_config), flat_exposure(env_config)
+    )
+    w = env_config.window
+    return sig[w - 1 : w - 1 + n_decisions(data, env_config)]
 
 
 def count_changes(targets: npt.ArrayLike, threshold: float = 0.0, start: float = 0.0) -> int:
@@ -135,6 +190,7 @@ def run_baselines(
     agent_targets: npt.ArrayLike | None = None,
     n_random: int = 5,
     seed: int = 0,
+    ma_crossover: tuple[int, int] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Rollout]]:
     """Play buy-and-hold, flat and the matched random policy over ``data`` through the env.
 
@@ -146,6 +202,8 @@ def run_baselines(
             random policy changes its target on 2 % of the bars.
         n_random: independent random draws averaged in the ``random`` metrics.
         seed: seed of the random baseline.
+        ma_crossover: ``(fast_bars, slow_bars)`` to add the ``ma_crossover`` baseline (see
+            :func:`ma_crossover_signal`); None leaves it out.
 
     Returns:
         ``(metrics, rollouts)``: metrics per baseline name (``random`` averaged over draws,
@@ -160,28 +218,39 @@ def run_baselines(
         n_changes = count_changes(agent_targets, threshold=cfg.rebalance_threshold)
     rng = np.random.default_rng(seed)
     rows = [buy_and_hold_targets(t_steps, cfg), flat_targets(t_steps, cfg)]
+    if ma_crossover is not None:
+        rows.append(ma_crossover_targets(data, cfg, *ma_crossover))
+    first_random = len(rows)
     rows += [random_targets(t_steps, cfg, n_changes, rng) for _ in range(max(1, n_random))]
     rollouts = simulate_actions(data, cfg, targets_to_actions(np.stack(rows), cfg))
     metrics = {
         "buy_and_hold": rollouts[0].metrics(),
         "flat": rollouts[1].metrics(),
-        "random": _mean_metrics(rollouts[2:]),
+        "random": _mean_metrics(rollouts[first_random:]),
     }
     metrics["random"]["n_changes"] = float(n_changes)
+    named = {"buy_and_hold": rollouts[0], "flat": rollouts[1]}
+    if ma_crossover is not None:
+        metrics["ma_crossover"] = rollouts[2].metrics()
+        named["ma_crossover"] = rollouts[2]
+    named["random"] = rollouts[first_random]
     logger.debug(
         "baselines symbol=%s steps=%d random_changes=%d draws=%d",
-        data.symbol, t_steps, n_changes, len(rollouts) - 2,
+        data.symbol, t_steps, n_changes, len(rollouts) - first_random,
     )
-    return metrics, {"buy_and_hold": rollouts[0], "flat": rollouts[1], "random": rollouts[2]}
+    return metrics, named
 
 
 __all__ = [
     "BASELINES",
+    "MA_CROSSOVER_BARS",
     "buy_and_hold_targets",
     "count_changes",
     "flat_exposure",
     "flat_targets",
     "long_exposure",
+    "ma_crossover_signal",
+    "ma_crossover_targets",
     "random_targets",
     "run_baselines",
 ]

@@ -134,6 +134,22 @@ def max_drawdown(equity: ArrayLike) -> float:
     return float(drawdown(equity).max())
 
 
+def max_drawdown_duration_bars(equity: ArrayLike) -> int:
+    """Longest time under water: the most consecutive marks below the running peak (bars).
+
+    A curve that falls for 3 bars and needs 2 more to get back to its peak has a duration of
+    5; one that never recovers counts up to its last mark. 0 for a curve that never falls.
+    """
+    under = drawdown(equity) > 0.0
+    if not under.any():
+        return 0
+    # lengths of the runs of True: positions of run ends minus run starts
+    edges = np.diff(np.concatenate([[0], under.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    stops = np.flatnonzero(edges == -1)
+    return int((stops - starts).max())
+
+
 def calmar_ratio(equity: ArrayLike, periods_per_year: float) -> float:
     """Annualised return over max drawdown."""
     return _ratio(annualised_return(equity, periods_per_year), max_drawdown(equity))
@@ -186,6 +202,12 @@ def profit_factor(trade_rets: ArrayLike) -> float:
     return _ratio(float(r[r > 0].sum()), float(-r[r < 0].sum()))
 
 
+def average_trade_return(trade_rets: ArrayLike) -> float:
+    """Mean return of the trades (fraction; ``nan`` without trades)."""
+    r = np.asarray(trade_rets, dtype=np.float64)
+    return float(r.mean()) if len(r) else math.nan
+
+
 def trading_metrics(
     equity: ArrayLike,
     exposure: ArrayLike,
@@ -207,8 +229,9 @@ def trading_metrics(
 
     Returns:
         ``total_return``, ``annualised_return``, ``annualised_volatility``, ``sharpe``,
-        ``sortino``, ``max_drawdown``, ``calmar``, ``win_rate``, ``profit_factor``,
-        ``n_trades``, ``turnover`` (traded notional / mean equity), ``exposure`` (mean
+        ``sortino``, ``max_drawdown``, ``max_drawdown_duration_bars`` (longest run of marks
+        under the running peak), ``calmar``, ``win_rate``, ``profit_factor``,
+        ``avg_trade_return`` (mean trade return), ``n_trades``, ``turnover`` (traded notional / mean equity), ``exposure`` (mean
         ``|exposure|`` over the bars), ``time_in_market`` (fraction of bars holding a
         position), ``fees_paid_quote``, ``slippage_paid_quote``, ``costs_frac`` (fees plus
         slippage over initial equity), ``final_equity_quote`` and ``n_bars``.
@@ -227,9 +250,11 @@ def trading_metrics(
         "sharpe": sharpe_ratio(r, periods_per_year),
         "sortino": sortino_ratio(r, periods_per_year),
         "max_drawdown": max_drawdown(eq),
+        "max_drawdown_duration_bars": float(max_drawdown_duration_bars(eq)),
         "calmar": calmar_ratio(eq, periods_per_year),
         "win_rate": win_rate(tr),
         "profit_factor": profit_factor(tr),
+        "avg_trade_return": average_trade_return(tr),
         "n_trades": float(len(tr)),
         "turnover": float(turnover_quote / eq.mean()),
         "exposure": float(np.abs(held).mean()) if len(held) else 0.0,
@@ -261,10 +286,12 @@ def json_safe(obj: Any) -> Any:
 __all__ = [
     "annualised_return",
     "annualised_volatility",
+    "average_trade_return",
     "calmar_ratio",
     "drawdown",
     "json_safe",
     "max_drawdown",
+    "max_drawdown_duration_bars",
     "profit_factor",
     "sharpe_ratio",
     "simple_returns",

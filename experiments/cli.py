@@ -348,6 +348,20 @@ def emulator_serve(
     serve(host, port, data, clock=clock, on_ready=_ready)
 
 
+def _register_command_modules() -> None:
+    """Command groups that live in their own modules add themselves here (``register(app)``).
+
+    Each module imports its heavy dependencies inside its commands, so ``coinrl --help`` stays
+    fast.
+    """
+    # command modules: one line each, below
+    from . import backtest_cmd; backtest_cmd.register(app)  # noqa: E702, I001
+    from . import tune_cmd; tune_cmd.register(app)  # noqa: E702, I001
+
+
+_register_command_modules()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -8,6 +8,7 @@
     env: {...}        # coinrl.envs.config.EnvConfig
     train: {...}      # coinrl.agents.config.TrainConfig
     tracking: {...}   # coinrl.agents.config.TrackingConfig
+    tune: {...}       # optional: coinrl.agents.tune_space.TuneConfig (search space, study)
 
 The same object feeds the CLI, the W&B run config and the model bundle (whose ``config.yaml``
 is this model dumped, secrets scrubbed), so a run can be reproduced from its bundle alone.
@@ -26,6 +27,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from coinrl.agents.config import TrackingConfig, TrainConfig
+from coinrl.agents.tune_space import TuneConfig, space_problems
 from coinrl.envs.config import EnvConfig
 from coinrl.pipeline.config import FrozenModel, apply_overrides, load_yaml, validate_config
 from coinrl.pipeline.source import DataConfig
@@ -41,6 +43,8 @@ class ExperimentConfig(FrozenModel):
         env: execution, costs, account and reward of the trading env.
         train: algorithm, budget, evaluation and checkpoints.
         tracking: Weights & Biases settings.
+        tune: optional Optuna study over this config (``coinrl tune``): a search space of
+            dotted paths into ``data``/``env``/``train``, checked against these fields at load.
     """
 
     name: str = Field(default="experiment", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -49,6 +53,7 @@ class ExperimentConfig(FrozenModel):
     env: EnvConfig = Field(default_factory=EnvConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: TuneConfig | None = None
 
     @model_validator(mode="after")
     def _algo_fits_actions(self) -> ExperimentConfig:
@@ -60,14 +65,22 @@ class ExperimentConfig(FrozenModel):
             raise ValueError("train.algo=sac needs env.action=continuous (SAC outputs a number)")
         return self
 
+    @model_validator(mode="after")
+    def _space_fits_config(self) -> ExperimentConfig:
+        if self.tune is not None:
+            problems = space_problems(self.tune.space, type(self))
+            if problems:
+                raise ValueError("invalid search space:\n    " + "\n    ".join(problems))
+        return self
+
     @property
     def resolved_train(self) -> TrainConfig:
         """``train`` with its seed filled in from the experiment seed when unset."""
         return self.train.with_seed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe data (every default spelled out)."""
-        return self.model_dump(mode="json")
+        """Plain JSON-safe data (every default spelled out; no ``tune`` key when it is unset)."""
+        return self.model_dump(mode="json", exclude={"tune"} if self.tune is None else None)
 
     def to_yaml(self) -> str:
         """YAML text that :func:`load_experiment_config` reads back to an equal config."""

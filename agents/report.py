@@ -1,0 +1,472 @@
+"""Backtest reports: one self-contained folder a person wants to read, and its W&B run.
+
+:func:`save_backtest_results` writes::
+
+    report.html      verdicts, interactive chart (plotly.js embedded: opens offline), metrics
+                     of the strategy beside every baseline, Sharpe statistics, fills, config,
+                     data fingerprints and library versions
+    backtest.png     the same chart as a picture (matplotlib)
+    equity.parquet   one row per mark: time, prices, equity, position, exposure, target,
+                     drawdown, each baseline's equity
+    fills.parquet    one row per fill: time, side, quantity, price, fee, slippage, ...
+    metrics.json     metrics, baseline metrics, verdicts, statistics, meta, config
+
+and, with a :class:`~coinrl.agents.config.TrackingConfig`, logs the same content to a W&B run
+(summary metrics, the chart, the report page, the tables, the folder as an artifact).
+:func:`render_report` redraws ``report.html`` and ``backtest.png`` from the stored tables
+alone (``coinrl report DIR``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from coinrl.pipeline.errors import DataError
+
+from .config import TrackingConfig
+from .metrics import json_safe
+from .plots import backtest_figure, backtest_plotly, plotly_html
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .backtest import BacktestResult
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+PNG_FILE = "backtest.png"
+EQUITY_FILE = "equity.parquet"
+FILLS_FILE = "fills.parquet"
+METRICS_FILE = "metrics.json"
+REPORT_FILES = (REPORT_FILE, PNG_FILE, EQUITY_FILE, FILLS_FILE, METRICS_FILE)
+MAX_FILL_ROWS = 200
+"""Fills listed in the HTML page (all of them are in ``fills.parquet``)."""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_pct(v: float) -> str:
+    """Cell format (pct)."""
+    return f"{v:+.2%}"
+
+
+def fmt_num(v: float) -> str:
+    """Cell format (num)."""
+    return f"{v:,.3f}"
+
+
+def fmt_money(v: float) -> str:
+    """Cell format (money)."""
+    return f"{v:,.2f}"
+
+
+def fmt_int(v: float) -> str:
+    """Cell format (int)."""
+    return f"{v:,.0f}"
+
+
+def fmt_frac(v: float) -> str:
+    """Cell format (frac)."""
+    return f"{v:.1%}"
+
+
+METRIC_ROWS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("total_return", "Total return", fmt_pct),
+    ("annualised_return", "Annualised return (CAGR)", fmt_pct),
+    ("annualised_volatility", "Annualised volatility", fmt_frac),
+    ("sharpe", "Sharpe ratio (annualised)", fmt_num),
+    ("sortino", "Sortino ratio (annualised)", fmt_num),
+    ("calmar", "Calmar ratio", fmt_num),
+    ("max_drawdown", "Max drawdown", fmt_frac),
+    ("max_drawdown_duration_days", "Max drawdown duration (days)", fmt_num),
+    ("win_rate", "Win rate (trades)", fmt_frac),
+    ("profit_factor", "Profit factor", fmt_num),
+    ("avg_trade_return", "Average trade", fmt_pct),
+    ("n_trades", "Trades", fmt_int),
+    ("n_fills", "Fills", fmt_int),
+    ("exposure", "Mean |exposure|", fmt_frac),
+    ("time_in_market", "Time in market", fmt_frac),
+    ("turnover", "Turnover (x mean equity)", fmt_num),
+    ("fees_paid_quote", "Fees paid (quote)", fmt_money),
+    ("slippage_paid_quote", "Slippage paid (quote)", fmt_money),
+    ("costs_frac", "Costs / initial equity", fmt_frac),
+    ("final_equity_quote", "Final equity (quote)", fmt_money),
+)
+"""Rows of the metrics table: key, label, formatter."""
+
+
+def fmt_value(v: Any, f: Callable[[float], str] = fmt_num) -> str:
+    """A table cell: ``-`` for missing, ``inf``/``nan`` spelled out, else ``f(v)``."""
+    if v is None:
+        return "-"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f(x)
+
+
+def fmt_ts(ts_ms: Any) -> str:
+    """UTC time of epoch ms as ``YYYY-MM-DD HH:MM UTC`` (``-`` when missing)."""
+    import pandas as pd
+
+    if ts_ms is None:
+        return "-"
+    return str(pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """An HTML table; cells are inserted as given (escape them before)."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
+    """The metrics of several strategies side by side (:data:`METRIC_ROWS`)."""
+    names = list(columns)
+    rows = []
+    for key, label, f in METRIC_ROWS:
+        if not any(key in columns[n] for n in names):
+            continue
+        rows.append([html.escape(label), *(fmt_value(columns[n].get(key), f) for n in names)])
+    return table_html(["Metric", *(html.escape(n) for n in names)], rows, "metrics")
+
+
+PAGE_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1280px;
+color:#222;background:#fff;padding:0 16px}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+thead th{background:#f3f3f3}
+.verdict{font-size:15px;margin:6px 0;padding:8px 12px;border-left:5px solid #999;background:#fafafa}
+.beats{border-color:#2ca02c}.loses{border-color:#d62728}.inconclusive{border-color:#ff7f0e}
+.warn{background:#fff3cd;border-left:5px solid #d62728;padding:8px 12px;margin:8px 0}
+pre{background:#f6f8fa;padding:12px;font-size:12px;overflow:auto;max-height:420px}
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A complete HTML page (inline CSS; nothing fetched from the network)."""
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def verdicts_html(verdicts: Sequence[Mapping[str, Any]]) -> str:
+    """One coloured paragraph per verdict (``to_dict()`` of :class:`~coinrl.agents.stats.Verdict`)."""
+    return "".join(
+        f'<p class="verdict {html.escape(str(v.get("outcome", "")))}">{html.escape(str(v.get("line", "")))}</p>'
+        for v in verdicts
+    )
+
+
+def warnings_html(warnings: Sequence[str]) -> str:
+    """Warnings as highlighted paragraphs."""
+    return "".join(f'<p class="warn">&#9888; {html.escape(w)}</p>' for w in warnings)
+
+
+def yaml_block(data: Any) -> str:
+    """``data`` as YAML in a ``<pre>`` block."""
+    text = yaml.safe_dump(json_safe(data), sort_keys=False, default_flow_style=False)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+# --------------------------------------------------------------------------- the saved folder
+
+
+@dataclass(frozen=True)
+class SavedBacktest:
+    """A report folder's tables: ``summary`` (metrics.json), ``equity`` and ``fills``."""
+
+    summary: dict[str, Any]
+    equity: pd.DataFrame
+    fills: pd.DataFrame
+
+    @property
+    def title(self) -> str:
+        """``<name>: <symbol> <timeframe> <split>``."""
+        m = self.summary.get("meta", {})
+        return f"{self.summary.get('name', 'strategy')}: {m.get('symbol', '')} {m.get('timeframe', '')} {m.get('split', '')}"
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars a year of the backtested data."""
+        return float(self.summary.get("meta", {}).get("periods_per_year") or 8760.0)
+
+
+def load_backtest_results(folder: str | Path) -> SavedBacktest:
+    """Read a folder written by :func:`save_backtest_results`.
+
+    Raises:
+        DataError: a missing or unreadable file (names the file and what to do).
+    """
+    import pandas as pd
+
+    root = Path(folder)
+    missing = [n for n in (METRICS_FILE, EQUITY_FILE, FILLS_FILE) if not (root / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{root} is not a backtest report folder ({', '.join(missing)} missing); pass a "
+            "folder written by save_backtest_results / coinrl backtest"
+        )
+    try:
+        summary = json.loads((root / METRICS_FILE).read_text(encoding="utf-8"))
+        equity = pd.read_parquet(root / EQUITY_FILE)
+        fills = pd.read_parquet(root / FILLS_FILE)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root}: cannot read the report tables ({e}); re-run the backtest") from e
+    return SavedBacktest(summary, equity, fills)
+
+
+def report_versions() -> dict[str, Any]:
+    """Library versions, python and git commit (recorded in every report)."""
+    from .bundle import library_versions
+
+    return library_versions()
+
+
+def report_html(saved: SavedBacktest) -> str:
+    """The report page of a saved backtest (see the module docstring)."""
+    s = saved.summary
+    m = s.get("meta", {})
+    name = str(s.get("name", "strategy"))
+    pfig = backtest_plotly(saved.equity, saved.fills, "", saved.periods_per_year)
+    chart = plotly_html(pfig, full_html=False, div_id="equity-chart")
+    columns = {name: s.get("metrics", {}), **s.get("baselines", {})}
+    stats = s.get("stats", {})
+    stat_rows = [
+        ["Probabilistic Sharpe ratio P(SR > 0)", fmt_value(stats.get("psr"), fmt_frac)],
+        [f"Deflated Sharpe ratio ({fmt_value(stats.get('n_trials'), fmt_int)} trial(s))",
+         fmt_value(stats.get("dsr"), fmt_frac)],
+        ["Sharpe per bar / expected best of trials by luck",
+         f"{fmt_value(stats.get('sharpe_per_bar'), lambda v: f'{v:.4f}')} / "
+         f"{fmt_value(stats.get('sr0_per_bar'), lambda v: f'{v:.4f}')}"],
+        ["Skewness / kurtosis of bar returns",
+         f"{fmt_value(stats.get('skew'))} / {fmt_value(stats.get('kurtosis'))}"],
+    ] if stats else []
+    f = saved.fills
+    fill_rows = [
+        [fmt_ts(r.ts_ms), html.escape(str(r.side)), f"{r.qty_base:.6g}", f"{r.price_quote:.6g}",
+         f"{r.fee_quote:.4g}", f"{r.slippage_quote:.4g}", "yes" if bool(r.liquidation) else ""]
+        for r in f.head(MAX_FILL_ROWS).itertuples()
+    ]
+    data_rows = [
+        ["Market", html.escape(f"{m.get('symbol', '')} {m.get('timeframe', '')} {m.get('exchange', '')}")],
+        ["Split", html.escape(str(m.get("split", "")))],
+        ["Time range (bar opens)", f"{fmt_ts(m.get('start_ts_ms'))} to {fmt_ts(m.get('end_ts_ms'))}"],
+        ["Decisions", fmt_value(m.get("n_decisions"), fmt_int)],
+        ["Bars backtested: sha256", html.escape(str(m.get("market_fingerprint", "-")))],
+        ["Candles file: sha256", html.escape(str(m.get("data_fingerprint") or "-"))],
+        ["Normaliser fingerprint", html.escape(str(m.get("normaliser_fingerprint") or "-"))],
+        ["Feature spec fingerprint", html.escape(str(m.get("feature_spec_fingerprint") or "-"))],
+    ]
+    env = s.get("env", {})
+    costs = (
+        f"taker fee {env.get('taker_fee_rate', 0):.4%}, slippage {env.get('slippage_bps', 0):g} bps, "
+        f"fill delay {env.get('delay_bars', 1)} bar(s) at the open, initial cash "
+        f"{env.get('initial_cash_quote', 0):,.0f}"
+    ) if env else ""
+    body = [
+        f"<h1>Backtest report: {html.escape(saved.title)}</h1>",
+        f'<p class="sub">{fmt_ts(m.get("start_ts_ms"))} to {fmt_ts(m.get("end_ts_ms"))}, '
+        f"{fmt_value(m.get('n_decisions'), fmt_int)} decisions; {html.escape(costs)}. Every number "
+        "is out of sample and after costs; the baselines ran on the same bars with the same "
+        "costs.</p>",
+        "<h2>Verdict</h2>",
+        warnings_html(s.get("warnings", [])),
+        verdicts_html(s.get("verdicts", [])) or "<p>No baselines were run.</p>",
+        "<h2>Equity, positions and trades</h2>",
+        chart,
+        "<h2>Metrics</h2>",
+        metrics_table(columns),
+        _random_note(s.get("baselines", {}).get("random")),
+    ]
+    if stat_rows:
+        body += ["<h2>Sharpe ratio statistics</h2>", table_html(["Statistic", "Value"], stat_rows)]
+    body += [
+        f"<h2>Fills ({len(f)}{'' if len(f) <= MAX_FILL_ROWS else f', first {MAX_FILL_ROWS}'})</h2>",
+        table_html(["Time", "Side", "Qty (base)", "Price", "Fee", "Slippage", "Liquidation"], fill_rows, "fills"),
+        "<h2>Data</h2>",
+        table_html(["", ""], data_rows),
+        "<h2>Configuration</h2>",
+        yaml_block({"env": env, **{k: v for k, v in s.get("config", {}).items() if k != "env"}}),
+        "<h2>Versions</h2>",
+        yaml_block(s.get("versions", {})),
+    ]
+    return page(f"coinrl backtest: {saved.title}", "\n".join(body))
+
+
+def _random_note(random: Mapping[str, Any] | None) -> str:
+    if not random or random.get("draws_mean_total_return") is None:
+        return ""
+    return (
+        '<p class="sub">random: the policy changes its target as often as the strategy did, at '
+        f"random bars; shown is its first draw; over all draws its total return averaged "
+        f"{fmt_value(random.get('draws_mean_total_return'), fmt_pct)} "
+        f"(std {fmt_value(random.get('draws_std_total_return'), fmt_frac)}).</p>"
+    )
+
+
+def _write_report_files(folder: Path, saved: SavedBacktest) -> None:
+    fig = backtest_figure(saved.equity, saved.fills, saved.title, saved.periods_per_year)
+    fig.savefig(folder / PNG_FILE)
+    (folder / REPORT_FILE).write_text(report_html(saved), encoding="utf-8")
+
+
+def atomic_folder(dest: Path, build: Callable[[Path], None]) -> None:
+    """``build(tmp)`` a folder beside ``dest``, then rename it into place (replacing ``dest``)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        inner = tmp / "out"
+        inner.mkdir()
+        build(inner)
+        if dest.exists():
+            os.replace(dest, tmp / "old")
+        os.replace(inner, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_backtest_results(
+    results: BacktestResult,
+    filename: str | Path,
+    *,
+    tracking: TrackingConfig | None = None,
+    run_name: str | None = None,
+) -> Path:
+    """Write a self-contained report folder (atomically: built aside, then renamed in place).
+
+    Args:
+        results: the :class:`~coinrl.agents.backtest.BacktestResult`.
+        filename: the report folder (replaced if it exists).
+        tracking: also log the report to a W&B run (``offline`` writes it beside the folder,
+            under ``<parent>/wandb``); None or ``mode="disabled"``: no W&B.
+        run_name: W&B run name (default ``backtest-<name>``).
+
+    Returns:
+        The folder, holding ``report.html``, ``backtest.png``, ``equity.parquet``,
+        ``fills.parquet`` and ``metrics.json``.
+    """
+    dest = Path(filename)
+    summary = results.to_dict()
+    summary["versions"] = report_versions()
+    saved = SavedBacktest(summary, results.equity_frame(), results.fills.reset_index(drop=True))
+
+    def build(d: Path) -> None:
+        saved.equity.to_parquet(d / EQUITY_FILE, index=False)
+        saved.fills.to_parquet(d / FILLS_FILE, index=False)
+        (d / METRICS_FILE).write_text(
+            json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False) + "\n",
+            encoding="utf-8",
+        )
+        _write_report_files(d, saved)
+
+    atomic_folder(dest, build)
+    logger.info(
+        "saved backtest report path=%s name=%s fills=%d", dest, results.name, len(results.fills)
+    )
+    if tracking is not None and tracking.mode != "disabled":
+        log_report_to_wandb(dest, tracking, run_name or f"backtest-{results.name}", results.flat())
+    return dest
+
+
+def render_report(folder: str | Path) -> Path:
+    """Redraw ``report.html`` and ``backtest.png`` of a report folder from its tables.
+
+    Returns:
+        The path of ``report.html``.
+    """
+    root = Path(folder)
+    saved = load_backtest_results(root)
+    _write_report_files(root, saved)
+    logger.info("rendered report path=%s", root / REPORT_FILE)
+    return root / REPORT_FILE
+
+
+def log_report_to_wandb(
+    folder: str | Path,
+    tracking: TrackingConfig,
+    run_name: str,
+    scalars: Mapping[str, float] | None = None,
+) -> str | None:
+    """Log a report folder to a new W&B run: summary scalars, the chart image, the page, the
+    fills and equity tables and the folder as a ``backtest`` artifact.
+
+    Returns:
+        The W&B run id (None when tracking is disabled).
+    """
+    import wandb
+
+    from .tracking import Tracker
+
+    root = Path(folder)
+    saved = load_backtest_results(root)
+    tracker = Tracker(tracking, run_name, saved.summary.get("config", {}), root.parent)
+    try:
+        if not tracker.enabled:
+            return None
+        tracker.summary(dict(scalars or {}))
+        run = tracker.run
+        run.log({
+            "backtest/chart": wandb.Image(str(root / PNG_FILE)),
+            "backtest/report": wandb.Html((root / REPORT_FILE).read_text(encoding="utf-8")),
+            "backtest/fills": wandb.Table(dataframe=saved.fills.head(10_000)),
+            "backtest/equity": wandb.Table(dataframe=saved.equity.iloc[:: max(1, len(saved.equity) // 5000)]),
+        })
+        tracker.log_artifact(root, f"{run_name}-report", "backtest",
+                             metadata=saved.summary.get("meta", {}))
+        return tracker.run_id
+    finally:
+        tracker.finish()
+
+
+__all__ = [
+    "METRIC_ROWS",
+    "atomic_folder",
+    "fmt_frac",
+    "fmt_int",
+    "fmt_money",
+    "fmt_num",
+    "fmt_pct",
+    "report_versions",
+    "REPORT_FILES",
+    "SavedBacktest",
+    "fmt_ts",
+    "fmt_value",
+    "load_backtest_results",
+    "log_report_to_wandb",
+    "metrics_table",
+    "page",
+    "render_report",
+    "report_html",
+    "save_backtest_results",
+    "table_html",
+    "verdicts_html",
+    "warnings_html",
+    "yaml_block",
+]

@@ -1,0 +1,453 @@
+"""What ``coinrl backtest``, ``coinrl walkforward``, ``coinrl report`` and ``coinrl quickstart`` do.
+
+The CLI only parses arguments, shows progress and prints; these functions do the work:
+
+* :func:`run_backtest`: bundle → its data config (or another candle file), its OWN feature
+  spec and normaliser → the split → :func:`~coinrl.agents.backtest.simulate_trading_strategy`
+  beside the baselines → report folder (and W&B run).
+* :func:`run_walkforward`: experiment YAML → ``K`` walk-forward folds (embargo at least the env
+  window) → ``S`` seeds per fold, each trained from scratch → batched test backtests → summary
+  with confidence intervals, verdicts and the deflated Sharpe ratio → results folder.
+* :func:`run_report`: redraw the ``report.html`` of a backtest or walk-forward folder.
+* :func:`run_quickstart`: train PPO on the packaged hourly BTC/USD sample with a small budget,
+  backtest it on the held-out test split beside the baselines, write the report (offline).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from coinrl.agents.backtest import BacktestResult, simulate_trading_strategy
+from coinrl.agents.bundle import CONFIG_FILE, load_model, save_model
+from coinrl.agents.report import METRICS_FILE, render_report, save_backtest_results
+from coinrl.agents.walkforward import (
+    SUMMARY_FILE,
+    render_walk_forward_report,
+    save_walk_forward,
+    walk_forward,
+)
+from coinrl.pipeline.errors import ConfigError, DataError
+
+from .config import ExperimentConfig, experiment_config_from, load_experiment_config
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test", "full")
+ProgressFn = Callable[[str, int, int], None]
+"""``(stage, done, total)`` progress callback (the CLI draws it as progress bars)."""
+
+QUICKSTART_TIMESTEPS = 60_000
+"""Default training budget of :func:`run_quickstart` (env steps; about a minute of PPO on one
+core of a laptop)."""
+
+
+def _notify(progress: ProgressFn | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _split_data(agent: Any, cfg: ExperimentConfig, split: str) -> Any:
+    from coinrl.pipeline.source import load_candles
+    from coinrl.pipeline.splits import candles_fingerprint, market_data_from_spec, split_bounds
+
+    candles = load_candles(cfg.data)
+    full = market_data_from_spec(
+        candles, agent.feature_spec, agent.normaliser, split="full",
+        meta={"data_fingerprint": candles_fingerprint(candles), "source": cfg.data.source},
+    )
+    if split == "full":
+        return full, candles
+    rows = split_bounds(len(full), cfg.data.split).parts()[split]
+    if len(rows) == 0:
+        raise DataError(f"the {split} split of {cfg.data.source} is empty; pick another split")
+    md = full.slice(rows.start, rows.stop)
+    md.meta["split"] = split
+    return md, candles
+
+
+def run_backtest(
+    bundle: Path,
+    data: Path | None = None,
+    split: str = "test",
+    out_dir: Path = Path("runs"),
+    *,
+    n_trials: int = 1,
+    track: bool = True,
+    progress: ProgressFn | None = None,
+) -> tuple[Path, BacktestResult]:
+    """``coinrl backtest BUNDLE [--data FILE] [--split test] [--out DIR] [--trials N]``.
+
+    Args:
+        bundle: bundle folder or zip (from ``coinrl train``).
+        data: candle file to backtest on instead of the bundle's own data source (it gets the
+            bundle's features and normaliser; ``split`` then applies to it: use ``full`` for
+            new data the agent never saw).
+        split: ``train``, ``validation``, ``test`` (default) or ``full``.
+        out_dir: parent of the report folder ``<name>-backtest-<split>``.
+        n_trials: configurations tried before this bundle (deflates its Sharpe ratio).
+        track: log the report to W&B with the bundle's tracking settings (offline by default).
+        progress: stage callback (``load``, ``backtest``, ``report``).
+
+    Returns:
+        ``(report folder, result)``.
+
+    Raises:
+        ConfigError: unknown split, or a bundle without a data section (pass ``data``).
+        DataError: a tampered bundle, or data too short for the split.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    _notify(progress, "load", 0, 1)
+    agent = load_model(bundle)
+    raw = dict(agent.experiment_config)
+    if "data" not in raw and data is None:
+        raise ConfigError(
+            f"{bundle} has no data section in its config; pass --data with a candle file"
+        )
+    if data is not None:
+        raw = {**raw, "data": {**dict(raw.get("data", {})), "source": str(data)}}
+    cfg = experiment_config_from(raw, source=f"{bundle}/{CONFIG_FILE}")
+    md, candles = _split_data(agent, cfg, split)
+    matches = md.meta.get("data_fingerprint") == agent.data_info.get("data_fingerprint")
+    if not matches:
+        logger.warning(
+            "backtest: the candles of %s differ from those the bundle was trained on; the %s "
+            "split may overlap its training data unless the candles are all new", cfg.data.source, split,
+        )
+    _notify(progress, "load", 1, 1)
+    _notify(progress, "backtest", 0, 1)
+    res = simulate_trading_strategy(agent, md, split=split, seed=cfg.seed, n_trials=n_trials)
+    res.meta["data_matches_bundle"] = matches
+    res.meta["source"] = cfg.data.source
+    _notify(progress, "backtest", 1, 1)
+    _notify(progress, "report", 0, 1)
+    folder = Path(out_dir) / f"{cfg.name}-backtest-{split}"
+    tracking = cfg.tracking if track else None
+    save_backtest_results(res, folder, tracking=tracking, run_name=f"{cfg.name}-backtest-{split}")
+    _notify(progress, "report", 1, 1)
+    return folder, res
+
+
+def run_walkforward(
+    config_path: Path,
+    folds: int = 4,
+    seeds: int | Sequence[int] = 3,
+    overrides: Sequence[str] = (),
+    out_dir: Path = Path("runs"),
+    *,
+    n_trials: int | None = None,
+    embargo_bars: int | None = None,
+    track: bool = True,
+    progress: ProgressFn | None = None,
+) -> tuple[Path, Any]:
+    """``coinrl walkforward CONFIG.yaml --folds K --seeds S [key=value ...] [--trials N]``.
+
+    Args:
+        config_path: experiment YAML.
+        folds: walk-forward folds ``K`` (test blocks tiling the end of the data).
+        seeds: ``S`` (seeds ``seed, seed + 1, ...`` from the experiment seed) or the seeds.
+        overrides: ``key.path=value`` overrides (e.g. ``train.total_timesteps=50000``).
+        out_dir: parent of the results folder ``<name>-walkforward``.
+        n_trials: configurations tried in total, for the deflated Sharpe ratio (default: the
+            number of seeds).
+        embargo_bars: bars between train, validation and test; default the larger of the
+            config's ``data.split.embargo_bars`` and ``env.window``.
+        track: log the summary to W&B with the config's tracking settings.
+        progress: stage callback (``load``, ``train`` per run, ``backtest``, ``report``).
+
+    Returns:
+        ``(results folder, WalkForwardResult)``.
+    """
+    from coinrl.pipeline.source import load_dataset
+
+    if folds < 1:
+        raise ConfigError(f"--folds must be >= 1, got {folds}")
+    cfg = load_experiment_config(config_path, overrides)
+    seed_list = (
+        [cfg.seed + i for i in range(int(seeds))] if isinstance(seeds, int) else [int(s) for s in seeds]
+    )
+    if not seed_list:
+        raise ConfigError("--seeds must be >= 1")
+    embargo = max(cfg.data.split.embargo_bars, cfg.env.window) if embargo_bars is None else int(embargo_bars)
+    split = cfg.data.split.model_copy(update={"walk_forward_folds": folds, "embargo_bars": embargo})
+    data_cfg = cfg.data.model_copy(update={"split": split})
+    cfg = cfg.model_copy(update={"data": data_cfg})
+    _notify(progress, "load", 0, 1)
+    prepared = load_dataset(cfg.data)
+    _notify(progress, "load", 1, 1)
+    train = cfg.resolved_train.model_copy(update={"progress_bar": False})
+    result = walk_forward(
+        prepared, train, cfg.env, seeds=seed_list, n_trials=n_trials,
+        experiment_config=cfg.to_dict(), progress=progress,
+    )
+    _notify(progress, "report", 0, 1)
+    folder = Path(out_dir) / f"{cfg.name}-walkforward"
+    save_walk_forward(result, folder, tracking=cfg.tracking if track else None,
+                      run_name=f"{cfg.name}-walkforward")
+    _notify(progress, "report", 1, 1)
+    return folder, result
+
+
+def run_report(results_dir: Path) -> Path:
+    """``coinrl report RESULTS_DIR``: redraw the report page of a results folder.
+
+    Args:
+        results_dir: a backtest report folder (``metrics.json``) or a walk-forward folder
+            (``walkforward.json``), or a run folder holding one of them.
+
+    Returns:
+        The path of the ``report.html`` written.
+
+    Raises:
+        DataError: a folder that holds neither.
+    """
+    root = Path(results_dir)
+    if (root / SUMMARY_FILE).is_file():
+        return render_walk_forward_report(root)
+    if (root / METRICS_FILE).is_file():
+        return render_report(root)
+    found = sorted(p.parent for p in root.glob(f"*/{METRICS_FILE}")) + sorted(
+        p.parent for p in root.glob(f"*/{SUMMARY_FILE}")
+    )
+    if len(found) == 1:
+        return run_report(found[0])
+    raise DataError(
+        f"{root} holds no backtest or walk-forward results (no {METRICS_FILE} or {SUMMARY_FILE}); "
+        "pass the folder written by coinrl backtest / coinrl walkforward"
+        + (f" (candidates: {', '.join(str(p) for p in found)})" if found else "")
+    )
+
+
+def quickstart_config(timesteps: int = QUICKSTART_TIMESTEPS, *, track: bool = False) -> ExperimentConfig:
+    """The quickstart experiment: the packaged BTC/USD 1h sample, default features, costs and
+    env, PPO with a small budget (16 envs, rollouts of 2,048 steps), validated 4 times."""
+    if timesteps < 2048:
+        raise ConfigError(f"quickstart needs at least 2,048 timesteps (one PPO rollout), got {timesteps}")
+    return experiment_config_from({
+        "name": "quickstart",
+        "seed": 0,
+        "data": {"source": "sample", "split": {"train": 0.7, "validation": 0.15, "test": 0.15,
+                                               "embargo_bars": 24}},
+        "train": {
+            "algo": "ppo",
+            "total_timesteps": int(timesteps),
+            "n_envs": 16,
+            "ppo": {"n_steps": 128, "batch_size": 512, "n_epochs": 4},
+            "eval_every_steps": max(2048, int(timesteps) // 4),
+            "early_stopping_patience": None,
+            "checkpoint_every_steps": 0,
+            "progress_bar": False,
+            "torch_threads": 1,
+        },
+        "tracking": {"mode": "offline" if track else "disabled", "tags": ["quickstart"]},
+    }, source="quickstart")
+
+
+def run_quickstart(
+    out_dir: Path,
+    timesteps: int = QUICKSTART_TIMESTEPS,
+    *,
+    track: bool = False,
+    progress: ProgressFn | None = None,
+) -> Path:
+    """``coinrl quickstart``: train, backtest and report on the packaged sample, offline.
+
+    Trains PPO on the train split of the packaged hourly BTC/USD sample (validated on its
+    validation split, best model kept), saves the bundle, backtests the deterministic policy on
+    the held-out test split beside buy-and-hold, flat, the moving-average crossover and the
+    turnover-matched random policy, and writes the report folder.
+
+    Args:
+        out_dir: parent folder; the run goes to ``out_dir/quickstart/`` (bundle) and the
+            report to ``out_dir/quickstart/report/``.
+        timesteps: training budget in env steps (>= 2,048).
+        track: also log to W&B in offline mode.
+        progress: ``(stage, done, total)`` callback: ``data``, ``train`` (steps done),
+            ``backtest``, ``report``.
+
+    Returns:
+        The report folder (open its ``report.html``).
+    """
+    from coinrl.agents.train import train_model
+    from coinrl.pipeline.source import load_dataset
+
+    cfg = quickstart_config(timesteps, track=track)
+    run_dir = Path(out_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _notify(progress, "data", 0, 1)
+    prepared = load_dataset(cfg.data)
+    _notify(progress, "data", 1, 1)
+    total = cfg.train.total_timesteps
+    sink = _progress_sink(progress, total)
+    _notify(progress, "train", 0, total)
+    agent = train_model(
+        prepared, cfg.resolved_train, cfg.env, out_dir=run_dir, experiment_config=cfg.to_dict(),
+        sink=sink,
+    )
+    _notify(progress, "train", total, total)
+    bundle = save_model(agent, run_dir / "bundle")
+    agent.info["bundle"] = str(bundle)
+    _notify(progress, "backtest", 0, 1)
+    res = simulate_trading_strategy(agent, prepared.test, split="test", seed=cfg.seed)
+    _notify(progress, "backtest", 1, 1)
+    _notify(progress, "report", 0, 1)
+    folder = save_backtest_results(
+        res, run_dir / "report", tracking=cfg.tracking if track else None, run_name="quickstart"
+    )
+    _notify(progress, "report", 1, 1)
+    logger.info("quickstart report=%s", folder / "report.html")
+    return folder
+
+
+def _progress_sink(progress: ProgressFn | None, total: int) -> Any:
+    """An SB3 logger whose dumps report ``time/total_timesteps`` to ``progress``."""
+    from stable_baselines3.common.logger import KVWriter, Logger
+
+    class _Progress(KVWriter):
+        def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+            done = key_values.get("time/total_timesteps", step)
+            if progress is not None and isinstance(done, int | float):
+                progress("train", int(min(done, total)), total)
+
+        def close(self) -> None:
+            return None
+
+    return Logger(folder=None, output_formats=[_Progress()])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Sequence[str],
+                   warnings: Sequence[str]) -> None:
+    """Metrics table (one column per strategy) and the verdict lines, on the CLI console."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from coinrl.agents.report import fmt_money, fmt_num, fmt_pct, fmt_value
+
+    from .console import console
+
+    rows = (("total_return", "total return", fmt_pct), ("annualised_return", "ann. return", fmt_pct),
+            ("sharpe", "Sharpe", fmt_num), ("max_drawdown", "max drawdown", fmt_pct),
+            ("turnover", "turnover", fmt_num), ("fees_paid_quote", "fees", fmt_money))
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key, label, fmt in rows:
+        if any(key in m for m in columns.values()):
+            table.add_row(label, *(fmt_value(m.get(key), fmt) for m in columns.values()))
+    console.print(table)
+    for line in verdicts:  # plain text: "[method, n=...]" is not rich markup
+        console.print(line, markup=False)
+    for line in warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}")
+
+
+class _Bars:
+    """``(stage, done, total)`` callbacks drawn as one rich progress bar per stage."""
+
+    def __init__(self, prog: Any) -> None:
+        self.prog = prog
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.prog.add_task(stage, total=total)
+        self.prog.update(self.tasks[stage], completed=done, total=total)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``backtest``, ``walkforward``, ``report`` and ``quickstart`` to the typer ``app``.
+
+    Heavy imports (torch, SB3, plotly) happen inside the commands, so ``coinrl --help`` stays
+    fast.
+    """
+    from .console import console, progress_bar
+
+    @app.command("backtest")
+    def backtest(
+        bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip written by coinrl train.")],
+        data: Annotated[Path | None, typer.Option(
+            "--data", help="Candle file to backtest on instead of the bundle's data (gets its features).")] = None,
+        split: Annotated[str, typer.Option(help="train | validation | test | full.")] = "test",
+        out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the report folder.")] = Path("runs"),
+        trials: Annotated[int, typer.Option(
+            "--trials", help="Configurations tried before this one (deflates the Sharpe ratio).")] = 1,
+        track: Annotated[bool, typer.Option("--track/--no-track", help="Log the report to W&B.")] = True,
+    ) -> None:
+        """Backtest a bundle's policy beside the baselines; write the report folder."""
+        with progress_bar(transient=True) as prog:
+            folder, res = run_backtest(bundle, data, split, out, n_trials=trials, track=track,
+                                       progress=_Bars(prog))
+        _print_summary(
+            f"{bundle} on the {split} split (fees and slippage included)",
+            {res.name: res.metrics, **res.baseline_metrics()}, res.verdict_lines(), res.warnings,
+        )
+        console.print(f"report: {folder / 'report.html'}")
+
+    @app.command("walkforward")
+    def walkforward(
+        config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+        overrides: Annotated[list[str] | None, typer.Argument(
+            help="key.path=value overrides, e.g. train.total_timesteps=50000.")] = None,
+        folds: Annotated[int, typer.Option("--folds", "-k", help="Walk-forward folds.")] = 4,
+        seeds: Annotated[int, typer.Option("--seeds", "-s", help="Training seeds per fold.")] = 3,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the results folder.")] = Path("runs"),
+        trials: Annotated[int | None, typer.Option(
+            "--trials", help="Configurations tried in total (default: the seeds).")] = None,
+        embargo_bars: Annotated[int | None, typer.Option(
+            "--embargo-bars", help="Bars between train/validation/test (default: max(config, window)).")] = None,
+        track: Annotated[bool, typer.Option("--track/--no-track", help="Log the summary to W&B.")] = True,
+    ) -> None:
+        """Retrain per fold and seed, backtest each out of sample, summarise with intervals and verdicts."""
+        with progress_bar() as prog:
+            folder, wf = run_walkforward(config, folds, seeds, list(overrides or []), out, n_trials=trials,
+                                         embargo_bars=embargo_bars, track=track, progress=_Bars(prog))
+        means = {name: {k: v.get("mean") for k, v in ms.items()} for name, ms in wf.summary.items()}
+        _print_summary(f"{wf.n_folds} folds x {len(wf.seeds)} seeds, out of sample (means)", means,
+                       wf.verdict_lines(), wf.warnings)
+        console.print(f"report: {folder / 'report.html'}")
+
+    @app.command("report")
+    def report(
+        results_dir: Annotated[Path, typer.Argument(help="A backtest or walk-forward results folder.")],
+    ) -> None:
+        """Redraw the report page of a backtest or walk-forward folder."""
+        console.print(f"report: {run_report(results_dir)}")
+
+    @app.command("quickstart")
+    def quickstart(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the run.")] = Path("runs"),
+        timesteps: Annotated[int, typer.Option(help="Training budget (env steps).")] = QUICKSTART_TIMESTEPS,
+        track: Annotated[bool, typer.Option("--track/--no-track", help="Also log to W&B (offline).")] = False,
+    ) -> None:
+        """Train PPO on the packaged BTC/USD 1h sample, backtest it on the test split, write the report."""
+        import json
+
+        with progress_bar() as prog:
+            folder = run_quickstart(out, timesteps, track=track, progress=_Bars(prog))
+        summary = json.loads((folder / "metrics.json").read_text())
+        _print_summary(
+            "quickstart: PPO on the held-out test split (fees and slippage included)",
+            {"agent": summary["metrics"], **summary["baselines"]},
+            [v["line"] for v in summary["verdicts"] if "line" in v], summary.get("warnings", []),
+        )
+        console.print(f"report: {folder / 'report.html'}")
+
+
+__all__ = [
+    "QUICKSTART_TIMESTEPS",
+    "quickstart_config",
+    "register",
+    "run_backtest",
+    "run_quickstart",
+    "run_report",
+    "run_walkforward",
+]

@@ -1,0 +1,202 @@
+"""Report folders: the files, the figures, the page rendered in headless Chromium, W&B."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image as mpimg
+
+from coinrl.agents.backtest import BacktestResult, simulate_trading_strategy
+from coinrl.agents.config import TrackingConfig
+from coinrl.agents.plots import AGENT_COLOR, plot_backtest_results, rolling_sharpe, thin_index
+from coinrl.agents.report import (
+    REPORT_FILES,
+    load_backtest_results,
+    render_report,
+    save_backtest_results,
+)
+from coinrl.agents.walkforward import save_walk_forward, summarise
+from coinrl.pipeline.dataset import MarketData
+from coinrl.pipeline.errors import DataError
+
+HOUR_MS = 3_600_000
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _market(n: int = 1500, seed: int = 0) -> MarketData:
+    rng = np.random.default_rng(seed)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0002, 0.008, n)))
+    open_ = np.r_[30_000.0, close[:-1]]
+    return MarketData(
+        ts_ms=1_704_067_200_000 + np.arange(n, dtype=np.int64) * HOUR_MS,
+        open=open_, high=np.maximum(open_, close) * 1.002, low=np.minimum(open_, close) * 0.998,
+        close=close, volume=np.full(n, 20.0), features=np.zeros((n, 1), dtype=np.float32),
+        feature_names=("none",), symbol="BTC/USD", timeframe="1h", meta={"split": "test"},
+    )
+
+
+def _crossover(md: MarketData, fast: int = 12, slow: int = 48) -> np.ndarray:
+    c = pd.Series(md.close)
+    return (c.rolling(fast).mean() > c.rolling(slow).mean()).to_numpy().astype(float)
+
+
+@pytest.fixture(scope="module")
+def result() -> BacktestResult:
+    md = _market()
+    return simulate_trading_strategy(_crossover(md), md, name="crossover", n_random=2)
+
+
+def test_the_folder_holds_every_file_and_the_tables_round_trip(result: BacktestResult, tmp_path: Path) -> None:
+    folder = save_backtest_results(result, tmp_path / "report")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)
+    saved = load_backtest_results(folder)
+    pd.testing.assert_frame_equal(saved.fills, result.fills.reset_index(drop=True))
+    eq = saved.equity
+    assert len(eq) == len(result.equity_quote)
+    np.testing.assert_array_equal(eq["equity_quote"], result.equity_quote)
+    np.testing.assert_array_equal(eq["baseline_buy_and_hold_equity_quote"],
+                                  result.baselines["buy_and_hold"].equity_quote)
+    summary = json.loads((folder / "metrics.json").read_text())  # strict JSON: no NaN
+    assert summary["metrics"]["sharpe"] == pytest.approx(result.metrics["sharpe"])
+    assert [v["line"] for v in summary["verdicts"]] == result.verdict_lines()
+    assert summary["meta"]["market_fingerprint"] == result.meta["market_fingerprint"]
+    assert "numpy" in summary["versions"]["libraries"]
+    page = (folder / "report.html").read_text()
+    # self-contained: plotly.js inline, nothing fetched from the network
+    assert "<script src=" not in page
+    assert "<link" not in page
+    assert len(page) > 1_000_000  # plotly.js itself
+    for text in ("Verdict", result.verdict_lines()[0].split(":")[0], "Sharpe ratio (annualised)",
+                 "taker_fee_rate", result.meta["market_fingerprint"]):
+        assert text in page
+    # saving again replaces the folder
+    again = save_backtest_results(result, folder)
+    assert sorted(p.name for p in again.iterdir()) == sorted(REPORT_FILES)
+
+
+def test_the_pngs_are_drawn_and_sized(result: BacktestResult, tmp_path: Path) -> None:
+    fig, pfig = plot_backtest_results(result, tmp_path)
+    assert len(fig.axes) == 5
+    assert len(pfig.data) >= 8  # price, buys, sells, exposure, strategy, 4 baselines, drawdown...
+    img = mpimg.imread(tmp_path / "backtest.png")
+    assert img.shape[:2] == (1100, 1200)
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+    assert (tmp_path / "backtest.html").stat().st_size > 1_000_000
+    folder = save_backtest_results(result, tmp_path / "r")
+    assert mpimg.imread(folder / "backtest.png").shape[:2] == (1100, 1200)
+
+
+def test_rolling_sharpe_and_thinning() -> None:
+    eq = 100 * np.cumprod(np.r_[1.0, np.tile([1.01, 0.995], 50)])
+    rs, w = rolling_sharpe(eq, 8760.0, window_bars=10)
+    assert w == 10
+    assert np.isnan(rs[:10]).all()
+    r = eq[1:] / eq[:-1] - 1
+    assert rs[10] == pytest.approx(r[:10].mean() / r[:10].std(ddof=1) * np.sqrt(8760.0))
+    idx = thin_index(100_000, 500)
+    assert len(idx) <= 500
+    assert idx[0] == 0
+    assert idx[-1] == 99_999
+
+
+def test_render_report_redraws_from_the_tables_alone(result: BacktestResult, tmp_path: Path) -> None:
+    folder = save_backtest_results(result, tmp_path / "report")
+    (folder / "report.html").unlink()
+    (folder / "backtest.png").unlink()
+    page = render_report(folder)
+    assert page == folder / "report.html"
+    assert result.verdict_lines()[0] in page.read_text()
+    assert (folder / "backtest.png").stat().st_size > 10_000
+    with pytest.raises(DataError, match="not a backtest report folder"):
+        render_report(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_report_is_logged_to_an_offline_wandb_run(
+    result: BacktestResult, tmp_path: Path, offline_wandb: Path
+) -> None:
+    folder = save_backtest_results(result, tmp_path / "report", tracking=TrackingConfig(mode="offline"))
+    files = [p for p in (tmp_path / "wandb").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)
+    names = {p.name for p in files}
+    assert any("chart" in n and n.endswith(".png") for n in names)
+    assert any(n.endswith(".html") for n in names)
+    assert not (folder / "wandb").exists()  # the report folder stays self-contained
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+
+def _chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is required in CI to render the report (apt-get install -y chromium)")
+    pytest.skip("chromium is not installed (apt-get install -y chromium): cannot render the report")
+
+
+def _screenshot(page: Path, out: Path, profile: Path) -> tuple[np.ndarray, list[str]]:
+    """Open ``page`` in headless Chromium; return the screenshot (RGBA floats) and the
+    console messages it logged."""
+    args = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+        "--virtual-time-budget=10000", "--window-size=1300,2600", f"--screenshot={out}",
+        page.resolve().as_uri(),
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.is_file(), proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return mpimg.imread(out), console
+
+
+def _color_pixels(img: np.ndarray, hex_color: str, tol: float = 0.03) -> int:
+    rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
+    return int((np.abs(img[..., :3] - rgb).max(axis=-1) < tol).sum())
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium_with_its_equity_chart(
+    result: BacktestResult, tmp_path: Path
+) -> None:
+    folder = save_backtest_results(result, tmp_path / "report")
+    img, console = _screenshot(folder / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    assert console == []  # no errors, no messages at all
+    assert img.shape[:2] == (2600, 1300)
+    ink = (img[..., :3] < 0.9).any(axis=-1).mean()
+    assert ink > 0.02, "the page is blank"
+    # the strategy's equity line (its colour is used nowhere else) was drawn by plotly.js
+    assert _color_pixels(img, AGENT_COLOR) > 300
+    # control: the same check catches a page whose script fails
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><p>x</p><script>undefinedFunction();</script></body></html>")
+    _, bad_console = _screenshot(bad, tmp_path / "bad.png", tmp_path / "profile2")
+    assert any("undefinedFunction" in line for line in bad_console)
+
+
+@pytest.mark.slow
+def test_the_walk_forward_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    # fold x seed results from rule strategies (no training): 2 folds x 2 "seeds"
+    results = []
+    for fold in range(2):
+        md = _market(800, seed=10 + fold)
+        results.append([
+            simulate_trading_strategy(_crossover(md, f, 4 * f), md, n_random=1) for f in (6, 12)
+        ])
+    wf = summarise(results, [0, 1])
+    folder = save_walk_forward(wf, tmp_path / "wf")
+    img, console = _screenshot(folder / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    assert console == []
+    assert (img[..., :3] < 0.9).any(axis=-1).mean() > 0.02
+    assert _color_pixels(img, AGENT_COLOR) > 300

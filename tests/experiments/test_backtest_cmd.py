@@ -1,0 +1,195 @@
+"""run_quickstart / run_backtest / run_walkforward / run_report end to end on the packaged sample."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from coinrl.agents.backtest import simulate_trading_strategy
+from coinrl.agents.report import save_backtest_results
+from coinrl.agents.walkforward import save_walk_forward, summarise
+from coinrl.experiments import backtest_cmd
+from coinrl.experiments.backtest_cmd import (
+    quickstart_config,
+    run_backtest,
+    run_quickstart,
+    run_report,
+    run_walkforward,
+)
+from coinrl.experiments.cli import app
+from coinrl.pipeline.errors import ConfigError, DataError
+from coinrl.pipeline.synthetic import planted_pattern
+
+runner = CliRunner()
+REPORT = {"report.html", "backtest.png", "equity.parquet", "fills.parquet", "metrics.json"}
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.slow
+def test_run_report_finds_the_kind_of_folder(tmp_path: Path) -> None:
+    candles = planted_pattern(600, seed=2)
+    res = simulate_trading_strategy(np.sign(candles["signal"].to_numpy()), candles, n_random=1)
+    single = save_backtest_results(res, tmp_path / "single" / "report")
+    (single / "report.html").unlink()
+    assert run_report(single) == single / "report.html"
+    assert run_report(tmp_path / "single") == single / "report.html"  # the one folder inside
+    wf = save_walk_forward(summarise([[res]], [0]), tmp_path / "wf")
+    (wf / "report.html").unlink()
+    assert run_report(wf) == wf / "report.html"
+    assert (wf / "report.html").is_file()
+    with pytest.raises(DataError, match="no backtest or walk-forward results"):
+        run_report(tmp_path / "single" / "report" / "missing")
+
+
+def test_quickstart_config_is_small_and_validated() -> None:
+    cfg = quickstart_config(4096)
+    assert cfg.data.source == "sample"
+    assert cfg.train.algo == "ppo"
+    assert cfg.train.total_timesteps == 4096
+    assert cfg.tracking.mode == "disabled"
+    with pytest.raises(ConfigError, match="2,048"):
+        quickstart_config(100)
+
+
+@pytest.mark.slow
+def test_quickstart_then_backtest_the_bundle_reproduces_the_report(tmp_path: Path, shared_data: Path) -> None:
+    stages: list[str] = []
+    report = run_quickstart(tmp_path, timesteps=2048, progress=lambda s, d, n: stages.append(s))
+    assert report == tmp_path / "quickstart" / "report"
+    assert {p.name for p in report.iterdir()} == REPORT
+    assert stages[0] == "data"
+    assert stages[-1] == "report"
+    assert "train" in stages
+    assert "backtest" in stages
+    quick = json.loads((report / "metrics.json").read_text())
+    assert quick["meta"]["split"] == "test"
+    assert set(quick["baselines"]) == {"buy_and_hold", "flat", "ma_crossover", "random"}
+    assert len(quick["verdicts"]) == 4
+    bundle = tmp_path / "quickstart" / "bundle"
+
+    # coinrl backtest BUNDLE --split test: the same bars, the same numbers
+    folder, res = run_backtest(bundle, split="test", out_dir=tmp_path / "bt", track=False)
+    assert folder == tmp_path / "bt" / "quickstart-backtest-test"
+    assert {p.name for p in folder.iterdir()} == REPORT
+    assert res.meta["data_matches_bundle"] is True
+    for key, value in quick["metrics"].items():
+        assert _same(json.loads(json.dumps(res.to_dict()))["metrics"][key], value), key
+    assert res.meta["market_fingerprint"] == quick["meta"]["market_fingerprint"]
+
+    # the CLI: coinrl backtest BUNDLE --data FILE --split full: another exchange's candles get
+    # the bundle's features and normaliser; the table, the verdicts and the report path printed
+    other = shared_data / "btc_usd_1h_coinbase.csv"
+    out2 = tmp_path / "bt2"
+    cli = runner.invoke(
+        app, ["backtest", str(bundle), "--data", str(other), "--split", "full", "--out", str(out2), "--no-track"],
+        terminal_width=200,
+    )
+    assert cli.exit_code == 0, cli.output
+    folder2 = out2 / "quickstart-backtest-full"
+    assert f"report: {folder2 / 'report.html'}" in cli.output
+    assert "buy_and_hold" in cli.output
+    assert "out of sample after costs" in cli.output  # the verdict lines
+    saved = json.loads((folder2 / "metrics.json").read_text())
+    assert saved["meta"]["data_matches_bundle"] is False
+    assert saved["meta"]["source"] == str(other)
+    assert saved["meta"]["n_decisions"] > 10_000
+    fills = pd.read_parquet(folder2 / "fills.parquet")
+    assert len(fills) == saved["metrics"]["n_fills"]
+
+    # coinrl report FOLDER redraws the page from the tables alone
+    (folder2 / "report.html").unlink()
+    cli = runner.invoke(app, ["report", str(folder2)], terminal_width=200)
+    assert cli.exit_code == 0, cli.output
+    assert (folder2 / "report.html").is_file()
+
+    # errors are the taxonomy's, raised before any work
+    with pytest.raises(ConfigError, match="split"):
+        run_backtest(bundle, split="holdout")
+    cli = runner.invoke(app, ["backtest", str(bundle), "--split", "holdout", "--no-track"])
+    assert isinstance(cli.exception, ConfigError)
+
+
+@pytest.mark.slow
+def test_the_quickstart_command_prints_its_table_and_report_path(tmp_path: Path) -> None:
+    cli = runner.invoke(app, ["quickstart", "--out", str(tmp_path), "--timesteps", "2048"], terminal_width=200)
+    assert cli.exit_code == 0, cli.output
+    report = tmp_path / "quickstart" / "report"
+    assert f"report: {report / 'report.html'}" in cli.output
+    assert (report / "report.html").is_file()
+    saved = json.loads((report / "metrics.json").read_text())
+    for v in saved["verdicts"]:  # one verdict line per baseline, as in metrics.json
+        assert v["line"] in cli.output
+    assert "total return" in cli.output
+    assert "ma_crossover" in cli.output
+
+
+def test_the_commands_are_registered_and_fail_with_the_taxonomy(tmp_path: Path) -> None:
+    for cmd in ("backtest", "walkforward", "report", "quickstart"):
+        res = runner.invoke(app, [cmd, "--help"], terminal_width=200)
+        assert res.exit_code == 0, res.output
+    cli = runner.invoke(app, ["report", str(tmp_path)])
+    assert isinstance(cli.exception, DataError)
+    cli = runner.invoke(app, ["quickstart", "--timesteps", "10", "--out", str(tmp_path)])
+    assert isinstance(cli.exception, ConfigError)
+    assert not (tmp_path / "quickstart").exists()
+    cfg = tmp_path / "wf.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "x", "data": {"source": "sample"}}))
+    cli = runner.invoke(app, ["walkforward", str(cfg), "--folds", "0"])
+    assert isinstance(cli.exception, ConfigError)
+
+
+@pytest.mark.slow
+def test_walkforward_command_writes_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = {
+        "name": "wf_tiny",
+        "seed": 5,
+        "data": {"source": "sample", "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
+        "env": {"window": 12, "episode_length_bars": 256},
+        "train": {"total_timesteps": 4096, "n_envs": 8, "ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 1},
+                  "eval_every_steps": 0, "checkpoint_every_steps": 0, "early_stopping_patience": None},
+        "tracking": {"mode": "disabled"},
+    }
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    stages: list[tuple[str, int, int]] = []
+
+    class Recorder:  # stands in for the progress bars: what the command reports, in order
+        def __init__(self, prog: object) -> None:
+            pass
+
+        def __call__(self, stage: str, done: int, total: int) -> None:
+            stages.append((stage, done, total))
+
+    monkeypatch.setattr(backtest_cmd, "_Bars", Recorder)
+    # coinrl walkforward CONFIG key=value --folds 2 --seeds 2: the override sets the budget
+    cli = runner.invoke(
+        app, ["walkforward", str(path), "train.total_timesteps=1024", "--folds", "2", "--seeds", "2",
+              "--out", str(tmp_path), "--no-track"], terminal_width=200,
+    )
+    assert cli.exit_code == 0, cli.output
+    folder = tmp_path / "wf_tiny-walkforward"
+    assert f"report: {folder / 'report.html'}" in cli.output
+    assert "2 folds x 2 seeds" in cli.output
+    assert ("train", 4, 4) in stages
+    summary = json.loads((folder / "walkforward.json").read_text())
+    assert summary["seeds"] == [5, 6]  # from the experiment seed
+    assert summary["config"]["train"]["total_timesteps"] == 1024
+    assert summary["meta"]["embargo_bars"] == 12  # at least the env window
+    assert summary["n_folds"] == 2
+    assert len(summary["runs"]) == 4
+    assert summary["stats"]["n_trials"] == 2.0
+    for v in summary["verdicts"]:
+        assert v["line"] in cli.output
+    assert (folder / "report.html").is_file()
+    with pytest.raises(ConfigError, match="folds"):
+        run_walkforward(path, folds=0, seeds=1, out_dir=tmp_path)

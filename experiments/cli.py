@@ -354,9 +354,10 @@ def _register_command_modules() -> None:
     Each module imports its heavy dependencies inside its commands, so ``coinrl --help`` stays
     fast.
     """
-    # command modules: one line each, below
-    from . import backtest_cmd; backtest_cmd.register(app)  # noqa: E702, I001
-    from . import tune_cmd; tune_cmd.register(app)  # noqa: E702, I001
+    from . import backtest_cmd, live_cmd, tune_cmd
+
+    for module in (backtest_cmd, tune_cmd, live_cmd):
+        module.register(app)
 
 
 _register_command_modules()

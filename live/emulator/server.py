@@ -530,10 +530,24 @@ def parse_clock(spec: str) -> Clock | None:
         return FixedClock(ts(rest))
     if kind == "replay" and rest:
         start, _, speed = rest.rpartition(":")
+
+        def number(text: str, what: str) -> float:
+            try:
+                value = float(text.removesuffix("ms"))
+            except ValueError:
+                value = float("nan")
+            if not value > 0:
+                raise ConfigError(
+                    f"clock {spec!r}: {what} {text!r} is not a positive number; use e.g. "
+                    "replay:2024-01-01T00:00Z:1h/50 (one hourly bar per 50 wall ms) or "
+                    "replay:2024-01-01T00:00Z:3600 (emulated ms per wall ms)"
+                )
+            return value
+
         if "/" in speed:
             bar, wall = speed.split("/", 1)
-            return ReplayClock.bars(ts(start), timeframe_to_ms(bar), float(wall))
-        return ReplayClock(ts(start), float(speed))
+            return ReplayClock.bars(ts(start), timeframe_to_ms(bar), number(wall, "wall ms per bar"))
+        return ReplayClock(ts(start), number(speed, "speed"))
     raise ConfigError(
         f"clock {spec!r} not understood; use end, real, fixed:<time> or replay:<time>:<speed>"
     )

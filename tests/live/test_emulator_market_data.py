@@ -287,8 +287,14 @@ def test_parse_clock_strings():
     replay = parse_clock("replay:1704067200000:1h/50")
     assert isinstance(replay, ReplayClock)
     assert replay.speed == HOUR_MS / 50
+    replay_ms = parse_clock("replay:2024-01-01T00:00Z:1h/50ms")
+    assert isinstance(replay_ms, ReplayClock)
+    assert replay_ms.speed == HOUR_MS / 50
     with pytest.raises(ConfigError):
         parse_clock("tomorrow")
+    for bad in ("replay:2024-01-01T00:00Z:1h/fast", "replay:2024-01-01T00:00Z:-3", "replay:0:1h/0"):
+        with pytest.raises(ConfigError, match="not a positive number"):
+            parse_clock(bad)
 
 
 # -- faults -------------------------------------------------------------------------------------------

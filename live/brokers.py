@@ -1,0 +1,919 @@
+"""Brokers: one interface over simulated fills (paper) and real orders (exchange).
+
+A :class:`Broker` takes a *target exposure* per decision (position notional / equity, the
+env's action unit), re-syncs its books before every decision, reports its fills and balances,
+and cancels its open orders. :class:`~coinrl.live.live_env.LiveTradingEnv` and the runner talk
+to nothing else.
+
+* :class:`PaperBroker`: live candles, fills simulated through the env's OWN books
+  (:class:`coinrl.envs.books.Account`: the kernel the backtests run), so a paper session and a
+  backtest of the same decisions on the same candles give the same books, bit for bit. A
+  decision at bar ``t``'s close is applied when bar ``t + 1`` has closed: filled at its open,
+  marked at its close, exactly as :class:`~coinrl.envs.trading_env.TradingEnv` steps.
+* :class:`ExchangeBroker`: real orders over :class:`~coinrl.live.exchange.ExchangeClient`.
+  The target is sized with the env's rules (:meth:`ExecutionModel.size_order`: buying-power
+  cap, lot size, minimum notional, rebalance threshold) at the newest close, rounded to the
+  exchange's lot step and checked against its minimum notional, and sent as a market order
+  whose client order id is derived from the run id and the decision bar
+  (:func:`client_order_id`): the intent is journalled before sending, a restarted runner
+  re-derives the same id and finds the order instead of sending it again, and a lost answer is
+  looked up before any resend (the exchange client does that). The exchange is the source of
+  truth for balances; fills come from its trade list, each journalled once, and a difference
+  between the journal and the exchange is journalled as a ``reconciliation`` and resolved by
+  rule (:meth:`ExchangeBroker.sync`), never ignored.
+
+Fills of exchange orders carry the slippage measured against the reference price at which
+the order was sized (the newest close = the fill bar's open on continuous data), so the
+average entry the books keep is the reference price, as in the env.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from coinrl.envs.books import Account
+from coinrl.envs.config import EnvConfig
+from coinrl.envs.domain import Fill, OrderType, Position, Side
+from coinrl.envs.execution import ExecutionModel
+from coinrl.pipeline.errors import (
+    ConfigError,
+    InsufficientFunds,
+    InvalidOrder,
+    TemporaryExchangeError,
+)
+
+from .data import LiveData
+from .exchange import CLIENT_ORDER_ID_PATTERN, ExchangeClient, ExchangeOrder, ExchangeTrade
+from .journal import Journal, fill_from_payload
+from .risk import hold_exposure
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.]{1,20}$")
+"""Run ids: 1-20 letters, digits, ``_`` or ``.`` (they prefix client order ids)."""
+
+TERMINAL_STATUSES = frozenset(
+    {"closed", "canceled", "expired", "rejected", "not_found", "skipped", "pending"}
+)
+"""Order statuses after which an order never fills again."""
+
+ReportStatus = Literal["pending", "sent", "found", "skipped", "rejected", "unknown"]
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    if n < 0:
+        raise ConfigError(f"cannot encode negative {n} in an order id")
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+        if n == 0:
+            return out
+
+
+def new_run_id() -> str:
+    """A fresh run id, ``r`` + 11 hex digits."""
+    return "r" + uuid.uuid4().hex[:11]
+
+
+def check_run_id(run_id: str) -> str:
+    """Validate a run id (see :data:`RUN_ID_PATTERN`).
+
+    Raises:
+        ConfigError: it cannot prefix exchange client order ids.
+    """
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ConfigError(
+            f"run id {run_id!r} must be 1-20 letters, digits, '_' or '.' (it prefixes the "
+            "client order ids the exchange sees)"
+        )
+    return run_id
+
+
+def client_order_id(run_id: str, bar_ts_ms: int, seq: int = 0) -> str:
+    """The deterministic client order id of a decision: ``<run_id>-<bar ts base36>-<seq>``.
+
+    The same run deciding at the same bar always derives the same id, so a restarted runner
+    finds the order it may have sent before dying instead of sending a second one.
+
+    Example:
+        >>> client_order_id("r1", 1_704_067_200_000)
+        'r1-lqu3lgxs-0'
+    """
+    cid = f"{check_run_id(run_id)}-{_base36(int(bar_ts_ms))}-{int(seq)}"
+    assert CLIENT_ORDER_ID_PATTERN.fullmatch(cid)  # noqa: S101 - follows from the run id rule
+    return cid
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """What is known when a decision is taken.
+
+    Attributes:
+        bar_ts_ms: open time of the decision bar (the newest closed bar), UTC ms.
+        now_ms: the decision time on the exchange's clock, UTC ms.
+        price_quote: the decision bar's close (the reference price orders are sized at).
+        volume_base: the decision bar's volume (the impact term's proxy), base units.
+    """
+
+    bar_ts_ms: int
+    now_ms: int
+    price_quote: float
+    volume_base: float
+
+
+@dataclass(frozen=True)
+class OrderReport:
+    """What a broker did with one decision.
+
+    Attributes:
+        client_order_id: the decision's order id.
+        status: ``pending`` (paper: fills at the next open), ``sent`` (acknowledged by the
+            exchange), ``found`` (already on the exchange: not sent again), ``skipped`` (no
+            order needed or allowed: reason says why), ``rejected`` (refused by the exchange) or
+            ``unknown`` (no answer after the retries: the next sync looks it up).
+        side, qty_base: the order (None / 0 when skipped).
+        ref_price_quote: the reference price it was sized at.
+        exchange_status: the exchange's order status, when known.
+        reason: why it was skipped, rejected or unknown.
+    """
+
+    client_order_id: str
+    status: ReportStatus
+    side: Side | None = None
+    qty_base: float = 0.0
+    ref_price_quote: float = 0.0
+    exchange_status: str | None = None
+    reason: str = ""
+
+    @property
+    def placed(self) -> bool:
+        """True when an order exists (or will, for paper) for this decision."""
+        return self.status in ("pending", "sent", "found")
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    """The books after a sync (amounts in quote currency unless ``_base``).
+
+    Attributes:
+        ts_ms: the exchange's time of the sync, UTC ms.
+        mark_bar_ts_ms: open time of the bar whose close marks the books.
+        cash_quote: cash (the quote balance, free + locked, on an exchange).
+        position_base: position (the base balance on a spot exchange).
+        avg_entry_quote: average entry (reference) price of the position, 0 when flat.
+        mark_price_quote: the mark (newest close).
+        equity_quote: ``cash + position * mark``.
+        fees_paid_quote: fees so far.
+        bars_held: bars the position has been held in its direction (the env's rule).
+        open_orders: client ids of the broker's open orders.
+        new_fills: fills learnt by this sync.
+    """
+
+    ts_ms: int
+    mark_bar_ts_ms: int
+    cash_quote: float
+    position_base: float
+    avg_entry_quote: float
+    mark_price_quote: float
+    equity_quote: float
+    fees_paid_quote: float
+    bars_held: float
+    open_orders: tuple[str, ...] = ()
+    new_fills: tuple[Fill, ...] = ()
+
+    @property
+    def exposure(self) -> float:
+        """Position notional / equity at the mark (0 when equity <= 0)."""
+        if self.equity_quote <= 0.0:
+            return 0.0
+        return self.position_base * self.mark_price_quote / self.equity_quote
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (fills as ids)."""
+        return {
+            "ts_ms": self.ts_ms, "mark_bar_ts_ms": self.mark_bar_ts_ms,
+            "cash_quote": self.cash_quote, "position_base": self.position_base,
+            "avg_entry_quote": self.avg_entry_quote, "mark_price_quote": self.mark_price_quote,
+            "equity_quote": self.equity_quote, "fees_paid_quote": self.fees_paid_quote,
+            "bars_held": self.bars_held, "open_orders": list(self.open_orders),
+            "new_fills": [f.fill_id for f in self.new_fills],
+        }
+
+
+class Broker(ABC):
+    """One interface over paper and exchange trading (see the module docstring).
+
+    Attributes:
+        symbol: the market traded.
+        run_id: the run, prefix of every client order id.
+        journal: where orders and fills are journalled (None: nowhere).
+    """
+
+    symbol: str
+    run_id: str
+    journal: Journal | None
+    kind: str = "broker"
+
+    @abstractmethod
+    def sync(self, data: LiveData) -> BrokerState:
+        """Bring the books up to the newest closed bar of ``data`` (before every decision)."""
+
+    @abstractmethod
+    def submit_target(self, target_exposure: float | None, ctx: OrderContext) -> list[OrderReport]:
+        """Trade toward ``target_exposure`` (None: hold, send nothing) for the decision ``ctx``."""
+
+    @abstractmethod
+    def cancel_all(self) -> list[str]:
+        """Cancel the broker's open orders; returns their client ids."""
+
+    @abstractmethod
+    def fills(self) -> list[Fill]:
+        """Every fill of this run the broker knows, oldest first."""
+
+    @abstractmethod
+    def balances(self) -> dict[str, float]:
+        """Asset -> total balance, asset units."""
+
+    @abstractmethod
+    def recover(self, journal: Journal) -> list[str]:
+        """Rebuild the broker's state from the journal (and the exchange) after a restart.
+
+        Returns:
+            What was reconciled, one line each (also journalled).
+        """
+
+    @property
+    @abstractmethod
+    def state(self) -> BrokerState | None:
+        """The books after the last sync (None before the first)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (the exchange session)."""
+
+    def _journal(self, kind: Any, **kw: Any) -> None:
+        if self.journal is not None:
+            self.journal.append(kind, **kw)
+
+
+def monitor_open_positions(broker: Broker, data: LiveData) -> BrokerState:
+    """Re-sync position, balances, open orders and fills with the broker (the seed's name).
+
+    Runs before every decision: the exchange broker cancels its stale open orders, reads the
+    balances (the source of truth), journals every new fill once and reconciles the journal
+    with the exchange (differences journalled and resolved by rule).
+    """
+    return broker.sync(data)
+
+
+def execute_trade(broker: Broker, target_exposure: float | None, ctx: OrderContext) -> list[OrderReport]:
+    """Trade toward a target exposure through ``broker`` (the seed's ``execute_trade``).
+
+    The seed's ``(action, quantity, symbol)`` maps to: the broker's symbol, and a target
+    position expressed as an exposure (notional / equity, the policy's unit); the broker turns
+    it into an order rounded to the exchange's lot step, tick and minimum notional, with a
+    deterministic client order id (idempotent across retries and restarts).
+    """
+    return broker.submit_target(target_exposure, ctx)
+
+
+# --------------------------------------------------------------------------- paper
+
+
+class PaperBroker(Broker):
+    """Simulated fills through the env's own books on live candles (see the module doc).
+
+    Args:
+        env_config: the bundle's env config (costs, lot size, leverage: the backtest's rules).
+        symbol: the market.
+        run_id: the run id.
+        journal: where fills and books snapshots are journalled.
+        base, quote: asset names for :meth:`balances` (default from the symbol).
+    """
+
+    kind = "paper"
+
+    def __init__(
+        self, env_config: EnvConfig, symbol: str, *, run_id: str, journal: Journal | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.run_id = check_run_id(run_id)
+        self.journal = journal
+        self.env_config = env_config
+        self.account = Account(env_config)
+        main = symbol.split(":", 1)[0]
+        self.base, _, self.quote = main.partition("/")
+        self._pending: float | None = None
+        self._pending_cid: str | None = None
+        self._last_bar_ts: int | None = None
+        self._fills: list[Fill] = []
+        self._state: BrokerState | None = None
+
+    @property
+    def state(self) -> BrokerState | None:
+        return self._state
+
+    def _snapshot(self, ts_ms: int, new_fills: tuple[Fill, ...]) -> BrokerState:
+        a = self.account
+        assert self._last_bar_ts is not None  # noqa: S101 - set by sync
+        return BrokerState(
+            ts_ms=ts_ms, mark_bar_ts_ms=self._last_bar_ts, cash_quote=a.cash_quote,
+            position_base=a.position_base, avg_entry_quote=a.avg_entry_quote,
+            mark_price_quote=a.mark_price_quote, equity_quote=a.equity_quote,
+            fees_paid_quote=a.fees_paid_quote, bars_held=a.bars_held,
+            open_orders=(self._pending_cid,) if self._pending_cid else (), new_fills=new_fills,
+        )
+
+    def _books(self) -> dict[str, float]:
+        a = self.account
+        return {
+            name: float(getattr(a, name)) for name in (
+                "cash_quote", "position_base", "avg_entry_quote", "realised_pnl_quote",
+                "equity_quote", "mark_price_quote", "fees_paid_quote", "slippage_paid_quote",
+                "funding_paid_quote", "borrow_paid_quote", "turnover_quote", "shortfall_quote",
+                "bars_held",
+            )
+        }
+
+    def sync(self, data: LiveData) -> BrokerState:
+        """Step the books through every bar closed since the last sync.
+
+        The first new bar fills the pending decision at its open; later ones (bars the runner
+        missed) hold the position. On the first sync the books start flat, marked at the
+        newest close.
+        """
+        md = data.market
+        new_fills: list[Fill] = []
+        if self._last_bar_ts is None:
+            self._last_bar_ts = int(md.ts_ms[-1])
+            self.account.reset(float(md.close[-1]))
+        else:
+            a = self.account
+            first = True
+            for i in range(len(md)):
+                ts = int(md.ts_ms[i])
+                if ts <= self._last_bar_ts:
+                    continue
+                o = float(md.open[i])
+                pending = self._pending if first else None
+                cid = self._pending_cid if first else None
+                target = pending if pending is not None else hold_exposure(
+                    a.cash_quote, a.position_base, o)
+                q0, f0, s0, t0 = a.position_base, a.fees_paid_quote, a.slippage_paid_quote, a.turnover_quote
+                funding = 0.0 if md.funding_rate is None else float(md.funding_rate[i])
+                a.step_bar(target, o, float(md.high[i]), float(md.low[i]), float(md.close[i]),
+                           float(md.volume[i]), funding)
+                dq = a.position_base - q0
+                if a.turnover_quote != t0 and dq != 0.0:
+                    slip = max(0.0, a.slippage_paid_quote - s0)
+                    qty = abs(dq)
+                    side = Side.BUY if dq > 0 else Side.SELL
+                    fill = Fill(
+                        fill_id=f"paper-{self.run_id}-{ts}", order_id=cid or f"{self.run_id}-hold",
+                        symbol=self.symbol, side=side, qty_base=qty,
+                        price_quote=o + side.sign * slip / qty,
+                        fee_quote=max(0.0, a.fees_paid_quote - f0), ts_ms=ts,
+                        slippage_quote=slip,
+                    )
+                    new_fills.append(fill)
+                    self._fills.append(fill)
+                    if self.journal is not None:
+                        self.journal.record_fill(fill, source="paper", bar_ts_ms=ts)
+                if cid is not None:
+                    self._journal("order_update", ts_ms=ts, client_order_id=cid, payload={
+                        "status": "closed" if new_fills else "skipped",
+                        "reason": "" if new_fills else "below the lot size, minimum notional or rebalance threshold at the fill open",
+                    })
+                self._last_bar_ts = ts
+                first = False
+            if not first:
+                self._pending = None
+                self._pending_cid = None
+        state = self._snapshot(data.server_time_ms, tuple(new_fills))
+        self._state = state
+        self._journal("balance", ts_ms=data.server_time_ms, bar_ts_ms=self._last_bar_ts,
+                      payload={"broker": "paper", "books": self._books(), **state.to_dict()})
+        return state
+
+    def submit_target(self, target_exposure: float | None, ctx: OrderContext) -> list[OrderReport]:
+        """Queue the target for the next bar's open (None: hold)."""
+        if target_exposure is None:
+            self._pending = None
+            self._pending_cid = None
+            return []
+        cid = client_order_id(self.run_id, ctx.bar_ts_ms)
+        self._pending = float(target_exposure)
+        self._pending_cid = cid
+        self._journal("order", ts_ms=ctx.now_ms, bar_ts_ms=ctx.bar_ts_ms, client_order_id=cid,
+                      payload={"status": "pending", "broker": "paper",
+                               "target_exposure": float(target_exposure),
+                               "ref_price_quote": ctx.price_quote})
+        return [OrderReport(cid, "pending", ref_price_quote=ctx.price_quote)]
+
+    def cancel_all(self) -> list[str]:
+        """Drop the pending decision (nothing rests on a simulated book)."""
+        cid = self._pending_cid
+        self._pending = None
+        self._pending_cid = None
+        return [cid] if cid else []
+
+    def fills(self) -> list[Fill]:
+        return list(self._fills)
+
+    def balances(self) -> dict[str, float]:
+        return {self.quote: self.account.cash_quote, self.base: self.account.position_base}
+
+    def recover(self, journal: Journal) -> list[str]:
+        """Take back the books of the last journalled sync and the decision queued after it."""
+        snap = journal.last("balance")
+        if snap is None or "books" not in snap.payload:
+            return []
+        books = snap.payload["books"]
+        for name, value in books.items():
+            setattr(self.account, name, float(value))
+        self._last_bar_ts = int(snap.payload["mark_bar_ts_ms"])
+        self._fills = [f for f in journal.fills()]
+        notes = [f"paper books restored at bar {self._last_bar_ts}"]
+        for e in journal.events("order", since_seq=snap.seq):
+            if (e.payload.get("broker") == "paper" and e.bar_ts_ms is not None
+                    and e.bar_ts_ms >= self._last_bar_ts):
+                self._pending = float(e.payload["target_exposure"])
+                self._pending_cid = e.client_order_id
+                notes.append(f"pending decision {e.client_order_id} restored")
+        journal.append("reconciliation", ts_ms=snap.ts_ms, bar_ts_ms=self._last_bar_ts,
+                       payload={"broker": "paper", "notes": notes})
+        return notes
+
+
+# --------------------------------------------------------------------------- exchange
+
+
+@dataclass
+class _OrderInfo:
+    bar_ts_ms: int | None = None
+    status: str = "intent"
+    order_id: str = ""
+    ref_price_quote: float = 0.0
+    side: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ExchangeBroker(Broker):
+    """Real orders over an :class:`~coinrl.live.exchange.ExchangeClient` (spot).
+
+    Args:
+        client: a connected (signed) exchange client.
+        symbol: the market (spot: the base balance is the position).
+        env_config: the bundle's env config (sizing rules: buying-power cap, rebalance
+            threshold, lot size and minimum notional; the exchange's own lot step and minimum
+            notional are applied on top).
+        run_id: the run id (prefix of the client order ids).
+        journal: where intents, acknowledgements, fills and reconciliations are journalled.
+        position_tolerance_base: journal and exchange positions closer than this (relative to
+            ``max(1, |position|)``) agree.
+        cash_tolerance_quote: same for cash (relative to ``max(1, |cash|)``).
+
+    Raises:
+        BadSymbol: the exchange does not list ``symbol``.
+    """
+
+    kind = "exchange"
+
+    def __init__(
+        self,
+        client: ExchangeClient,
+        symbol: str,
+        env_config: EnvConfig,
+        *,
+        run_id: str,
+        journal: Journal | None = None,
+        position_tolerance_base: float = 1e-9,
+        cash_tolerance_quote: float = 1e-9,
+    ) -> None:
+        self.client = client
+        self.symbol = symbol
+        self.run_id = check_run_id(run_id)
+        self.journal = journal
+        market = client.market(symbol)
+        self.base = str(market.get("base"))
+        self.quote = str(market.get("quote"))
+        limits = market.get("limits") or {}
+        self.min_notional_quote = float((limits.get("cost") or {}).get("min") or 0.0)
+        self.lot_step_base = float((market.get("precision") or {}).get("amount") or 0.0)
+        self.execution = ExecutionModel.from_config(env_config)
+        self.initial_cash_quote = float(env_config.initial_cash_quote)
+        self.position_tolerance_base = position_tolerance_base
+        self.cash_tolerance_quote = cash_tolerance_quote
+        self._tracker = Position(symbol, initial_cash_quote=self.initial_cash_quote)
+        self._seen: set[str] = set()
+        self._fills: list[Fill] = []
+        self._orders: dict[str, _OrderInfo] = {}
+        self._cid_by_oid: dict[str, str] = {}
+        self._since_ms: int | None = None
+        self._bars_held = 0.0
+        self._prev_qty: float | None = None
+        self._mark_bar: int | None = None
+        self._state: BrokerState | None = None
+        self._adopted = False
+
+    @property
+    def state(self) -> BrokerState | None:
+        return self._state
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- orders bookkeeping -----------------------------------------------------------------
+    def _ours(self, cid: str) -> bool:
+        return cid.startswith(self.run_id + "-")
+
+    def _note_order(self, order: ExchangeOrder, ts_ms: int) -> None:
+        """Record the exchange's view of one of our orders (journal on change)."""
+        cid = order.client_order_id
+        info = self._orders.setdefault(cid, _OrderInfo())
+        if order.order_id:
+            info.order_id = order.order_id
+            self._cid_by_oid[order.order_id] = cid
+        if order.status != info.status:
+            info.status = order.status
+            self._journal("order_update", ts_ms=ts_ms, client_order_id=cid, bar_ts_ms=info.bar_ts_ms,
+                          payload={"status": order.status, "order_id": order.order_id,
+                                   "filled_base": order.filled_base,
+                                   "remaining_base": order.remaining_base,
+                                   "average_price_quote": order.average_price_quote})
+
+    def _mark_status(self, cid: str, status: str, ts_ms: int, reason: str = "") -> None:
+        info = self._orders.setdefault(cid, _OrderInfo())
+        info.status = status
+        self._journal("order_update", ts_ms=ts_ms, client_order_id=cid, bar_ts_ms=info.bar_ts_ms,
+                      payload={"status": status, "reason": reason})
+
+    # -- fills ------------------------------------------------------------------------------
+    def _to_fill(self, t: ExchangeTrade) -> Fill:
+        cid = t.client_order_id or self._cid_by_oid.get(t.order_id)
+        ref = self._orders[cid].ref_price_quote if cid in self._orders else 0.0
+        slip = 0.0
+        if ref > 0.0:
+            slip = max(0.0, t.side.sign * (t.price_quote - ref) * t.qty_base)
+        return Fill(
+            fill_id=t.trade_id, order_id=cid or t.order_id, symbol=t.symbol, side=t.side,
+            qty_base=t.qty_base, price_quote=t.price_quote,
+            fee_quote=t.fee_quote if t.fee_quote is not None else 0.0, ts_ms=t.ts_ms,
+            slippage_quote=slip, liquidity=t.liquidity or "taker",
+        )
+
+    def _fetch_new_trades(self, source: str) -> list[Fill]:
+        """Every exchange trade since the last one seen that is not yet booked (paginated)."""
+        out: list[Fill] = []
+        since = self._since_ms
+        for _ in range(1000):  # pages of the exchange's default size
+            trades = self.client.my_trades(self.symbol, since_ms=since)
+            fresh = [t for t in trades if t.trade_id not in self._seen]
+            for t in fresh:
+                fill = self._to_fill(t)
+                known = fill.order_id in self._orders
+                self._seen.add(fill.fill_id)
+                self._tracker.apply(fill)
+                self._fills.append(fill)
+                out.append(fill)
+                if self.journal is not None:
+                    info = self._orders.get(fill.order_id)
+                    new = self.journal.record_fill(
+                        fill, source=source, bar_ts_ms=info.bar_ts_ms if info else None,
+                        extra={"fee_asset": t.fee_asset, "foreign": not known},
+                    )
+                    if new and source == "reconciliation":
+                        self.journal.append("reconciliation", ts_ms=fill.ts_ms,
+                                            client_order_id=fill.order_id, fill_id=None,
+                                            payload={"what": "fill", "fill_id": fill.fill_id,
+                                                     "resolution": "backfilled from the exchange's trades"})
+                if not known:
+                    logger.warning("fill of an order this run did not send trade_id=%s order=%s",
+                                   t.trade_id, t.order_id)
+            if trades:
+                since = max(t.ts_ms for t in trades)
+            if not fresh or len(trades) < 500:
+                break
+        if since is not None:
+            self._since_ms = since
+        return out
+
+    # -- sync -------------------------------------------------------------------------------
+    def _resolve_unknown(self, ts_ms: int) -> None:
+        for cid, info in list(self._orders.items()):
+            if info.status not in ("intent", "unknown"):
+                continue
+            found = self.client.find_order(cid, self.symbol)
+            if found is None:
+                self._mark_status(cid, "not_found", ts_ms, "the exchange has no such order: it was never placed")
+            else:
+                self._note_order(found, ts_ms)
+
+    def sync(self, data: LiveData) -> BrokerState:
+        """Re-sync with the exchange before a decision.
+
+        In order: orders whose fate is unknown are looked up; our open orders from earlier
+        decisions are canceled (a decision never leaves an order resting into the next one);
+        the balances are read (the source of truth for cash and position); new trades are
+        booked and journalled once each; then the journal's position and cash are compared
+        with the exchange's: a difference is journalled as a ``reconciliation`` and the
+        exchange's value adopted.
+        """
+        now = data.server_time_ms
+        first = self._since_ms is None and not self._adopted
+        if first:
+            self._since_ms = now  # trades before this run are not ours
+        self._resolve_unknown(now)
+        for o in self.client.open_orders(self.symbol):
+            if not self._ours(o.client_order_id):
+                continue
+            self._note_order(o, now)
+            done = self.client.cancel_order(o.client_order_id, self.symbol)
+            self._note_order(done, now)
+        bals = self.client.balances()
+        cash = bals[self.quote].total if self.quote in bals else 0.0
+        qty = bals[self.base].total if self.base in bals else 0.0
+        new_fills = self._fetch_new_trades("exchange")
+        mark = float(data.market.close[-1])
+        self._reconcile(cash, qty, mark, now, first)
+        bar = data.last_bar_ts_ms
+        if self._mark_bar is None or bar != self._mark_bar:
+            if self._prev_qty is not None:
+                if self._prev_qty * qty > 0.0:
+                    self._bars_held += 1.0
+                else:
+                    self._bars_held = 1.0 if qty != 0.0 else 0.0
+            self._prev_qty = qty
+            self._mark_bar = bar
+        t = self._tracker
+        state = BrokerState(
+            ts_ms=now, mark_bar_ts_ms=bar, cash_quote=cash, position_base=qty,
+            avg_entry_quote=t.avg_entry_quote if qty != 0.0 else 0.0, mark_price_quote=mark,
+            equity_quote=cash + qty * mark, fees_paid_quote=t.fees_paid_quote,
+            bars_held=self._bars_held,
+            open_orders=tuple(c for c, i in self._orders.items() if i.status == "open"),
+            new_fills=tuple(new_fills),
+        )
+        self._state = state
+        self._journal("balance", ts_ms=now, bar_ts_ms=bar, payload={
+            "broker": "exchange", **state.to_dict(),
+            "balances": {a: {"free": b.free, "used": b.used, "total": b.total} for a, b in bals.items()},
+        })
+        return state
+
+    def _reconcile(self, cash: float, qty: float, mark: float, now: int, first: bool) -> None:
+        t = self._tracker
+        dq = qty - t.qty_base
+        dc = cash - t.cash_quote
+        pos_off = abs(dq) > self.position_tolerance_base * max(1.0, abs(qty))
+        cash_off = abs(dc) > self.cash_tolerance_quote * max(1.0, abs(cash))
+        if not (pos_off or cash_off):
+            return
+        if pos_off:
+            if qty == 0.0:
+                avg = 0.0
+            elif t.qty_base * qty > 0.0 and t.avg_entry_quote > 0.0:
+                avg = t.avg_entry_quote
+            else:
+                avg = mark
+        else:
+            avg = t.avg_entry_quote
+        self._tracker = Position(
+            self.symbol, initial_cash_quote=t.initial_cash_quote, cash_quote=cash, qty_base=qty,
+            avg_entry_quote=avg, realised_pnl_quote=t.realised_pnl_quote,
+            fees_paid_quote=t.fees_paid_quote, slippage_paid_quote=t.slippage_paid_quote,
+            funding_paid_quote=t.funding_paid_quote, borrow_paid_quote=t.borrow_paid_quote,
+            _seen_ids=set(self._seen),
+        )
+        what = "initial" if first else "difference"
+        payload = {
+            "what": what, "journal_position_base": t.qty_base, "exchange_position_base": qty,
+            "journal_cash_quote": t.cash_quote, "exchange_cash_quote": cash,
+            "resolution": "adopted the exchange's balances (the source of truth)",
+        }
+        if first:
+            logger.info("initial balances adopted symbol=%s position_base=%.10g cash_quote=%.10g",
+                        self.symbol, qty, cash)
+        else:
+            logger.warning("reconciliation symbol=%s journal position=%.10g exchange=%.10g "
+                           "journal cash=%.10g exchange=%.10g: adopted the exchange's",
+                           self.symbol, t.qty_base, qty, t.cash_quote, cash)
+        self._journal("reconciliation", ts_ms=now, payload=payload)
+
+    # -- orders -----------------------------------------------------------------------------
+    def _denoise(self, qty_base: float) -> float:
+        """``qty_base`` moved onto the nearest lot step when it is off it by float noise only.
+
+        The exchange rounds quantities DOWN to its step; a quantity computed in floats as
+        ``k * step - 1e-17`` (selling a whole balance) would lose a whole step and leave dust.
+        """
+        step = self.lot_step_base
+        if step <= 0.0 or qty_base <= 0.0:
+            return qty_base
+        k = round(qty_base / step)
+        if k > 0 and abs(qty_base - k * step) <= 1e-9 * step:
+            return k * step
+        return qty_base
+
+    def submit_target(self, target_exposure: float | None, ctx: OrderContext) -> list[OrderReport]:
+        """Size, round and send one market order toward ``target_exposure`` (None: nothing).
+
+        Raises:
+            AuthenticationError: the keys stopped working (not something to retry).
+            ConfigError: called before the first :meth:`sync`.
+        """
+        if target_exposure is None:
+            return []
+        st = self._state
+        if st is None:
+            raise ConfigError("ExchangeBroker.submit_target before the first sync()")
+        cid = client_order_id(self.run_id, ctx.bar_ts_ms)
+        known = self._orders.get(cid)
+        if known is not None:  # decided before (a restart in the same bar): never send twice
+            found = self.client.find_order(cid, self.symbol)
+            if found is not None:
+                self._note_order(found, ctx.now_ms)
+                logger.info("order of this decision already on the exchange: not sent again "
+                            "client_order_id=%s status=%s", cid, found.status)
+                return [OrderReport(cid, "found", found.side, found.qty_base, known.ref_price_quote,
+                                    found.status)]
+        dq, _ = self.execution.size_order(float(target_exposure), st.cash_quote, st.position_base,
+                                          ctx.price_quote, ctx.volume_base)
+        if dq == 0.0:
+            return [OrderReport(cid, "skipped", ref_price_quote=ctx.price_quote,
+                                reason="no order: below the rebalance threshold, lot size or minimum notional")]
+        side = Side.BUY if dq > 0.0 else Side.SELL
+        qty = self.client.round_qty(self.symbol, self._denoise(abs(dq)))
+        if side is Side.SELL and qty > st.position_base > 0.0:
+            qty = self.client.round_qty(self.symbol, st.position_base)
+        if qty <= 0.0 or qty * ctx.price_quote < self.min_notional_quote:
+            reason = (f"{_fmt(abs(dq))} {self.base} rounds to {_fmt(qty)} at the exchange's lot "
+                      f"step; notional {_fmt(qty * ctx.price_quote)} {self.quote} is below its "
+                      f"minimum {_fmt(self.min_notional_quote)}: not sent")
+            logger.info("order skipped client_order_id=%s %s", cid, reason)
+            self._journal("order", ts_ms=ctx.now_ms, bar_ts_ms=ctx.bar_ts_ms, client_order_id=cid,
+                          payload={"status": "skipped", "reason": reason, "side": side.value,
+                                   "qty_base": qty, "ref_price_quote": ctx.price_quote})
+            return [OrderReport(cid, "skipped", side, qty, ctx.price_quote, reason=reason)]
+        self._orders[cid] = _OrderInfo(bar_ts_ms=ctx.bar_ts_ms, status="intent",
+                                       ref_price_quote=ctx.price_quote, side=side.value)
+        self._journal("order", ts_ms=ctx.now_ms, bar_ts_ms=ctx.bar_ts_ms, client_order_id=cid,
+                      payload={"status": "intent", "side": side.value, "qty_base": qty,
+                               "order_type": OrderType.MARKET.value,
+                               "ref_price_quote": ctx.price_quote,
+                               "target_exposure": float(target_exposure)})
+        try:
+            order = self.client.create_order(self.symbol, side, qty, OrderType.MARKET,
+                                             client_order_id=cid, ref_price_quote=ctx.price_quote)
+        except InvalidOrder as e:
+            if "already used" in str(e):
+                found = self.client.find_order(cid, self.symbol)
+                if found is not None:
+                    self._note_order(found, ctx.now_ms)
+                    return [OrderReport(cid, "found", side, found.qty_base, ctx.price_quote, found.status)]
+            self._mark_status(cid, "rejected", ctx.now_ms, str(e))
+            logger.warning("order rejected client_order_id=%s: %s", cid, e)
+            return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
+        except InsufficientFunds as e:
+            self._mark_status(cid, "rejected", ctx.now_ms, str(e))
+            logger.warning("order refused for funds client_order_id=%s: %s", cid, e)
+            return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
+        except TemporaryExchangeError as e:
+            self._mark_status(cid, "unknown", ctx.now_ms, str(e))
+            logger.warning("order state unknown client_order_id=%s: %s", cid, e)
+            return [OrderReport(cid, "unknown", side, qty, ctx.price_quote, reason=str(e))]
+        self._note_order(order, ctx.now_ms)
+        return [OrderReport(cid, "sent", side, order.qty_base, ctx.price_quote, order.status)]
+
+    def cancel_all(self) -> list[str]:
+        """Cancel this run's open orders in the symbol (orders of other runs are left alone)."""
+        out: list[str] = []
+        now = self.client.server_time_ms() if self._state is None else self._state.ts_ms
+        for o in self.client.open_orders(self.symbol):
+            if not self._ours(o.client_order_id):
+                continue
+            done = self.client.cancel_order(o.client_order_id, self.symbol)
+            self._note_order(done, now)
+            out.append(o.client_order_id)
+        return out
+
+    def fills(self) -> list[Fill]:
+        return list(self._fills)
+
+    def balances(self) -> dict[str, float]:
+        return {a: b.total for a, b in self.client.balances().items()}
+
+    # -- restart ----------------------------------------------------------------------------
+    def _replay(self, fill: Fill) -> None:
+        if fill.fill_id in self._seen:
+            return
+        self._seen.add(fill.fill_id)
+        self._tracker.apply(fill)
+        self._fills.append(fill)
+        self._since_ms = max(self._since_ms or fill.ts_ms, fill.ts_ms)
+
+    def recover(self, journal: Journal) -> list[str]:
+        """Rebuild orders, fills and the position from the journal, then reconcile with the
+        exchange: unknown orders are looked up, fills the journal lacks are backfilled from
+        the exchange's trades (journalled as reconciliations)."""
+        notes: list[str] = []
+        start = journal.events("start")
+        if start:
+            self._since_ms = int(start[0].ts_ms)
+        for cid, info in journal.orders().items():
+            if not self._ours(cid):
+                continue
+            status = str(info.get("status", "intent"))
+            self._orders[cid] = _OrderInfo(
+                bar_ts_ms=info.get("bar_ts_ms"), status=status,
+                order_id=str(info.get("order_id") or ""),
+                ref_price_quote=float(info.get("ref_price_quote") or 0.0),
+                side=str(info.get("side") or ""),
+            )
+            if info.get("order_id"):
+                self._cid_by_oid[str(info["order_id"])] = cid
+        # the books: fills up to the last journalled sync, that sync's balances (the exchange's
+        # word at the time), then the fills journalled after it
+        last_bal = journal.last("balance")
+        fill_events = journal.events("fill")
+        cut = last_bal.seq if last_bal is not None else None
+        for fill_ev in fill_events:
+            if cut is None or fill_ev.seq < cut:
+                self._replay(fill_from_payload(fill_ev.payload))
+        if last_bal is not None:
+            p = last_bal.payload
+            self._tracker = replace_position(self._tracker, cash_quote=float(p["cash_quote"]),
+                                             qty_base=float(p["position_base"]),
+                                             seen=self._seen)
+            self._bars_held = float(p.get("bars_held") or 0.0)
+            self._prev_qty = float(p["position_base"])
+            self._mark_bar = int(p["mark_bar_ts_ms"])
+            self._adopted = True
+            for fill_ev in fill_events:
+                if fill_ev.seq > last_bal.seq:
+                    self._replay(fill_from_payload(fill_ev.payload))
+        now = self.client.server_time_ms()
+        unknown = [c for c, i in self._orders.items() if i.status not in TERMINAL_STATUSES]
+        self._resolve_unknown(now)
+        for cid in unknown:
+            notes.append(f"order {cid}: {self._orders[cid].status} on the exchange")
+        before = len(self._fills)
+        backfilled = self._fetch_new_trades("reconciliation")
+        notes.extend(f"fill {f.fill_id} of {f.order_id} backfilled" for f in backfilled)
+        journal.append("reconciliation", ts_ms=now, payload={
+            "broker": "exchange", "what": "restart", "orders_checked": unknown,
+            "fills_backfilled": [f.fill_id for f in backfilled], "fills_known": before,
+        })
+        logger.info("recovered run_id=%s orders=%d fills=%d backfilled=%d", self.run_id,
+                    len(self._orders), len(self._fills), len(backfilled))
+        return notes
+
+
+def replace_position(p: Position, *, cash_quote: float, qty_base: float, seen: set[str]) -> Position:
+    """A copy of ``p`` with its cash and quantity replaced (fill ids ``seen`` kept)."""
+    return Position(
+        p.symbol, initial_cash_quote=p.initial_cash_quote, cash_quote=cash_quote, qty_base=qty_base,
+        avg_entry_quote=p.avg_entry_quote if qty_base != 0.0 else 0.0,
+        realised_pnl_quote=p.realised_pnl_quote, fees_paid_quote=p.fees_paid_quote,
+        slippage_paid_quote=p.slippage_paid_quote, funding_paid_quote=p.funding_paid_quote,
+        borrow_paid_quote=p.borrow_paid_quote, _seen_ids=set(seen),
+    )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.10g}" if math.isfinite(x) else str(x)
+
+
+def broker_summary(broker: Broker) -> Mapping[str, Any]:
+    """Kind, symbol, run id and the last state, for logs and status."""
+    st = broker.state
+    return {"kind": broker.kind, "symbol": broker.symbol, "run_id": broker.run_id,
+            "state": None if st is None else replace(st, new_fills=()).to_dict()}
+
+
+__all__ = [
+    "Broker",
+    "BrokerState",
+    "ExchangeBroker",
+    "OrderContext",
+    "OrderReport",
+    "PaperBroker",
+    "RUN_ID_PATTERN",
+    "TERMINAL_STATUSES",
+    "broker_summary",
+    "check_run_id",
+    "client_order_id",
+    "execute_trade",
+    "monitor_open_positions",
+    "new_run_id",
+    "replace_position",
+]

@@ -1,0 +1,625 @@
+"""The live runner: bar schedule, decision -> risk -> broker -> journal, hot reload, signals,
+safe termination and restart recovery.
+
+:class:`Runner` drives one :class:`~coinrl.live.live_env.LiveTradingEnv` with a policy:
+
+* **schedule**: the env waits for each bar close on the exchange's clock
+  (:class:`~coinrl.live.live_env.ExchangeBarClock`: polls the exchange's time, so a replaying
+  emulator and a real exchange are driven the same way);
+* **decision**: the policy's deterministic action on the observation of the newest closed
+  bar; the env passes it through the risk layer to the broker and journals everything;
+* **hot reload** (:func:`update_live_model`): the bundle's manifest is polled (its sha256);
+  a new bundle is loaded and validated (manifest hashes and library versions by
+  :func:`~coinrl.agents.bundle.load_model`, the same feature spec, the same spaces, a dry
+  prediction on the current candles) before it replaces the running one; on any failure the
+  old model keeps trading and the reason is journalled;
+* **signals**: SIGINT and SIGTERM stop the session between bars (a sleeping wait is woken);
+* **termination** (:func:`terminate_trading`): on a signal, the kill-switch, a critical error
+  or the end: no new orders, open orders canceled, optionally flattened
+  (``flatten_on_exit`` / ``flatten_on_kill``), the journal flushed, and an
+  :class:`ExitCode` that says why;
+* **restart recovery**: a runner started on a journal that already holds its run reconciles
+  from the journal and the exchange before its first decision
+  (:meth:`~coinrl.live.brokers.Broker.recover`: unknown orders looked up, missing fills
+  backfilled, the risk guard's state restored); a decision re-taken for the same bar derives
+  the same client order id and finds its order instead of sending another.
+
+Failures while running: temporary exchange errors are journalled and the bar is retried
+(``max_consecutive_errors`` in a row stop the session, CRITICAL); bad or stale data halts
+trading (no orders) and ``max_consecutive_halts`` in a row stop it (DATA_HALT); an
+authentication failure stops it at once (CRITICAL); an order the exchange refuses (funds,
+filters) is journalled and the session goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import Field
+
+from coinrl.envs.config import EnvConfig
+from coinrl.pipeline.config import FrozenModel
+from coinrl.pipeline.errors import (
+    AuthenticationError,
+    CoinrlError,
+    ConfigError,
+    DataError,
+    ExchangeError,
+    TemporaryExchangeError,
+)
+from coinrl.pipeline.features import FeatureSpec
+from coinrl.pipeline.splits import Normaliser
+
+from .brokers import Broker, ExchangeBroker, OrderContext, PaperBroker
+from .data import LiveDataFeed
+from .exchange import ExchangeClient
+from .journal import Journal
+from .live_env import BarClock, ExchangeBarClock, LiveTradingEnv
+from .risk import RiskConfig, RiskGuard
+
+logger = logging.getLogger(__name__)
+
+
+class ExitCode(IntEnum):
+    """Why a session ended (the process exit status of ``coinrl paper/live``)."""
+
+    OK = 0
+    """Ran the bars it was asked to (``max_bars``)."""
+    CONFIG = 2
+    """Bad configuration, keys, symbol or bundle: fix it and rerun (never retried)."""
+    KILL_SWITCH = 3
+    """The risk kill-switch fired (daily loss, drawdown, bankruptcy)."""
+    CRITICAL = 4
+    """Repeated exchange failures, rejected keys or an unexpected error."""
+    DATA_HALT = 5
+    """Market data stayed stale, gapped or revised for too long."""
+    INTERRUPTED = 130
+    """SIGINT (Ctrl-C)."""
+    TERMINATED = 143
+    """SIGTERM."""
+
+
+class RunnerConfig(FrozenModel):
+    """How a session runs and stops.
+
+    Attributes:
+        max_bars: stop (OK) after this many decisions (None: run until stopped).
+        flatten_on_exit: close the position when stopped by a signal or at the end.
+        flatten_on_kill: close the position when the kill-switch fires.
+        flatten_on_error: close the position on a critical error or a data halt.
+        max_consecutive_errors: temporary failures in a row before stopping (CRITICAL).
+        max_consecutive_halts: halted decisions (stale/bad data) in a row before stopping.
+        reload_every_bars: poll the bundle for a new version every this many bars (0: never).
+        flatten_timeout_s: how long to wait for a flattening order to fill, seconds.
+    """
+
+    max_bars: int | None = Field(default=None, gt=0)
+    flatten_on_exit: bool = False
+    flatten_on_kill: bool = True
+    flatten_on_error: bool = False
+    max_consecutive_errors: int = Field(default=5, gt=0)
+    max_consecutive_halts: int = Field(default=10, gt=0)
+    reload_every_bars: int = Field(default=1, ge=0)
+    flatten_timeout_s: float = Field(default=10.0, ge=0.0)
+
+
+class Policy(Protocol):
+    """Anything that maps a batch of observations to a batch of actions (a TrainedAgent)."""
+
+    def predict(self, observation: Any, deterministic: bool = True) -> Any:
+        """Actions for a batch of observations."""
+        ...
+
+
+# --------------------------------------------------------------------------- hot reload
+
+
+def bundle_fingerprint(path: str | Path) -> str:
+    """A fingerprint of a bundle folder or zip that changes whenever any of its files does.
+
+    sha256 over the manifest's bytes (it holds the sha256 of every other file) and the name,
+    size and modification time of every file (so a file changed behind the manifest's back is
+    noticed too, and then refused by the loader's hash check). "" when unreadable.
+    """
+    p = Path(path)
+    h = hashlib.sha256()
+    try:
+        if p.is_dir():
+            h.update((p / "manifest.json").read_bytes())
+            for f in sorted(x for x in p.iterdir() if x.is_file()):
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        else:
+            h.update(p.read_bytes())
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """Outcome of one :func:`update_live_model` attempt.
+
+    Attributes:
+        status: ``unchanged``, ``loaded`` or ``rejected``.
+        fingerprint: the bundle's fingerprint that was tried.
+        reason: why it was rejected.
+        agent: the new agent when loaded.
+    """
+
+    status: Literal["unchanged", "loaded", "rejected"]
+    fingerprint: str
+    reason: str = ""
+    agent: Any = None
+
+
+def update_live_model(
+    bundle: str | Path,
+    current: Any,
+    env: LiveTradingEnv,
+    *,
+    known_fingerprint: str,
+    loader: Callable[[Path], Any] | None = None,
+) -> ReloadResult:
+    """Load a changed bundle and validate it against the running session (the seed's name).
+
+    Validation, in order: the bundle loads (manifest hashes, library major versions and the
+    feature-spec fingerprint are checked by :func:`~coinrl.agents.bundle.load_model`); its
+    feature spec is the running one's (same features, so observations keep their meaning);
+    its env config gives the same observation and action spaces; a dry prediction on the
+    current candles (featured with ITS normaliser) gives a valid action. Nothing is swapped
+    here: the caller swaps on ``loaded``.
+
+    Args:
+        bundle: the bundle folder or zip being watched.
+        current: the running :class:`~coinrl.agents.agent.TrainedAgent`.
+        env: the running env (its feed's candles are used for the dry prediction).
+        known_fingerprint: the fingerprint already tried (loaded or rejected).
+        loader: bundle loader (default :func:`~coinrl.agents.bundle.load_model`).
+
+    Returns:
+        The :class:`ReloadResult`.
+    """
+    fp = bundle_fingerprint(bundle)
+    if not fp or fp == known_fingerprint:
+        return ReloadResult("unchanged", known_fingerprint)
+    if loader is None:
+        from coinrl.agents.bundle import load_model
+
+        loader = load_model
+    try:
+        new = loader(Path(bundle))
+        if new.feature_spec.fingerprint() != current.feature_spec.fingerprint():
+            raise ConfigError(
+                f"its feature spec ({list(new.feature_spec.feature_names)}) differs from the "
+                f"running one ({list(current.feature_spec.feature_names)}); restart the runner "
+                "to trade a model with other features"
+            )
+        from coinrl.envs.trading_env import build_spaces
+
+        old_spaces = build_spaces(current.env_config, len(current.feature_spec.feature_names))
+        new_spaces = build_spaces(new.env_config, len(new.feature_spec.feature_names))
+        if old_spaces != new_spaces:
+            raise ConfigError(
+                f"its observation/action spaces {new_spaces} differ from the running "
+                f"{old_spaces} (window, action mode or positions changed); restart to switch"
+            )
+        candles = env.feed.candles
+        state = env.broker_state
+        if candles is None or state is None or env.data is None:
+            raise ConfigError("no live data yet to validate it on")
+        from coinrl.pipeline.splits import market_data_from_spec
+
+        md = market_data_from_spec(candles, new.feature_spec, new.normaliser, split="live")
+        probe = type(env.data)(market=md, candles=candles, server_time_ms=env.data.server_time_ms,
+                               bar_ms=env.data.bar_ms)
+        obs = env.observe(probe, state)
+        action = np.asarray(new.predict(_batch(obs), deterministic=True))
+        if not np.all(np.isfinite(np.asarray(action, dtype=np.float64))):
+            raise ConfigError(f"its dry prediction is not finite: {action.tolist()}")
+        env.action_to_target(action.reshape(-1)[:1] if action.size else action)
+        if not env.action_space.contains(_unbatch(action, env)):
+            raise ConfigError(f"its dry prediction {action.tolist()} is outside the action space")
+    except (CoinrlError, ValueError, OSError, RuntimeError) as e:
+        return ReloadResult("rejected", fp, f"{type(e).__name__}: {e}")
+    return ReloadResult("loaded", fp, agent=new)
+
+
+def _batch(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {k: np.asarray(v)[None] for k, v in obs.items()}
+    return np.asarray(obs)[None]
+
+
+def _unbatch(action: Any, env: LiveTradingEnv) -> Any:
+    a = np.asarray(action)
+    if env.config.action == "discrete":
+        return int(a.reshape(-1)[0])
+    return a.reshape(-1)[:1].astype(np.float32)
+
+
+# --------------------------------------------------------------------------- termination
+
+
+def terminate_trading(
+    env: LiveTradingEnv,
+    *,
+    code: ExitCode,
+    reason: str,
+    flatten: bool,
+    journal: Journal | None = None,
+    timeout_s: float = 10.0,
+) -> ExitCode:
+    """Stop trading safely (the seed's name) and return ``code``.
+
+    No new decision is taken after this is called. In order: the broker's open orders are
+    canceled; with ``flatten`` the position is closed (a market order with its own client
+    order id; paper books close at the last close); the exchange broker syncs once more (fills
+    since the last decision, final balances); the final books and the reason are journalled
+    (``stop``) and the journal is flushed. Failures of these steps are journalled
+    and do not hide the original reason.
+    """
+    broker = env.broker
+    steps: dict[str, Any] = {"canceled": [], "flatten": None, "errors": []}
+    try:
+        steps["canceled"] = broker.cancel_all()
+    except CoinrlError as e:
+        steps["errors"].append(f"cancel_all: {e}")
+    if flatten:
+        try:
+            steps["flatten"] = _flatten(env, timeout_s)
+        except CoinrlError as e:
+            steps["errors"].append(f"flatten: {e}")
+    if env.data is not None and broker.state is not None and not isinstance(broker, PaperBroker):
+        try:  # the final word of the exchange: fills since the last decision, balances
+            broker.sync(env.data)
+        except CoinrlError as e:
+            steps["errors"].append(f"final sync: {e}")
+    st = broker.state
+    now = env.data.server_time_ms if env.data is not None else 0
+    payload = {"exit_code": int(code), "exit_name": code.name, "reason": reason, **steps,
+               "final": None if st is None else st.to_dict()}
+    if journal is not None:
+        journal.append("stop", ts_ms=now, payload=payload)
+        journal.flush()
+    log = logger.info if code in (ExitCode.OK, ExitCode.INTERRUPTED, ExitCode.TERMINATED) else logger.error
+    log("trading stopped exit_code=%d (%s) reason=%s canceled=%d flatten=%s", int(code), code.name,
+        reason, len(steps["canceled"]), steps["flatten"])
+    return code
+
+
+def _flatten(env: LiveTradingEnv, timeout_s: float) -> dict[str, Any]:
+    broker, data, st = env.broker, env.data, env.broker_state
+    if data is None or st is None or st.position_base == 0.0:
+        return {"status": "flat"}
+    if isinstance(broker, PaperBroker):
+        a = broker.account
+        c = float(data.market.close[-1])
+        a.step_bar(0.0, c, c, c, c, float(data.market.volume[-1]))
+        return {"status": "closed at the last close (paper)", "position_base": a.position_base}
+    ctx = OrderContext(bar_ts_ms=data.last_bar_ts_ms + 1, now_ms=data.server_time_ms,
+                       price_quote=float(data.market.close[-1]),
+                       volume_base=float(data.market.volume[-1]))
+    reports = broker.submit_target(0.0, ctx)
+    out: dict[str, Any] = {"orders": [r.__dict__ for r in reports]}
+    # wait for the order itself (a sync would cancel it as a leftover of an earlier decision):
+    # a real exchange fills a market order at once, an emulator at the next bar's open
+    waiting = [r.client_order_id for r in reports if r.status in ("sent", "found", "unknown")]
+    client = getattr(broker, "client", None)
+    deadline = time.monotonic() + timeout_s
+    while waiting and client is not None and time.monotonic() < deadline:
+        found = [client.find_order(cid, broker.symbol) for cid in waiting]
+        waiting = [cid for cid, o in zip(waiting, found, strict=True) if o is not None and o.status == "open"]
+        if waiting:
+            time.sleep(min(0.25, max(0.01, timeout_s / 40)))
+    out["unfilled"] = waiting
+    state = broker.sync(env.feed.update())
+    out["position_base"] = state.position_base
+    return out
+
+
+# --------------------------------------------------------------------------- runner
+
+
+class Runner:
+    """One trading session: a policy over a :class:`LiveTradingEnv` (see the module doc).
+
+    Args:
+        env: the env (feed, broker, risk guard, journal, clock).
+        policy: the decision maker (a TrainedAgent, or anything with ``predict``).
+        journal: the run's journal (also the env's).
+        config: schedule and termination settings.
+        bundle_path: the bundle to watch for hot reloads (None: no reloads).
+        loader: bundle loader for reloads (default ``load_model``).
+        tracker: optional metrics sink with ``log(dict, step)`` (``live/...`` keys; W&B).
+    """
+
+    def __init__(
+        self,
+        env: LiveTradingEnv,
+        policy: Policy,
+        journal: Journal,
+        config: RunnerConfig | None = None,
+        *,
+        bundle_path: str | Path | None = None,
+        loader: Callable[[Path], Any] | None = None,
+        tracker: Any = None,
+    ) -> None:
+        self.env = env
+        self.policy = policy
+        self.journal = journal
+        self.config = config or RunnerConfig()
+        self.bundle_path = Path(bundle_path) if bundle_path is not None else None
+        self.loader = loader
+        self.tracker = tracker
+        self.model_fingerprint = bundle_fingerprint(self.bundle_path) if self.bundle_path else ""
+        self._stop_code: ExitCode | None = None
+        self._stop_reason = ""
+        self.bars = 0
+        self.reloads: list[ReloadResult] = []
+
+    # -- control ----------------------------------------------------------------------------
+    def request_stop(self, code: ExitCode = ExitCode.INTERRUPTED, reason: str = "stop requested") -> None:
+        """Stop after the current step (wakes a waiting clock). Safe from a signal handler."""
+        if self._stop_code is None:
+            self._stop_code = code
+            self._stop_reason = reason
+        self.env.clock.stop()
+
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """Route SIGINT/SIGTERM to :meth:`request_stop`; returns a function restoring the old
+        handlers (only possible in the main thread; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+            self.request_stop(code, f"signal {signal.Signals(signum).name}")
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    # -- steps ------------------------------------------------------------------------------
+    def _start(self) -> bool:
+        j = self.journal
+        restarted = j.count("start") > 0
+        now = self.env.clock.now_ms()
+        j.append("start", ts_ms=now, payload={
+            "restarted": restarted, "broker": self.env.broker.kind, "symbol": self.env.broker.symbol,
+            "model_fingerprint": self.model_fingerprint, "config": self.config.model_dump(),
+            "risk": None if self.env.risk is None else self.env.risk.config.model_dump(),
+        })
+        if restarted:
+            notes = self.env.broker.recover(j)
+            last = j.last("decision")
+            if last is not None and self.env.risk is not None and last.payload.get("risk_state"):
+                self.env.risk.restore(last.payload["risk_state"])
+            logger.info("restarted run_id=%s: %s", j.run_id, "; ".join(notes) or "nothing to reconcile")
+        self.env.meta = {"model_fingerprint": self.model_fingerprint}
+        return restarted
+
+    def _maybe_reload(self) -> None:
+        if self.bundle_path is None or self.config.reload_every_bars == 0:
+            return
+        if self.bars % self.config.reload_every_bars:
+            return
+        res = update_live_model(self.bundle_path, self.policy, self.env,
+                                known_fingerprint=self.model_fingerprint, loader=self.loader)
+        if res.status == "unchanged":
+            return
+        self.model_fingerprint = res.fingerprint
+        self.reloads.append(res)
+        now = self.env.data.server_time_ms if self.env.data is not None else 0
+        if res.status == "loaded":
+            self.policy = res.agent
+            self.env.feed.set_model(res.agent.feature_spec, res.agent.normaliser)
+            self.env.meta = {"model_fingerprint": res.fingerprint}
+            self.env.refeature()
+            logger.info("model reloaded bundle=%s fingerprint=%s", self.bundle_path, res.fingerprint[:12])
+        else:
+            logger.warning("model reload rejected bundle=%s: %s (the running model keeps trading)",
+                           self.bundle_path, res.reason)
+        self.journal.append("model", ts_ms=now, payload={
+            "status": res.status, "bundle": str(self.bundle_path), "fingerprint": res.fingerprint,
+            "reason": res.reason,
+        })
+
+    def _act(self, obs: Any) -> Any:
+        action = np.asarray(self.policy.predict(_batch(obs), deterministic=True))
+        return _unbatch(action, self.env)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> ExitCode:
+        """Run until ``max_bars``, a signal, the kill-switch or a critical error.
+
+        Returns:
+            The :class:`ExitCode` (also journalled with the reason in the ``stop`` event).
+        """
+        cfg = self.config
+        code, reason, flatten = ExitCode.OK, "finished", cfg.flatten_on_exit
+        errors = halts = 0
+        try:
+            self._start()
+            obs, _ = self.env.reset()
+            while True:
+                if self._stop_code is not None:
+                    code, reason, flatten = self._stop_code, self._stop_reason, cfg.flatten_on_exit
+                    break
+                self._maybe_reload()
+                if self.env.observation is not None:
+                    obs = self.env.observation
+                try:
+                    obs, reward, term, trunc, info = self.env.step(self._act(obs))
+                    errors = 0
+                except TemporaryExchangeError as e:
+                    errors += 1
+                    self._error("temporary", e)
+                    if errors >= cfg.max_consecutive_errors:
+                        code, reason, flatten = ExitCode.CRITICAL, f"{errors} exchange failures in a row: {e}", cfg.flatten_on_error
+                        break
+                    self._resync()
+                    continue
+                except DataError as e:
+                    halts += 1
+                    self._error("data", e)
+                    if halts >= cfg.max_consecutive_halts:
+                        code, reason, flatten = ExitCode.DATA_HALT, f"{halts} bars without usable data: {e}", cfg.flatten_on_error
+                        break
+                    self._resync()
+                    continue
+                decision = self.env.last_decision
+                if decision is not None and decision.halted:
+                    halts += 1
+                    self.journal.append("halt", ts_ms=info["server_time_ms"], bar_ts_ms=info["ts_ms"],
+                                        payload={"consecutive": halts, **decision.to_dict()})
+                    if halts >= cfg.max_consecutive_halts:
+                        code, reason, flatten = ExitCode.DATA_HALT, f"{halts} halted decisions in a row", cfg.flatten_on_error
+                        break
+                else:
+                    halts = 0
+                self.bars += 1
+                self._track(info, reward)
+                if term:
+                    code, reason, flatten = ExitCode.KILL_SWITCH, "; ".join(
+                        f"{e['rule']}: {e['detail']}" for e in info["risk"]["events"]), cfg.flatten_on_kill
+                    break
+                if trunc:
+                    if self._stop_code is not None:
+                        code, reason, flatten = self._stop_code, self._stop_reason, cfg.flatten_on_exit
+                    break
+                if cfg.max_bars is not None and self.bars >= cfg.max_bars:
+                    break
+        except AuthenticationError as e:
+            code, reason, flatten = ExitCode.CRITICAL, f"authentication failed: {e}", False
+            self._error("authentication", e)
+        except ConfigError as e:
+            code, reason, flatten = ExitCode.CONFIG, str(e), False
+            self._error("config", e)
+        except (ExchangeError, DataError) as e:
+            code, reason, flatten = ExitCode.CRITICAL, str(e), cfg.flatten_on_error
+            self._error("critical", e)
+        except KeyboardInterrupt:
+            code, reason, flatten = ExitCode.INTERRUPTED, "KeyboardInterrupt", cfg.flatten_on_exit
+        try:
+            return terminate_trading(self.env, code=code, reason=reason, flatten=flatten,
+                                     journal=self.journal, timeout_s=cfg.flatten_timeout_s)
+        finally:
+            self.journal.close()
+
+    def _error(self, kind: str, e: BaseException) -> None:
+        logger.warning("runner %s error: %s", kind, e)
+        now = self.env.data.server_time_ms if self.env.data is not None else 0
+        try:
+            self.journal.append("error", ts_ms=now, payload={"kind": kind, "error": type(e).__name__,
+                                                             "message": str(e)[:2000]})
+        except CoinrlError:  # the journal itself failing must not mask the error
+            logger.exception("journal append failed")
+
+    def _resync(self) -> None:
+        """After a failure: wait a moment on the exchange's clock, then refresh data and books."""
+        clock = self.env.clock
+        bar_ms = self.env.data.bar_ms if self.env.data is not None else 60_000
+        try:
+            clock.sleep_until(clock.now_ms() + max(1, bar_ms // 100))
+            self.env.resync()
+        except (TemporaryExchangeError, DataError) as e:
+            logger.warning("resync failed: %s", e)
+
+    def _track(self, info: dict[str, Any], reward: float) -> None:
+        if self.tracker is None:
+            return
+        metrics = {
+            "live/equity_quote": info["equity_quote"], "live/position_base": info["position_base"],
+            "live/fees_paid_quote": info["fees_paid_quote"],
+            "live/reward": reward if math.isfinite(reward) else None,
+        }
+        self.tracker.log({k: v for k, v in metrics.items() if v is not None}, step=self.bars)
+
+
+def build_runner(
+    policy: Policy,
+    *,
+    env_config: EnvConfig,
+    spec: FeatureSpec,
+    normaliser: Normaliser,
+    client: ExchangeClient,
+    symbol: str,
+    timeframe: str,
+    mode: Literal["paper", "live"],
+    journal: Journal,
+    risk_config: RiskConfig | None = None,
+    config: RunnerConfig | None = None,
+    clock: BarClock | None = None,
+    bundle_path: str | Path | None = None,
+    history_bars: int | None = None,
+    max_buffer_bars: int = 5000,
+    check_clock_skew: bool = True,
+    tracker: Any = None,
+) -> Runner:
+    """Assemble a session: feed, broker (paper or exchange), risk guard, env and runner.
+
+    Args:
+        policy: the decision maker (a TrainedAgent or a rule with ``predict``).
+        env_config, spec, normaliser: the bundle's env config, feature spec and normaliser.
+        client: the exchange client (signed for ``live``; public is enough for ``paper``).
+        symbol, timeframe: the market.
+        mode: ``paper`` (PaperBroker) or ``live`` (ExchangeBroker: real orders).
+        journal: the run's journal (its run id prefixes the client order ids).
+        risk_config: the risk limits (default :class:`RiskConfig`'s).
+        config: the runner's settings.
+        clock: the bar clock (default: the exchange's, polled).
+        bundle_path: a bundle to watch for hot reloads.
+        history_bars, max_buffer_bars: the feed's initial and largest candle buffer.
+        check_clock_skew: hand the measured clock skew to the risk layer.
+        tracker: metrics sink (``log(dict, step)``).
+
+    Returns:
+        The :class:`Runner` (call :meth:`Runner.run`).
+    """
+    feed = LiveDataFeed(client, symbol, timeframe, spec=spec, normaliser=normaliser,
+                        window=env_config.window, history_bars=history_bars,
+                        max_bars=max_buffer_bars)
+    broker: Broker
+    if mode == "paper":
+        broker = PaperBroker(env_config, symbol, run_id=journal.run_id, journal=journal)
+    elif mode == "live":
+        broker = ExchangeBroker(client, symbol, env_config, run_id=journal.run_id, journal=journal)
+    else:
+        raise ConfigError(f"mode must be 'paper' or 'live', got {mode!r}")
+    guard = RiskGuard(risk_config or RiskConfig(), feed.bar_ms)
+    env = LiveTradingEnv(
+        feed, broker, env_config, clock=clock or ExchangeBarClock(client), risk=guard,
+        journal=journal,
+        clock_skew_ms=(lambda: client.clock_skew_ms) if check_clock_skew else None,
+    )
+    return Runner(env, policy, journal, config, bundle_path=bundle_path, tracker=tracker)
+
+
+__all__ = [
+    "ExitCode",
+    "Policy",
+    "ReloadResult",
+    "Runner",
+    "RunnerConfig",
+    "build_runner",
+    "bundle_fingerprint",
+    "terminate_trading",
+    "update_live_model",
+]

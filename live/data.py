@@ -44,6 +44,13 @@ logger = logging.getLogger(__name__)
 MAX_FETCH_BARS = 1000
 """Most candles one request returns (Binance's klines limit)."""
 
+DEFAULT_HISTORY_BARS = MAX_FETCH_BARS
+"""Candles loaded at the start by default. Exponentially weighted features (ta's RSI, EMA, MACD,
+Wilder ATR) remember their first bar with weight ``(1 - alpha) ** n``: after the minimum warm-up
+(~125 bars) that is still ~1e-4, so a live feed started there would not equal a backtest that
+saw years of history. After 1,000 bars it is below 1e-25: live observations equal the
+backtest's in float32."""
+
 _OHLCV = ["ts_ms", "open", "high", "low", "close", "volume"]
 
 
@@ -90,7 +97,9 @@ class LiveDataFeed:
         spec: the bundle's feature spec.
         normaliser: the bundle's normaliser (fitted on its training split).
         window: observation window of the policy (rows needed after the warm-up).
-        history_bars: closed candles loaded at the start (default: warm-up + window + 2).
+        history_bars: closed candles loaded at the start (default
+            :data:`DEFAULT_HISTORY_BARS`, at least warm-up + window + 2; fewer when the market
+            has fewer).
         max_bars: largest buffer; older candles are dropped beyond it.
         max_stale_bars: refuse (DataError) a snapshot whose newest candle closed more than this
             many bars before the exchange's clock; None = report it only (``LiveData.stale_bars``).
@@ -119,7 +128,9 @@ class LiveDataFeed:
         self.spec = spec
         self.normaliser = normaliser
         need = spec.warmup_bars + window + 2
-        self.history_bars = int(history_bars) if history_bars is not None else need
+        self.history_bars = (
+            int(history_bars) if history_bars is not None else max(need, DEFAULT_HISTORY_BARS)
+        )
         if self.history_bars < spec.warmup_bars + window:
             raise DataError(
                 f"history_bars={self.history_bars} is below the feature warm-up "
@@ -275,7 +286,7 @@ def get_live_data(
         client: the exchange client.
         spec, normaliser: from the model bundle (``TrainedAgent.feature_spec/normaliser``).
         window: the policy's observation window.
-        history_bars: closed candles to load (default warm-up + window + 2).
+        history_bars: closed candles to load (default :data:`DEFAULT_HISTORY_BARS`).
         max_stale_bars: refuse data whose newest candle closed more than this many bars ago.
 
     Returns:

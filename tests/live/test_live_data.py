@@ -66,3 +66,25 @@ def test_the_feed_extends_bar_by_bar_and_matches_a_fresh_fetch(prepared):
     assert snap.last_bar_ts_ms == first.last_bar_ts_ms + 3 * HOUR
     n = len(fresh)
     np.testing.assert_allclose(snap.market.features[-n:], fresh.features, rtol=1e-12, atol=1e-12)
+
+
+def test_default_history_makes_live_features_equal_a_long_backtest(prepared):
+    """Exponential indicators remember their first bar: a feed started at the minimum warm-up
+    differs from a backtest that saw a long history; the default history (1,000 bars) does not."""
+    long_frame = candles(1_400, seed=9)
+    k = 1_300
+    with emulator(long_frame, k) as (server, _):
+        client = public(server)
+        md = get_live_data(SYMBOL, "1h", client=client, spec=prepared.spec,
+                           normaliser=prepared.normaliser, window=8)
+        short = get_live_data(SYMBOL, "1h", client=client, spec=prepared.spec,
+                              normaliser=prepared.normaliser, window=8,
+                              history_bars=prepared.spec.warmup_bars + 10)
+    full = long_frame.iloc[:k].reset_index(drop=True)
+    full.attrs = dict(long_frame.attrs)
+    ref = market_data_from_spec(full, prepared.spec, prepared.normaliser)  # all 1,300 bars
+    last = 8
+    assert int(md.ts_ms[-1]) == int(ref.ts_ms[-1])
+    np.testing.assert_array_equal(md.features[-last:], ref.features[-last:])  # float32, exact
+    # the control: the minimum warm-up alone is measurably off (so this test can fail)
+    assert np.abs(short.features[-last:] - ref.features[-last:]).max() > 1e-6

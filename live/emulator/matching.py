@@ -306,6 +306,10 @@ class MatchingEngine:
         self._open: dict[int, EmulatedOrder] = {}  # the open ones, by id (matching scans these)
         self._by_client: dict[tuple[str, str], int] = {}
         self._trades: list[EmulatedTrade] = []
+        # indexes over _trades (same objects, oldest first): myTrades and order lookups stay
+        # O(matches) instead of scanning every fill of a long session
+        self._trades_by_order: dict[int, list[EmulatedTrade]] = {}
+        self._trades_by_account: dict[tuple[str, str], list[EmulatedTrade]] = {}
         self._next_order_id = 1
         self._next_trade_id = 1
 
@@ -494,8 +498,14 @@ class MatchingEngine:
     ) -> list[EmulatedTrade]:
         """Fills, oldest first (of one account / symbol / order; None = all)."""
         with self.lock:
+            if order_id is not None:
+                base = self._trades_by_order.get(order_id, [])
+            elif api_key is not None and symbol is not None:
+                base = self._trades_by_account.get((api_key, symbol), [])
+            else:
+                base = self._trades
             return [
-                t for t in self._trades
+                t for t in base
                 if (api_key is None or t.api_key == api_key)
                 and (symbol is None or t.symbol == symbol)
                 and (order_id is None or t.order_id == order_id)
@@ -673,6 +683,8 @@ class MatchingEngine:
         )
         self._next_trade_id += 1
         self._trades.append(trade)
+        self._trades_by_order.setdefault(trade.order_id, []).append(trade)
+        self._trades_by_account.setdefault((trade.api_key, trade.symbol), []).append(trade)
         order.trade_ids.append(trade.trade_id)
         logger.debug(
             "fill trade_id=%d order_id=%d symbol=%s side=%s qty_base=%r price_quote=%r "

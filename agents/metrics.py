@@ -140,7 +140,12 @@ def max_drawdown_duration_bars(equity: ArrayLike) -> int:
     A curve that falls for 3 bars and needs 2 more to get back to its peak has a duration of
     5; one that never recovers counts up to its last mark. 0 for a curve that never falls.
     """
-    under = drawdown(equity) > 0.0
+    return _under_water_bars(drawdown(equity))
+
+
+def _under_water_bars(dd: F64) -> int:
+    """Longest run of marks with a positive drawdown (see :func:`max_drawdown_duration_bars`)."""
+    under = dd > 0.0
     if not under.any():
         return 0
     # lengths of the runs of True: positions of run ends minus run starts
@@ -243,15 +248,18 @@ def trading_metrics(
     r = simple_returns(eq)
     tr = trade_returns(eq, x)
     held = x[1:]
+    dd = drawdown(eq)  # once: max drawdown, its duration and Calmar all read it
+    max_dd = float(dd.max())
+    ann = annualised_return(eq, periods_per_year)
     return {
         "total_return": total_return(eq),
-        "annualised_return": annualised_return(eq, periods_per_year),
+        "annualised_return": ann,
         "annualised_volatility": annualised_volatility(r, periods_per_year),
         "sharpe": sharpe_ratio(r, periods_per_year),
         "sortino": sortino_ratio(r, periods_per_year),
-        "max_drawdown": max_drawdown(eq),
-        "max_drawdown_duration_bars": float(max_drawdown_duration_bars(eq)),
-        "calmar": calmar_ratio(eq, periods_per_year),
+        "max_drawdown": max_dd,
+        "max_drawdown_duration_bars": float(_under_water_bars(dd)),
+        "calmar": _ratio(ann, max_dd),
         "win_rate": win_rate(tr),
         "profit_factor": profit_factor(tr),
         "avg_trade_return": average_trade_return(tr),

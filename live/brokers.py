@@ -64,6 +64,9 @@ TERMINAL_STATUSES = frozenset(
 )
 """Order statuses after which an order never fills again."""
 
+_ACTIVE_STATUSES = frozenset({"intent", "unknown", "open"})
+"""Order statuses a sync still acts on: look the order up (intent, unknown) or cancel it (open)."""
+
 ReportStatus = Literal["pending", "sent", "found", "skipped", "rejected", "unknown"]
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -517,6 +520,9 @@ class ExchangeBroker(Broker):
         self._seen: set[str] = set()
         self._fills: list[Fill] = []
         self._orders: dict[str, _OrderInfo] = {}
+        # the orders still in play (intent, unknown or open), oldest first: a sync looks at these
+        # only, so its cost does not grow with every order a long session ever sent
+        self._active: dict[str, None] = {}
         self._cid_by_oid: dict[str, str] = {}
         self._since_ms: int | None = None
         self._bars_held = 0.0
@@ -536,6 +542,17 @@ class ExchangeBroker(Broker):
     def _ours(self, cid: str) -> bool:
         return cid.startswith(self.run_id + "-")
 
+    def _set_status(self, cid: str, info: _OrderInfo, status: str) -> None:
+        info.status = status
+        if status in _ACTIVE_STATUSES:
+            self._active[cid] = None
+        else:
+            self._active.pop(cid, None)
+
+    def _active_with(self, *statuses: str) -> list[str]:
+        """Our orders in play with one of ``statuses``, oldest first."""
+        return [c for c in self._active if self._orders[c].status in statuses]
+
     def _note_order(self, order: ExchangeOrder, ts_ms: int) -> None:
         """Record the exchange's view of one of our orders (journal on change)."""
         cid = order.client_order_id
@@ -544,7 +561,7 @@ class ExchangeBroker(Broker):
             info.order_id = order.order_id
             self._cid_by_oid[order.order_id] = cid
         if order.status != info.status:
-            info.status = order.status
+            self._set_status(cid, info, order.status)
             self._journal("order_update", ts_ms=ts_ms, client_order_id=cid, bar_ts_ms=info.bar_ts_ms,
                           payload={"status": order.status, "order_id": order.order_id,
                                    "filled_base": order.filled_base,
@@ -553,7 +570,7 @@ class ExchangeBroker(Broker):
 
     def _mark_status(self, cid: str, status: str, ts_ms: int, reason: str = "") -> None:
         info = self._orders.setdefault(cid, _OrderInfo())
-        info.status = status
+        self._set_status(cid, info, status)
         self._journal("order_update", ts_ms=ts_ms, client_order_id=cid, bar_ts_ms=info.bar_ts_ms,
                       payload={"status": status, "reason": reason})
 
@@ -609,9 +626,7 @@ class ExchangeBroker(Broker):
 
     # -- sync -------------------------------------------------------------------------------
     def _resolve_unknown(self, ts_ms: int) -> None:
-        for cid, info in list(self._orders.items()):
-            if info.status not in ("intent", "unknown"):
-                continue
+        for cid in self._active_with("intent", "unknown"):
             found = self.client.find_order(cid, self.symbol)
             if found is None:
                 self._mark_status(cid, "not_found", ts_ms, "the exchange has no such order: it was never placed")
@@ -660,7 +675,7 @@ class ExchangeBroker(Broker):
             avg_entry_quote=t.avg_entry_quote if qty != 0.0 else 0.0, mark_price_quote=mark,
             equity_quote=cash + qty * mark, fees_paid_quote=t.fees_paid_quote,
             bars_held=self._bars_held,
-            open_orders=tuple(c for c, i in self._orders.items() if i.status == "open"),
+            open_orders=tuple(self._active_with("open")),
             new_fills=tuple(new_fills),
         )
         self._state = state
@@ -766,6 +781,7 @@ class ExchangeBroker(Broker):
             return [OrderReport(cid, "skipped", side, qty, ctx.price_quote, reason=reason)]
         self._orders[cid] = _OrderInfo(bar_ts_ms=ctx.bar_ts_ms, status="intent",
                                        ref_price_quote=ctx.price_quote, side=side.value)
+        self._active[cid] = None
         self._journal("order", ts_ms=ctx.now_ms, bar_ts_ms=ctx.bar_ts_ms, client_order_id=cid,
                       payload={"status": "intent", "side": side.value, "qty_base": qty,
                                "order_type": OrderType.MARKET.value,
@@ -839,6 +855,8 @@ class ExchangeBroker(Broker):
                 ref_price_quote=float(info.get("ref_price_quote") or 0.0),
                 side=str(info.get("side") or ""),
             )
+            if status in _ACTIVE_STATUSES:
+                self._active[cid] = None
             if info.get("order_id"):
                 self._cid_by_oid[str(info["order_id"])] = cid
         # the books: fills up to the last journalled sync, that sync's balances (the exchange's

@@ -367,6 +367,31 @@ def _reward(s: F64, j: int, p: F64, eq_prev: float, eq_now: float) -> float:
     return lr - pen
 
 
+def account_features(
+    qty: float, price: float, equity: float, avg_entry: float, bars_held: float, window: float,
+    mmr: float, eq_floor: float,
+) -> tuple[float, float, float, float]:
+    """The 4 account features of the observation, from an account's state at ``price``.
+
+    ``(exposure, unrealised PnL / equity, time in position, distance to liquidation)``, with
+    equity floored at ``eq_floor`` (quote) in the denominators. Plain Python here (what
+    :class:`~coinrl.live.live_env.LiveTradingEnv` calls); inlined into the compiled kernel.
+    """
+    eqs = equity if equity > eq_floor else eq_floor
+    aq = abs(qty)
+    den = abs(qty - mmr * aq) * price
+    if den == 0.0:
+        dist = 1.0
+    else:
+        dist = (equity - mmr * aq * price) / den
+        if 0.0 > dist:
+            dist = 0.0
+        if dist > 1.0:
+            dist = 1.0
+    return (qty * price / eqs, (price - avg_entry) * qty / eqs, bars_held / (bars_held + window),
+            dist)
+
+
 def _observe(
     s: F64, j: int, p: F64, feats: F32, t: int, c: float, mkt_out: F32, acct_out: F32, row: int
 ) -> None:
@@ -377,27 +402,14 @@ def _observe(
     (see :mod:`coinrl.envs.trading_env`): exposure, unrealised PnL / equity, time in position,
     distance to liquidation.
     """
-    mmr = p[P_MMR]
     w = p[P_WINDOW]
-    eq = s[EQUITY, j]
-    floor = p[P_EQ_FLOOR]
-    eqs = eq if eq > floor else floor
-    q = s[QTY, j]
-    bars = s[BARS_HELD, j]
+    exposure, upnl, in_position, dist = account_features(
+        s[QTY, j], c, s[EQUITY, j], s[AVG_ENTRY, j], s[BARS_HELD, j], w, p[P_MMR], p[P_EQ_FLOOR]
+    )
     col = int(p[P_ACCT_COL])
-    acct_out[row, col] = q * c / eqs
-    acct_out[row, col + 1] = (c - s[AVG_ENTRY, j]) * q / eqs
-    acct_out[row, col + 2] = bars / (bars + w)
-    aq = abs(q)
-    den = abs(q - mmr * aq) * c
-    if den == 0.0:
-        dist = 1.0
-    else:
-        dist = (eq - mmr * aq * c) / den
-        if 0.0 > dist:
-            dist = 0.0
-        if dist > 1.0:
-            dist = 1.0
+    acct_out[row, col] = exposure
+    acct_out[row, col + 1] = upnl
+    acct_out[row, col + 2] = in_position
     acct_out[row, col + 3] = dist
     wf = int(w) * int(p[P_N_FEATURES])
     end = (t + 1) * int(p[P_N_FEATURES])
@@ -540,7 +552,9 @@ def vec_step(
 
 
 # ---------------------------------------------------------------------- compilation
-_HELPERS = (_trade, _size_order, _close, _bar, _log_ratio, _reward, _observe, env_step)
+_HELPERS = (
+    _trade, _size_order, _close, _bar, _log_ratio, _reward, account_features, _observe, env_step
+)
 ENTRY_POINTS = ("books_step", "account_step", "env_step", "env_step_at", "observe", "vec_step")
 
 

@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 
+from coinrl.envs import kernel
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.trading_env import EQUITY_FLOOR_FRAC, N_ACCOUNT_FEATURES, build_spaces
 from coinrl.pipeline.errors import DataError
@@ -169,25 +170,11 @@ def account_features(
     ``[exposure, unrealised_pnl / equity, time_in_position, distance_to_liquidation]`` with
     equity floored at ``initial_cash_quote * EQUITY_FLOOR_FRAC`` in the denominators.
     """
-    c = state.mark_price_quote
-    eq = state.equity_quote
-    floor = config.initial_cash_quote * EQUITY_FLOOR_FRAC
-    eqs = eq if eq > floor else floor
-    q = state.position_base
-    bars = float(state.bars_held)
-    w = float(config.window)
-    mmr = float(config.maintenance_margin_rate)
-    aq = abs(q)
-    den = abs(q - mmr * aq) * c
-    if den == 0.0:
-        dist = 1.0
-    else:
-        dist = (eq - mmr * aq * c) / den
-        if 0.0 > dist:
-            dist = 0.0
-        if dist > 1.0:
-            dist = 1.0
-    return q * c / eqs, (c - state.avg_entry_quote) * q / eqs, bars / (bars + w), dist
+    return kernel.account_features(
+        state.position_base, state.mark_price_quote, state.equity_quote, state.avg_entry_quote,
+        float(state.bars_held), float(config.window), float(config.maintenance_margin_rate),
+        config.initial_cash_quote * EQUITY_FLOOR_FRAC,
+    )
 
 
 class LiveTradingEnv(gym.Env[Any, Any]):

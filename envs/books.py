@@ -219,12 +219,7 @@ class Books:
 
     def conservation_error_quote(self) -> F64:
         """``equity - (initial + realised + unrealised - costs + shortfall)``: ~0 (rounding)."""
-        expected = (
-            self.initial_cash_quote + self.realised_pnl_quote + self.unrealised_pnl_quote
-            - self.fees_paid_quote - self.slippage_paid_quote - self.funding_paid_quote
-            - self.borrow_paid_quote + self.shortfall_quote
-        )
-        return self.equity_quote - expected
+        return np.asarray(_conservation_error(self), dtype=np.float64)
 
     # ------------------------------------------------------------------ the bar
     def step_bar(
@@ -261,6 +256,17 @@ class Books:
             idx = np.flatnonzero(self.liquidated)
             logger.debug("liquidated accounts=%s shortfall=%s", idx.tolist(), self.shortfall_quote[idx].tolist())
         return self.liquidated
+
+
+def _conservation_error(a: Any) -> Any:
+    """``equity - (initial + realised + unrealised - costs + shortfall)`` of :class:`Books`
+    (arrays) or :class:`Account` (floats): the same attributes, the same formula."""
+    expected = (
+        a.initial_cash_quote + a.realised_pnl_quote + a.unrealised_pnl_quote
+        - a.fees_paid_quote - a.slippage_paid_quote - a.funding_paid_quote
+        - a.borrow_paid_quote + a.shortfall_quote
+    )
+    return a.equity_quote - expected
 
 
 def _column(x: npt.ArrayLike, n: int) -> F64:
@@ -367,12 +373,7 @@ class Account:
 
     def conservation_error_quote(self) -> float:
         """Scalar form of :meth:`Books.conservation_error_quote`."""
-        expected = (
-            self.initial_cash_quote + self.realised_pnl_quote + self.unrealised_pnl_quote
-            - self.fees_paid_quote - self.slippage_paid_quote - self.funding_paid_quote
-            - self.borrow_paid_quote + self.shortfall_quote
-        )
-        return self.equity_quote - expected
+        return float(_conservation_error(self))
 
     def step_bar(
         self,

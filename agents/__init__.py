@@ -13,6 +13,15 @@ Modules (one job each):
 - :mod:`.metrics`: trading metrics on equity curves (pure numpy).
 - :mod:`.bundle`: :func:`save_model` / :func:`load_model` (verified, reproducible bundles).
 - :mod:`.tracking`: the one metrics sink (SB3 logger → logging, CSV, W&B) and the W&B run.
+- :mod:`.backtest`: :func:`simulate_trading_strategy`, :func:`evaluate_strategy_performance`.
+- :mod:`.plots` / :mod:`.report` / :mod:`.tearsheet`: :func:`plot_backtest_results`,
+  :func:`save_backtest_results` (the report folder and its quant tear sheet).
+- :mod:`.tune`: :func:`optimize_parameters` (Optuna).
+
+The seed's functions of this stage are all importable from here: ``train_model``,
+``evaluate_model``, ``save_model``, ``load_model``, ``simulate_trading_strategy``,
+``evaluate_strategy_performance``, ``optimize_parameters``, ``plot_backtest_results``,
+``save_backtest_results``.
 
 The names below are imported lazily (``from coinrl.agents import train_model``), so importing
 the package does not import torch.
@@ -37,9 +46,34 @@ _EXPORTS = {
     "run_baselines": "baselines",
     "trading_metrics": "metrics",
     "Tracker": "tracking",
+    "directional_quality": "evaluate",
+    "simulate_trading_strategy": "backtest",
+    "evaluate_strategy_performance": "backtest",
+    "BacktestResult": "backtest",
+    "optimize_parameters": "tune",
+    "plot_backtest_results": "plots",
+    "save_backtest_results": "report",
+    "load_backtest_results": "report",
 }
 
+SEED_FUNCTIONS = (
+    "train_model",
+    "evaluate_model",
+    "save_model",
+    "load_model",
+    "simulate_trading_strategy",
+    "evaluate_strategy_performance",
+    "optimize_parameters",
+    "plot_backtest_results",
+    "save_backtest_results",
+)
+"""The seed's public functions of the agents stage (each importable from this package)."""
+
 __all__ = sorted(_EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 def __getattr__(name: str) -> Any:

@@ -66,6 +66,18 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+SEED_FUNCTIONS = (
+    "connect_to_exchange",
+    "get_live_data",
+    "execute_trade",
+    "monitor_open_positions",
+    "risk_management",
+    "update_live_model",
+    "log_trades",
+    "terminate_trading",
+)
+"""The seed's public functions of the live stage (each importable from this package)."""
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

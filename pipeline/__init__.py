@@ -85,6 +85,16 @@ _LAZY = {
 }
 __all__ += list(_LAZY)
 
+SEED_FUNCTIONS = (
+    "fetch_data",
+    "preprocess_data",
+    "store_data",
+    "update_data",
+    "feature_engineering",
+    "prepare_data_for_model",
+)
+"""The seed's public functions of the pipeline stage (each importable from this package)."""
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:

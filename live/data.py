@@ -2,7 +2,8 @@
 
 :class:`LiveDataFeed` keeps a buffer of CLOSED candles (the bar in progress is never used:
 :meth:`coinrl.live.exchange.ExchangeClient.fetch_closed_candles`), extends it with each new
-closed bar, refuses gaps and revised closed bars, and turns it into observation-ready
+closed bar, refuses gaps, replaces a closed bar the exchange revised (journalled, features
+re-derived), and turns it into observation-ready
 :class:`~coinrl.pipeline.dataset.MarketData` with the bundle's OWN feature spec and normaliser
 (:func:`~coinrl.pipeline.splits.market_data_from_spec`, never refitted).
 
@@ -145,6 +146,9 @@ class LiveDataFeed:
         self.max_stale_bars = max_stale_bars
         self._buf: pd.DataFrame | None = None
         self._server_ms = 0
+        self._revisions: list[dict[str, Any]] = []
+        self.revisions_total = 0
+        """Closed candles the exchange revised so far (each replaced and journalled)."""
 
     @property
     def candles(self) -> pd.DataFrame | None:
@@ -186,6 +190,50 @@ class LiveDataFeed:
                 "are incomplete: do not trade on them (retry, or check the market's status)"
             )
 
+    def pop_revisions(self) -> list[dict[str, Any]]:
+        """Candle revisions taken since the last call (for the journal), oldest first."""
+        out, self._revisions = self._revisions, []
+        return out
+
+    def _revise(self, buf: pd.DataFrame, fresh: pd.DataFrame, server_ms: int) -> pd.DataFrame:
+        """``buf`` with the candles the exchange now reports differently replaced by its values.
+
+        A closed candle never changes on an honest feed; when one does (a bar that was taken
+        as closed while still in progress, an exchange correction), the exchange's current
+        value wins: the buffer takes it, every feature row is re-derived from the corrected
+        candles at the next snapshot, and the revision is kept for the journal
+        (:meth:`pop_revisions`) instead of halting the session forever.
+        """
+        last = int(buf["ts_ms"].iloc[-1])
+        overlap = fresh[fresh["ts_ms"] <= last].set_index("ts_ms")[_OHLCV[1:]]
+        if overlap.empty:
+            return buf
+        pos = buf.index[buf["ts_ms"].isin(overlap.index)]
+        if not len(pos):
+            return buf
+        known = buf.loc[pos].set_index("ts_ms")[_OHLCV[1:]]
+        now_vals = overlap.loc[known.index]
+        differ = ~np.all(known.to_numpy() == now_vals.to_numpy(), axis=1)
+        if not differ.any():
+            return buf
+        out = buf.copy()
+        for ts in known.index[differ]:
+            row = out.index[out["ts_ms"] == ts][0]
+            before = {c: float(out.at[row, c]) for c in _OHLCV[1:]}
+            after = {c: float(now_vals.at[ts, c]) for c in _OHLCV[1:]}
+            for c in _OHLCV[1:]:
+                out.at[row, c] = after[c]
+            rev = {"what": "candle_revised", "symbol": self.symbol, "timeframe": self.timeframe,
+                   "bar_ts_ms": int(ts), "server_time_ms": int(server_ms), "before": before,
+                   "after": after, "resolution": "replaced with the exchange's candle; "
+                   "features re-derived"}
+            self._revisions.append(rev)
+            self.revisions_total += 1
+            logger.warning("candle revised by the exchange symbol=%s bar_ts_ms=%d close %.10g -> "
+                           "%.10g: replaced, features re-derived", self.symbol, int(ts),
+                           before["close"], after["close"])
+        return out
+
     def update(self) -> LiveData:
         """Fetch the newest closed candles, extend the buffer, and feature it.
 
@@ -193,8 +241,9 @@ class LiveDataFeed:
             The :class:`LiveData` snapshot.
 
         Raises:
-            DataError: a gap in the candles, a closed candle the exchange revised, too few
-                candles for the warm-up, or (with ``max_stale_bars``) stale data.
+            DataError: a gap in the candles, too few candles for the warm-up, or (with
+                ``max_stale_bars``) stale data. A closed candle the exchange revised is
+                replaced (see :meth:`_revise`), not an error.
             ExchangeError: the exchange failed (temporary errors are retried first).
         """
         if self._buf is None:
@@ -211,15 +260,7 @@ class LiveDataFeed:
             missing = (newest - last) // self.bar_ms
             fresh = probe if missing < len(probe) else self._fetch(int(missing) + 2)
             fresh = fresh[_OHLCV]
-            overlap = fresh[fresh["ts_ms"] <= last]
-            known = buf[buf["ts_ms"].isin(overlap["ts_ms"])]
-            if len(known) and not np.array_equal(
-                known[_OHLCV[1:]].to_numpy(), overlap[_OHLCV[1:]].to_numpy()
-            ):
-                raise DataError(
-                    f"{self.symbol} {self.timeframe}: the exchange revised a closed candle "
-                    f"(at or before ts_ms={last}); closed bars must not change: check the feed"
-                )
+            buf = self._revise(buf, fresh, server_ms)
             new = fresh[fresh["ts_ms"] > last]
             if len(new):
                 joined = pd.concat([buf.iloc[-1:], new], ignore_index=True)

@@ -676,7 +676,10 @@ class ExchangeClient:
     ) -> pd.DataFrame:
         """The latest ``limit`` CLOSED candles (the bar in progress is never returned).
 
-        A bar counts as closed when its open + timeframe <= the exchange's clock.
+        A bar counts as closed when its close time (open + timeframe) is at or before the
+        exchange's clock read BEFORE the candles are fetched: a bar boundary that passes while
+        the candles travel cannot make the bar that was in progress when they were cut (on
+        Binance: open = high = low = close, volume 0 right after the boundary) look closed.
 
         Args:
             symbol: unified symbol.
@@ -696,11 +699,11 @@ class ExchangeClient:
         tf_ms = timeframe_to_ms(timeframe)
         if limit <= 0:
             raise ConfigError(f"limit must be > 0 closed candles, got {limit}")
+        now_ms = self.server_time_ms()  # before the fetch: the candles are at least this recent
         rows = self._call(
             lambda: self._client.fetch_ohlcv(symbol, timeframe, limit=limit + 1),
             f"fetch_ohlcv {symbol} {timeframe} limit={limit + 1}",
         )
-        now_ms = self.server_time_ms()
         closed = [r for r in rows if int(r[0]) + tf_ms <= now_ms][-limit:]
         if not closed:
             raise DataError(

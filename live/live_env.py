@@ -320,6 +320,13 @@ class LiveTradingEnv(gym.Env[Any, Any]):
         self._data = self.feed.refeature()
         self._obs = self.observe(self._data, self._state)
 
+    def _journal_revisions(self, now_ms: int) -> None:
+        pop = getattr(self.feed, "pop_revisions", None)
+        for rev in pop() if pop is not None else []:
+            if self.journal is not None:
+                self.journal.append("reconciliation", ts_ms=now_ms, bar_ts_ms=rev["bar_ts_ms"],
+                                    payload=rev)
+
     def _refresh(self, wait_for_bar: int | None) -> None:
         data = self.feed.update()
         polls = 0
@@ -329,6 +336,7 @@ class LiveTradingEnv(gym.Env[Any, Any]):
                 break
             data = self.feed.update()
         self._data = data
+        self._journal_revisions(data.server_time_ms)
         self._state = self.broker.sync(data)
         if self.risk is not None:
             self.risk.mark(data.server_time_ms, self._state.equity_quote)

@@ -153,6 +153,10 @@ class BinanceMarketDataApi:
         # Formatted kline rows of closed bars never change: cache them per (symbol, interval).
         self._row_cache: dict[tuple[str, int], dict[int, str]] = {}
 
+    def clear_cache(self) -> None:
+        """Forget the formatted candles (after a stored candle was revised)."""
+        self._row_cache.clear()
+
     def routes(self) -> list[web.RouteDef]:
         """The aiohttp routes of every venue (spot, USDⓈ-M, empty COIN-M)."""
         out: list[web.RouteDef] = []

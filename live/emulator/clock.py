@@ -105,6 +105,14 @@ class ReplayClock:
             elapsed_ms = (time.monotonic_ns() - self._wall0_ns) / 1e6
             return self._start_ms + int(elapsed_ms * self._speed)
 
+    def advance(self, delta_ms: int) -> int:
+        """Jump forward by ``delta_ms`` (>= 0) ms (the replay goes on from there); the new time."""
+        if delta_ms < 0:
+            raise ConfigError(f"advance({delta_ms}): delta_ms must be >= 0; use restart() to rewind")
+        with self._lock:
+            self._start_ms += int(delta_ms)
+        return self.now_ms()
+
     def restart(self, start_ms: int) -> None:
         """Restart the replay from ``start_ms`` (UTC epoch ms) at the current wall time."""
         with self._lock:

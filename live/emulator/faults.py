@@ -16,6 +16,9 @@ The order half adds:
 * ``reject``: an order is refused with Binance's ``-2010`` (HTTP 400) and ``message``;
 * ``stale``: market data (klines, funding) stops advancing: answers are cut at the time the rule
   first fired while the clock runs on (orders still match on the running clock);
+* ``clock_jump``: the request is answered normally, then the emulator's clock jumps forward by
+  ``advance_ms`` (a bar boundary passing between two requests of one client, deterministically;
+  the clock must have ``advance``: :class:`~.clock.FixedClock`, :class:`~.clock.ReplayClock`);
 * ``partial_fill``: not a request fault. The matching engine asks :meth:`FaultPlan.decide_fill`
   at each fill of an order in ``symbol``; when the rule fires, only ``fill_fraction`` of the
   remaining quantity fills now (rounded down to the lot step) and the rest waits for the next
@@ -47,7 +50,7 @@ from coinrl.pipeline.errors import ConfigError
 
 FaultKind = Literal[
     "latency", "rate_limit", "server_error", "drop", "garbage",
-    "drop_after", "reject", "stale", "partial_fill",
+    "drop_after", "reject", "stale", "partial_fill", "clock_jump",
 ]
 
 ENGINE_KINDS: frozenset[str] = frozenset({"partial_fill"})
@@ -79,7 +82,10 @@ class FaultRule(FrozenModel):
         method: only requests with this HTTP method ("" = any; request rules only).
         symbol: only fills in this unified symbol ("" = any; ``partial_fill`` only).
         fill_fraction: fraction of the remaining quantity a ``partial_fill`` fills (0 < f < 1).
-        message: ``msg`` of the ``-2010`` answer of a ``reject``.
+        message: ``msg`` of the answer of a ``reject``.
+        code: Binance error code of a ``reject`` (-2010 new order rejected; -2013 order does
+            not exist, which makes a lookup report the order absent).
+        advance_ms: how far a ``clock_jump`` moves the clock after answering, ms.
     """
 
     kind: FaultKind
@@ -94,6 +100,8 @@ class FaultRule(FrozenModel):
     symbol: str = ""
     fill_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     message: str = Field(default=DEFAULT_REJECT_MESSAGE, min_length=1)
+    code: int = -2010
+    advance_ms: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> FaultRule:
@@ -101,6 +109,8 @@ class FaultRule(FrozenModel):
             raise ValueError("give count (next K requests) or probability, not both")
         if self.kind == "latency" and self.latency_ms <= 0:
             raise ValueError("a latency rule needs latency_ms > 0")
+        if self.kind == "clock_jump" and self.advance_ms <= 0:
+            raise ValueError("a clock_jump rule needs advance_ms > 0")
         return self
 
 
@@ -233,16 +243,34 @@ class FaultPlan:
         self,
         *,
         message: str = DEFAULT_REJECT_MESSAGE,
+        code: int = -2010,
         count: int | None = 1,
         probability: float | None = None,
         path_prefix: str = ORDER_PATH,
         method: str = "POST",
         after: int = 0,
     ) -> FaultRule:
-        """Refuse matching orders with Binance's ``-2010`` and ``message`` (HTTP 400)."""
+        """Refuse matching requests with Binance's ``code`` (default ``-2010``) and ``message``
+        (HTTP 400); ``code=-2013`` on ``GET`` makes an order lookup answer "does not exist"."""
         return self._add(
-            kind="reject", message=message, count=_count(count, probability), probability=probability,
-            path_prefix=path_prefix, method=method, after=after,
+            kind="reject", message=message, code=code, count=_count(count, probability),
+            probability=probability, path_prefix=path_prefix, method=method, after=after,
+        )
+
+    def clock_jump(
+        self,
+        advance_ms: int,
+        *,
+        count: int | None = 1,
+        probability: float | None = None,
+        path_prefix: str = "",
+        method: str = "",
+        after: int = 0,
+    ) -> FaultRule:
+        """Answer matching requests normally, then move the clock forward by ``advance_ms``."""
+        return self._add(
+            kind="clock_jump", advance_ms=advance_ms, count=_count(count, probability),
+            probability=probability, path_prefix=path_prefix, method=method, after=after,
         )
 
     def stale(

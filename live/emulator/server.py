@@ -45,6 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from aiohttp import web
 
@@ -216,7 +217,13 @@ class EmulatorServer:
             elif action.kind == "garbage":
                 response = web.Response(text=_GARBAGE_BODY, content_type="application/json")
             elif action.kind == "reject":
-                response = BinanceError(-2010, action.message).response()
+                response = BinanceError(action.code, action.message).response()
+            elif action.kind == "clock_jump":  # answered, then a bar boundary may pass
+                response = await handler(request)
+                advance = getattr(self.clock, "advance", None)
+                if advance is None:
+                    raise ConfigError(f"a clock_jump fault needs a clock with advance(), not {self.clock!r}")
+                advance(action.advance_ms)
             elif action.kind == "stale":
                 entry = self._stale_since.setdefault(id(action), (action, self.clock.now_ms()))
                 request[DATA_NOW_MS_KEY] = entry[1]
@@ -341,6 +348,30 @@ class EmulatorServer:
             return self.matching.balances(api_key)
         except OrderRejected as e:
             raise ConfigError(f"no emulated account with key {mask(api_key)}") from e
+
+    def revise_candle(self, symbol: str, ts_ms: int, **values: float) -> None:
+        """Change a stored candle (an exchange correcting a bar it already published).
+
+        Args:
+            symbol: the unified symbol.
+            ts_ms: the bar's open time, UTC ms (a stored base bar).
+            values: new ``open``/``high``/``low``/``close``/``volume``.
+
+        Raises:
+            ConfigError: an unknown symbol, bar or column.
+        """
+        series = self.data.series.get(symbol)
+        if series is None:
+            raise ConfigError(f"the emulator does not list {symbol!r}")
+        i = int(np.searchsorted(series.ts_ms, int(ts_ms)))
+        if i >= len(series) or int(series.ts_ms[i]) != int(ts_ms):
+            raise ConfigError(f"{symbol} has no stored bar opening at ts_ms={ts_ms}")
+        for name, value in values.items():
+            if name not in ("open", "high", "low", "close", "volume"):
+                raise ConfigError(f"revise_candle: unknown column {name!r}")
+            getattr(series, name)[i] = float(value)
+        series._aggs.clear()
+        self._market_api.clear_cache()
 
     def orders(self, api_key: str | None = None, symbol: str | None = None) -> list[EmulatedOrder]:
         """Orders the exchange holds (any status), after matching up to now."""

@@ -195,7 +195,14 @@ def _trade(qty: float, avg_entry: float, dq: float, price: float) -> tuple[float
 
 def _size_order(p: F64, target: float, cash: float, qty: float, price: float, volume: float) -> float:
     """:meth:`coinrl.envs.execution.ExecutionModel.size_order`: the order quantity (0 = none)."""
-    equity = cash + qty * price
+    return _size_order_eq(p, target, cash + qty * price, qty, price, volume)
+
+
+def _size_order_eq(
+    p: F64, target: float, equity: float, qty: float, price: float, volume: float
+) -> float:
+    """:func:`_size_order` given the account's ``equity`` (quote) at ``price`` (the portfolio
+    kernel passes the whole account's equity; one asset: ``cash + qty * price``)."""
     eq_base = equity / price
     x = target * eq_base
     impact = p[P_IMPACT]
@@ -553,7 +560,7 @@ def vec_step(
 
 # ---------------------------------------------------------------------- compilation
 _HELPERS = (
-    _trade, _size_order, _close, _bar, _log_ratio, _reward, account_features, _observe, env_step
+    _trade, _size_order_eq, _size_order, _close, _bar, _log_ratio, _reward, account_features, _observe, env_step
 )
 ENTRY_POINTS = ("books_step", "account_step", "env_step", "env_step_at", "observe", "vec_step")
 

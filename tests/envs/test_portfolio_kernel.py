@@ -1,0 +1,135 @@
+"""The portfolio kernel: A = 1 equals the scalar kernel bit for bit; properties with A > 1.
+
+The hand-computed 2-asset books are in ``test_portfolio_books.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_kernel import bar_paths, configs
+
+from coinrl.envs import kernel
+from coinrl.envs import portfolio_kernel as pk
+from coinrl.envs.config import EnvConfig
+
+ACCOUNT_ROWS = (kernel.CASH, kernel.REALISED, kernel.EQUITY, kernel.FEES, kernel.SLIPPAGE,
+                kernel.FUNDING, kernel.BORROW, kernel.TURNOVER, kernel.SHORTFALL,
+                kernel.LIQUIDATED, kernel.REWARD_A, kernel.REWARD_B)
+ASSET_ROWS = ((kernel.QTY, pk.A_QTY), (kernel.AVG_ENTRY, pk.A_AVG), (kernel.MARK, pk.A_MARK),
+              (kernel.BARS_HELD, pk.A_BARS_HELD))
+
+
+def _params(cfg: EnvConfig, n_assets: int, nf: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    p = kernel.make_params(cfg, n_features=nf, acct_col=cfg.window * nf, eq_floor_quote=1e-5)
+    return p, np.ascontiguousarray(np.repeat(p[None, :], n_assets, axis=0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=bar_paths(), cfg_kw=configs, reward=st.sampled_from(sorted(kernel.REWARD_CODES)))
+def test_one_asset_portfolio_equals_the_scalar_kernel_to_the_last_bit(
+    path: tuple[list[tuple[float, ...]], list[tuple[float, float]]], cfg_kw: dict[str, object],
+    reward: str,
+) -> None:
+    """Books, fills, liquidations, rewards and the market window of A = 1 are the scalar
+    kernel's floats exactly, on random bars (gaps, wicks, funding) and out-of-range targets."""
+    bars_list, targets = path
+    cfg = EnvConfig(positions=(0.0, 1.0), window=2, reward=reward, **cfg_kw)  # type: ignore[arg-type]
+    lo, hi = cfg.exposure_bounds
+    w, nf = 2, 2
+    bars6 = np.array([bars_list[0]] * (w - 1) + bars_list, dtype=np.float64)
+    bars7 = np.ascontiguousarray(np.concatenate([bars6, np.ones((len(bars6), 1))], axis=1)[:, None, :])
+    feats = np.random.default_rng(0).normal(size=len(bars6) * nf).astype(np.float32)
+    p, pa = _params(cfg, 1, nf)
+    ks, pks = kernel.compiled(), pk.compiled()
+    s1 = kernel.new_state(1, cfg.initial_cash_quote)
+    s2 = pk.new_state(1, 1, cfg.initial_cash_quote)
+    kernel.reset_reward_state(s1, slice(None), p)
+    kernel.reset_reward_state(s2, slice(None), p)
+    out1 = np.zeros((1, w * nf + 4), dtype=np.float32)
+    out2 = np.zeros((1, w * nf + 1 + pk.N_PF_ACCOUNT_FEATURES), dtype=np.float32)
+    for i, (tgt, _) in enumerate(targets):
+        t = i + w - 1
+        x = float(np.clip(tgt, lo, hi))
+        r1 = ks.env_step(s1, p, bars6, feats, out1, t, x, 0)
+        r2 = pks.pf_env_step(s2, p, pa, bars7, feats, out2, t, np.array([x]), 0)
+        assert r1 == r2 or (math.isnan(r1) and math.isnan(r2))
+        for rw in ACCOUNT_ROWS:
+            assert s1[rw, 0] == s2[rw, 0] or (math.isnan(s1[rw, 0]) and math.isnan(s2[rw, 0])), rw
+        for scalar_row, offset in ASSET_ROWS:
+            assert s1[scalar_row, 0] == s2[pk.row(0, offset), 0], scalar_row
+        assert np.array_equal(out1[0, : w * nf], out2[0, : w * nf])
+        if s1[kernel.LIQUIDATED, 0]:
+            break
+
+
+def test_compiled_portfolio_kernel_equals_the_interpreted_one() -> None:
+    """No compiler flag changes a float: the same functions run by the interpreter."""
+    rng = np.random.default_rng(5)
+    cfg = EnvConfig(action="continuous", max_leverage=3.0, taker_fee_rate=0.001, slippage_bps=2.0,
+                    impact_coef=0.2, borrow_rate_per_bar=1e-4, lot_size_base=0.001)
+    n_assets, n_bars = 3, 60
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.03, (n_bars, n_assets)), axis=0))
+    bars = np.empty((n_bars, n_assets, 7))
+    bars[:, :, 0] = close * np.exp(rng.normal(0, 0.01, close.shape))
+    bars[:, :, 3] = close
+    bars[:, :, 1] = np.maximum(bars[:, :, 0], close) * 1.02
+    bars[:, :, 2] = np.minimum(bars[:, :, 0], close) * 0.98
+    bars[:, :, 4] = 1e3
+    bars[:, :, 5] = np.where(np.arange(n_bars)[:, None] % 8 == 0, 1e-4, 0.0)
+    bars[:, :, 6] = 1.0
+    bars[:10, 2, 6] = 0.0  # asset 2 lists at bar 10
+    p, pa = _params(cfg, n_assets)
+    targets = rng.uniform(-1.5, 1.5, (n_bars, 2, n_assets))
+    states = []
+    for impl in (pk, pk.compiled()):
+        s = pk.new_state(2, n_assets, cfg.initial_cash_quote)
+        liq = np.zeros(2, dtype=bool)
+        for t in range(n_bars):
+            impl.pf_books_step(s, p, pa, np.ascontiguousarray(targets[t]), bars,
+                               np.full(2, t, dtype=np.int64), liq)
+        states.append(s)
+    assert np.array_equal(states[0], states[1])
+    assert states[0][pk.row(2, pk.A_TURNOVER)].tolist() != [0.0, 0.0]
+
+
+@pytest.mark.parametrize("n_assets", [2, 5])
+def test_money_is_conserved_and_equity_is_cash_plus_positions(n_assets: int) -> None:
+    rng = np.random.default_rng(n_assets)
+    cfg = EnvConfig(action="continuous", max_leverage=4.0, taker_fee_rate=0.001, slippage_bps=3.0,
+                    borrow_rate_per_bar=2e-5, maintenance_margin_rate=0.02)
+    n_bars = 300
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_assets)), axis=0))
+    bars = np.empty((n_bars, n_assets, 7))
+    bars[:, :, 0] = np.r_[close[:1], close[:-1]]
+    bars[:, :, 3] = close
+    bars[:, :, 1] = np.maximum(bars[:, :, 0], close) * 1.01
+    bars[:, :, 2] = np.minimum(bars[:, :, 0], close) * 0.99
+    bars[:, :, 4] = 1e3
+    bars[:, :, 5] = np.where(np.arange(n_bars)[:, None] % 8 == 0, 2e-4, 0.0)
+    bars[:, :, 6] = 1.0
+    p, pa = _params(cfg, n_assets)
+    s = pk.new_state(4, n_assets, cfg.initial_cash_quote)
+    liq = np.zeros(4, dtype=bool)
+    ks = pk.compiled()
+    for t in range(n_bars):
+        w = rng.uniform(-1.0, 1.0, (4, n_assets)) * 4.0 / n_assets
+        ks.pf_books_step(s, p, pa, w, bars, np.full(4, t, dtype=np.int64), liq)
+        qty = np.stack([s[pk.row(a, pk.A_QTY)] for a in range(n_assets)])
+        avg = np.stack([s[pk.row(a, pk.A_AVG)] for a in range(n_assets)])
+        c = bars[t, :, 3][:, None]
+        eq = s[kernel.CASH] + (qty * c).sum(axis=0)
+        np.testing.assert_allclose(s[kernel.EQUITY], eq, rtol=1e-12, atol=1e-9)
+        expected = (cfg.initial_cash_quote + s[kernel.REALISED] + ((c - avg) * qty).sum(axis=0)
+                    - s[kernel.FEES] - s[kernel.SLIPPAGE] - s[kernel.FUNDING] - s[kernel.BORROW]
+                    + s[kernel.SHORTFALL])
+        np.testing.assert_allclose(s[kernel.EQUITY], expected, rtol=1e-9, atol=1e-6)
+        # the per-asset cost totals add up to the account's
+        for acct_row, a_row in ((kernel.FEES, pk.A_FEES), (kernel.FUNDING, pk.A_FUNDING),
+                                (kernel.TURNOVER, pk.A_TURNOVER), (kernel.SLIPPAGE, pk.A_SLIPPAGE)):
+            per_asset = sum(s[pk.row(a, a_row)] for a in range(n_assets))
+            np.testing.assert_allclose(s[acct_row], per_asset, rtol=1e-12)

@@ -149,6 +149,10 @@ class TrainConfig(FrozenModel):
         use_best_model: return (and bundle) the best evaluated weights, not the last ones.
         checkpoint_every_steps: write a resumable checkpoint every this many steps (0 = never).
         keep_checkpoints: how many of the latest checkpoints to keep on disk.
+        save_replay_buffer: DQN/SAC only: also write the replay buffer into each checkpoint
+            (``buffer_size`` transitions of two observations each: about 0.75 GB for DQN's
+            default 200,000 on the default features). Off by default: a resumed run then
+            refills an empty buffer (``learning_starts`` does not apply again).
         torch_threads: ``torch.set_num_threads`` for the run (small MLPs are fastest on 1-2).
         device: torch device; ``cpu`` is reproducible bit for bit.
         deterministic_torch: ``torch.use_deterministic_algorithms(True)`` during training.
@@ -174,6 +178,7 @@ class TrainConfig(FrozenModel):
     use_best_model: bool = True
     checkpoint_every_steps: Annotated[int, Field(ge=0)] = 100_000
     keep_checkpoints: PosInt = 2
+    save_replay_buffer: bool = False
     torch_threads: PosInt = 1
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     deterministic_torch: bool = True

@@ -10,7 +10,8 @@
   and returned when ``use_best_model``;
 * **early stopping** after ``early_stopping_patience`` evaluations without improvement;
 * **checkpoints** every ``checkpoint_every_steps`` in ``<run>/checkpoints/step_<n>/``: the model
-  (weights, optimiser, step counter), the replay buffer of off-policy algorithms, the
+  (weights, optimiser, step counter), the replay buffer of off-policy algorithms only with
+  ``save_replay_buffer`` (hundreds of MB each), the
   monitor's state (history, best score, patience) and the RNG states. ``resume=True`` continues
   from the latest one: the step counter, schedules and best-so-far carry on, and the remaining
   ``total_timesteps - num_timesteps`` steps are trained (SB3 cannot save a half-collected
@@ -29,11 +30,10 @@ import hashlib
 import json
 import logging
 import os
-import pickle  # noqa: S403  (our own checkpoint files only)
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,13 +43,23 @@ import numpy as np
 
 from coinrl.envs.config import EnvConfig, env_config_from
 from coinrl.pipeline.dataset import MarketData
-from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.splits import PreparedData
 
 from .agent import TrainedAgent, data_info
-from .algos import algo_class, make_algorithm
+from .algos import make_algorithm
 from .config import TrainConfig
 from .metrics import json_safe
+from .model_io import (
+    PickledModelError,
+    build_model,
+    load_replay_buffer,
+    read_model,
+    read_policy_state,
+    save_replay_buffer,
+    write_model,
+)
+from .progress import ProgressFn, planned_timesteps, progress_callback, rich_progress
 from .rollout import evaluation_config, rollout_policy
 from .tracking import Tracker, make_logger
 
@@ -63,14 +73,14 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_FILE = "state.json"
-RNG_FILE = "rng.pkl"
+RNG_FILE = "rng.json"
 MODEL_FILE = "model.zip"
-REPLAY_FILE = "replay_buffer.pkl"
+REPLAY_FILE = "replay_buffer.npz"
 
 # Fields that may change between a checkpoint and its resumption (budget, cadence, display).
 RESUMABLE_CHANGES = frozenset({
     "total_timesteps", "eval_every_steps", "early_stopping_patience", "min_improvement",
-    "checkpoint_every_steps", "keep_checkpoints", "progress_bar", "log_every_steps",
+    "checkpoint_every_steps", "keep_checkpoints", "save_replay_buffer", "progress_bar", "log_every_steps",
     "use_best_model", "torch_threads",
 })
 
@@ -150,6 +160,20 @@ def _atomic_dir(dest: Path, build: Any) -> None:
         raise
 
 
+def check_trainable(training_data: PreparedData, env_config: EnvConfig | Mapping[str, Any] | None) -> None:
+    """Raise what :func:`train_model` would raise about its data, before anything is written.
+
+    Builds (and closes) one training env on the train split, so a window or episode longer
+    than the data fails here, with the env's own message, and not after a run folder, W&B run
+    and ``progress.csv`` exist.
+
+    Raises:
+        DataError: the train split is too short for ``env.window`` + ``env.episode_length_bars``.
+    """
+    venv = make_vec_env(training_data.train, env_config_from(env_config), 1)
+    venv.close()
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -192,21 +216,38 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """The global RNG states (python, numpy's legacy one SB3 draws from, torch) as JSON data."""
     import torch
 
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002  (SB3 uses the legacy RNG)
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002  (SB3 draws from the legacy global RNG)
-        "torch": torch.get_rng_state().numpy().copy(),
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
+        "numpy": {"kind": kind, "keys": np.asarray(keys).tolist(), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state().numpy().tolist(),
     }
 
 
-def _set_rng_state(state: Mapping[str, Any]) -> None:
+def _set_rng_state(state: Mapping[str, Any], source: Path) -> None:
+    """Restore :func:`_rng_state`'s data.
+
+    Raises:
+        DataError: the data is not such a state.
+    """
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002  (SB3 draws from the legacy global RNG)
-    torch.set_rng_state(torch.from_numpy(np.asarray(state["torch"], dtype=np.uint8)))
+    try:
+        py, npy = state["python"], state["numpy"]
+        py_state = (int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss_next"])
+        np_state = (str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
+                    int(npy["has_gauss"]), float(npy["cached_gaussian"]))
+        torch_state = torch.tensor(np.asarray(state["torch"], dtype=np.uint8))
+        random.setstate(py_state)
+        np.random.set_state(np_state)  # noqa: NPY002  (SB3 draws from the legacy global RNG)
+        torch.set_rng_state(torch_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"{source} is not an RNG state ({e!r}); the checkpoint is damaged") from e
 
 
 # --------------------------------------------------------------------------- the monitor
@@ -250,7 +291,7 @@ def _monitor_callback(
                     k: v.detach().clone() for k, v in self.model.policy.state_dict().items()
                 }
                 if run_dir is not None:
-                    _atomic_dir(run_dir / BEST_DIR, lambda d: self.model.save(d / MODEL_FILE))
+                    _atomic_dir(run_dir / BEST_DIR, lambda d: write_model(self.model, d / MODEL_FILE))
             else:
                 st.evals_since_best += 1
             st.last_eval_step = step
@@ -281,11 +322,10 @@ def _monitor_callback(
             model = self.model
 
             def build(d: Path) -> None:
-                model.save(d / MODEL_FILE)
-                if not train.is_on_policy and getattr(model, "replay_buffer", None) is not None:
-                    model.save_replay_buffer(d / REPLAY_FILE)  # type: ignore[attr-defined]
-                with open(d / RNG_FILE, "wb") as fh:
-                    pickle.dump(_rng_state(), fh)
+                write_model(model, d / MODEL_FILE)
+                if train.save_replay_buffer and getattr(model, "replay_buffer", None) is not None:
+                    save_replay_buffer(model, d / REPLAY_FILE)
+                (d / RNG_FILE).write_text(json.dumps(_rng_state()), encoding="utf-8")
                 payload = {"step": step, "monitor": self.state.to_dict(), "resume_key": resume_key}
                 (d / STATE_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
@@ -320,7 +360,15 @@ def _monitor_callback(
 def _load_checkpoint(
     ckpt: Path, train: TrainConfig, venv: VecEnv, resume_key: Mapping[str, Any]
 ) -> tuple[BaseAlgorithm, MonitorState]:
-    payload = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    """Rebuild the model of a checkpoint from ``train`` on ``venv``; nothing is unpickled."""
+    try:
+        payload = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        rng = json.loads((ckpt / RNG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(
+            f"checkpoint {ckpt} has an unreadable {STATE_FILE} or {RNG_FILE} ({e}); delete that "
+            "checkpoint folder to resume from the one before, or start a new run"
+        ) from e
     saved_key = payload.get("resume_key")
     want = json.loads(json.dumps(resume_key))
     if saved_key != want:
@@ -332,15 +380,25 @@ def _load_checkpoint(
             f"checkpoint {ckpt} was written by a run with different {diff}; resume with the "
             "same config and data, or start a new run (another out_dir, or without --resume)"
         )
-    cls = algo_class(train.algo)
-    model = cls.load(ckpt / MODEL_FILE, env=venv, device=train.device)
+    try:
+        model = read_model(ckpt / MODEL_FILE, train, env=venv, device=train.device)
+    except PickledModelError as e:
+        raise DataError(
+            f"checkpoint {ckpt} was written by an older coinrl: its model holds pickled objects "
+            f"({', '.join(e.fields)}), and coinrl never unpickles a run folder; start a new run "
+            "(another out_dir, or without --resume)"
+        ) from e
     if (ckpt / REPLAY_FILE).is_file():
-        model.load_replay_buffer(ckpt / REPLAY_FILE)  # type: ignore[attr-defined]
+        load_replay_buffer(model, ckpt / REPLAY_FILE)
+    elif not train.is_on_policy:
+        logger.warning(
+            "resume: checkpoint %s has no replay buffer (train.save_replay_buffer=false); "
+            "the resumed run starts from an empty one", ckpt,
+        )
     step = int(model.num_timesteps)
     # fresh episodes, seeded from the run seed and the step: a resumed run is reproducible
     model.set_random_seed(int(train.seed or 0) + step)
-    with open(ckpt / RNG_FILE, "rb") as fh:
-        _set_rng_state(pickle.load(fh))  # noqa: S301  (our own checkpoint)
+    _set_rng_state(rng, ckpt / RNG_FILE)
     state = MonitorState.from_dict(payload.get("monitor", {}))
     logger.info("resuming from checkpoint path=%s step=%d", ckpt, step)
     return model, state
@@ -356,6 +414,7 @@ def train_model(
     tracker: Tracker | None = None,
     experiment_config: Mapping[str, Any] | None = None,
     sink: Logger | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainedAgent:
     """Train an agent on ``training_data.train``, validating on ``training_data.validation``.
 
@@ -371,6 +430,9 @@ def train_model(
         tracker: W&B tracker for the metrics (None: no W&B).
         experiment_config: the full experiment config to store in the bundle (plain data).
         sink: an SB3 logger to use instead of :func:`~coinrl.agents.tracking.make_logger`.
+        progress: called with ``(env steps done, steps the run ends at)`` as training goes
+            (:func:`planned_timesteps`; never past it); default with ``train.progress_bar``: a
+            rich bar on stderr.
 
     Returns:
         The :class:`~coinrl.agents.agent.TrainedAgent` (best validated weights when
@@ -417,11 +479,18 @@ def train_model(
         model.set_logger(out_logger)
         monitor = _monitor_callback(train, env, validation, run_dir, state, key)
         callbacks: list[Any] = [monitor]
-        if train.progress_bar:
-            from stable_baselines3.common.callbacks import ProgressBarCallback
-
-            callbacks.append(ProgressBarCallback())
-        remaining = train.total_timesteps - int(model.num_timesteps)
+        done = int(model.num_timesteps)
+        planned = planned_timesteps(train, done)
+        if planned > train.total_timesteps > done:
+            logger.info(
+                "total_timesteps=%d rounds up to %d: SB3 trains whole rollouts", train.total_timesteps, planned
+            )
+        close_bar: Callable[[], None] | None = None
+        if progress is None and train.progress_bar:
+            progress, close_bar = rich_progress()
+        if progress is not None:
+            callbacks.append(progress_callback(progress, done, planned))
+        remaining = train.total_timesteps - done
         if train.is_on_policy:
             p = train.recurrent_ppo if train.algo == "recurrent_ppo" else train.ppo
             n_steps = train.a2c.n_steps if train.algo == "a2c" else p.n_steps
@@ -433,14 +502,18 @@ def train_model(
             train.algo, seed, train.n_envs, train.total_timesteps, remaining,
             training_data.train.symbol, len(training_data.train),
         )
-        if remaining > 0 and not state.stopped_early:
-            model.learn(
-                total_timesteps=remaining,
-                callback=callbacks,
-                log_interval=log_interval,
-                reset_num_timesteps=ckpt is None,
-                progress_bar=False,
-            )
+        try:
+            if remaining > 0 and not state.stopped_early:
+                model.learn(
+                    total_timesteps=remaining,
+                    callback=callbacks,
+                    log_interval=log_interval,
+                    reset_num_timesteps=ckpt is None,
+                    progress_bar=False,
+                )
+        finally:
+            if close_bar is not None:
+                close_bar()
         # a last evaluation of the final weights, then the final checkpoint
         monitor.init_callback(model)
         # (after an early stop the weights are those of the last evaluation: nothing to do)
@@ -455,8 +528,7 @@ def train_model(
         if train.use_best_model and monitor.best_params is not None:
             model.policy.load_state_dict(monitor.best_params)
         elif train.use_best_model and run_dir is not None and (run_dir / BEST_DIR / MODEL_FILE).is_file():
-            best = algo_class(train.algo).load(run_dir / BEST_DIR / MODEL_FILE, device=train.device)
-            model.policy.load_state_dict(best.policy.state_dict())
+            model.policy.load_state_dict(read_policy_state(run_dir / BEST_DIR / MODEL_FILE, device=train.device))
         venv.close()
         if own_sink:
             out_logger.close()
@@ -488,7 +560,9 @@ def train_model(
 
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "MonitorState",
+    "check_trainable",
     "latest_checkpoint",
     "list_checkpoints",
     "make_vec_env",

@@ -9,6 +9,7 @@ line and exit with status 2; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ import typer
 from coinrl.pipeline.errors import CoinrlError
 from coinrl.pipeline.logutil import setup_logging
 
-from .console import console, err_console, progress_bar
+from .console import console, err_console, print_metrics_table, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +39,36 @@ app.add_typer(data_app, name="data")
 app.add_typer(emulator_app, name="emulator")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"coinrl {version('coinrl')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging (-vv: debug).")] = 0,
+    verbose: Annotated[int, typer.Option(
+        "-v", "--verbose", count=True, help="More logging: metric dumps and debug (-vv: libraries too).")] = 0,
     quiet: Annotated[int, typer.Option("-q", "--quiet", count=True, help="Less logging (warnings only).")] = 0,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the installed coinrl version.")] = False,
 ) -> None:
+    """-q/-v may come before or after the subcommand (``coinrl train -v ...``)."""
     setup_logging(verbose - quiet)
+
+
+_VERBOSITY_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
+
+
+def hoist_verbosity_flags(argv: list[str]) -> list[str]:
+    """Move ``-q``/``-v`` (and ``-vv``, ``--verbose``, ``--quiet``) anywhere before ``--`` to
+    the front, where the root command reads them, so ``coinrl train -v CONFIG`` works too."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if _VERBOSITY_FLAGS.match(a)]
+    rest = [a for a in argv[:end] if not _VERBOSITY_FLAGS.match(a)]
+    return flags + rest + argv[end:]
 
 
 def _fmt_ts(ts_ms: int | None) -> str:
@@ -280,13 +305,36 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.total_timesteps=50000.")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in OUT/<name> from its latest checkpoint (same run only).")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Delete the run in OUT/<name> and start a new one.")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the run folder.")] = Path("runs"),
 ) -> None:
-    """Train an agent (PPO/DQN/A2C/SAC/RecurrentPPO), validate it beside the baselines, save its bundle."""
-    from coinrl.experiments.train_cmd import run_train
+    """Train an agent (PPO/DQN/A2C/SAC/RecurrentPPO), validate it beside the baselines, save its bundle.
 
-    bundle = run_train(config, list(overrides or []), resume, out)
+    A run folder holds one run: an occupied OUT/<name> is refused unless --resume (same
+    config and data) or --overwrite.
+    """
+    import json
+    import shlex
+
+    from coinrl.experiments.train_cmd import EVALUATION_FILE, run_train
+
+    try:
+        bundle = run_train(config, list(overrides or []), resume, out, overwrite=overwrite)
+    except KeyboardInterrupt:
+        again = shlex.join(["coinrl", "train", str(config), *(overrides or []), "--out", str(out), "--resume"])
+        err_console.print(
+            "interrupted; the run continues from its latest checkpoint (train.checkpoint_every_steps) "
+            f"with:\n  {again}", markup=False,
+        )
+        raise typer.Exit(130) from None
+    report = json.loads((bundle.parent / EVALUATION_FILE).read_text(encoding="utf-8"))
+    print_metrics_table(
+        f"{bundle.parent.name}: the bundled policy on the validation split (fees and slippage included)",
+        {"agent": report["agent"], **report["baselines"]}, (), (),
+    )
     console.print(f"bundle written to {bundle}")
 
 
@@ -299,26 +347,16 @@ def evaluate(
     """Evaluate a bundle on a split with its own features and normaliser, beside the baselines."""
     import json
 
-    from rich.table import Table
-
     from coinrl.experiments.train_cmd import run_evaluate
 
     rep = run_evaluate(bundle, split)
-    rows = {"agent": rep["agent"], **rep["baselines"]}
-    cols = {
-        "total_return": "return", "annualised_return": "ann. return", "sharpe": "Sharpe",
-        "sortino": "Sortino", "max_drawdown": "max DD", "turnover": "turnover", "fees_paid_quote": "fees",
-    }
-    keys = tuple(cols)
-    table = Table(title=f"{bundle} on the {split} split (fees and slippage included)")
-    table.add_column("strategy")
-    for k in keys:
-        table.add_column(cols[k], justify="right")
-    for name, m in rows.items():
-        table.add_row(name, *(f"{m.get(k, float('nan')):.4g}" if isinstance(m.get(k), int | float) else "-" for k in keys))
-    console.print(table)
+    warnings = []
     if not rep["meta"].get("data_matches_bundle", True):
-        console.print("[yellow]warning:[/yellow] the data differs from what the bundle was trained on")
+        warnings.append("the data differs from what the bundle was trained on")
+    print_metrics_table(
+        f"{bundle} on the {split} split (fees and slippage included)",
+        {"agent": rep["agent"], **rep["baselines"]}, (), warnings,
+    )
     if json_out is not None:
         json_out.write_text(json.dumps(rep, indent=2, sort_keys=True))
         console.print(f"report written to {json_out}")
@@ -354,9 +392,9 @@ def _register_command_modules() -> None:
     Each module imports its heavy dependencies inside its commands, so ``coinrl --help`` stays
     fast.
     """
-    from . import backtest_cmd, live_cmd, tune_cmd
+    from . import backtest_cmd, bundle_cmd, live_cmd, tune_cmd
 
-    for module in (backtest_cmd, tune_cmd, live_cmd):
+    for module in (backtest_cmd, tune_cmd, live_cmd, bundle_cmd):
         module.register(app)
 
 
@@ -366,7 +404,7 @@ _register_command_modules()
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app(args=hoist_verbosity_flags(sys.argv[1:]), prog_name="coinrl")
     except CoinrlError as e:
         err_console.print(f"[red]error:[/red] {e}")
         sys.exit(2)

@@ -30,6 +30,7 @@ from coinrl.agents.config import TrackingConfig, TrainConfig
 from coinrl.agents.tune_space import TuneConfig, space_problems
 from coinrl.envs.config import EnvConfig
 from coinrl.pipeline.config import FrozenModel, apply_overrides, load_yaml, validate_config
+from coinrl.pipeline.errors import ConfigError
 from coinrl.pipeline.source import DataConfig
 
 
@@ -106,14 +107,21 @@ def load_experiment_config(
         The validated config.
 
     Raises:
-        ConfigError: missing file, bad YAML, an unknown key or an out-of-range value (the
-            message names the dotted field path).
+        ConfigError: missing or empty file, bad YAML, an unknown key or an out-of-range value
+            (the message names the dotted field path).
 
     Example:
         >>> cfg = load_experiment_config("experiments/configs/ppo_btc_1h.yaml",
         ...                              ["train.total_timesteps=10000"])  # doctest: +SKIP
     """
-    data = apply_overrides(load_yaml(path), list(overrides))
+    raw = load_yaml(path)
+    if not raw:
+        raise ConfigError(
+            f"{path} is empty; an experiment needs at least its data and training sections "
+            "(copy experiments/configs/ppo_btc_1h.yaml and edit it; every key is listed with its "
+            "default in docs/CONFIG.md)"
+        )
+    data = apply_overrides(raw, list(overrides))
     src = str(path) + (f" with overrides {list(overrides)}" if overrides else "")
     return experiment_config_from(data, source=src)
 

@@ -6,8 +6,9 @@ with it too), so the CLI gets both without hand-written terminal code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -38,3 +39,25 @@ def progress_bar(transient: bool = False) -> Iterator[Progress]:
         transient=transient,
     ) as prog:
         yield prog
+
+
+def print_metrics_table(
+    title: str,
+    columns: Mapping[str, Mapping[str, Any]],
+    verdicts: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+) -> None:
+    """The metrics table of ``coinrl backtest`` (one column per strategy), verdicts, warnings.
+
+    ``train``, ``evaluate``, ``backtest``, ``walkforward`` and ``quickstart`` print one format:
+    this delegates to the backtest command's table so there is one implementation of it.
+
+    Args:
+        title: the table title (say which data and split).
+        columns: strategy name -> metrics (``total_return``, ``sharpe``, ... as fractions).
+        verdicts: plain-text verdict lines printed under the table.
+        warnings: warning lines printed under the verdicts.
+    """
+    from .backtest_cmd import _print_summary
+
+    _print_summary(title, {k: dict(v) for k, v in columns.items()}, verdicts, warnings)

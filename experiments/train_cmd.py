@@ -8,9 +8,10 @@
 * :func:`retrain_from_bundle`: train again from a bundle's ``config.yaml`` alone and say
   whether the result has the same weights.
 
-Run folder layout (``out_dir/<name>/``): ``checkpoints/``, ``best/``, ``progress.csv``,
-``wandb/`` (offline runs), ``bundle/``, ``evaluation.json`` (validation report) and
-``equity_validation.png`` (agent vs baselines).
+Run folder layout (``out_dir/<name>/``): ``run.json`` (run id and identity, see
+:mod:`~coinrl.experiments.run_dir`), ``checkpoints/``, ``best/``, ``progress.csv``, ``train.log``
+(every log line of the run, metric dumps included), ``wandb/`` (offline runs), ``bundle/``,
+``evaluation.json`` (validation report) and ``equity_validation.png`` (agent vs baselines).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from coinrl.agents.evaluate import evaluate_model
 from coinrl.agents.metrics import json_safe
 from coinrl.agents.plots import equity_curve_figure
 from coinrl.agents.tracking import Tracker, make_logger
-from coinrl.agents.train import train_model
+from coinrl.agents.train import check_trainable, train_model
 from coinrl.pipeline.errors import ConfigError
 from coinrl.pipeline.source import load_candles, load_dataset
 from coinrl.pipeline.splits import candles_fingerprint, market_data_from_spec, split_bounds
 
 from .config import ExperimentConfig, experiment_config_from, load_experiment_config
+from .run_dir import claim_run_dir, run_identity
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +44,45 @@ BUNDLE_DIR = "bundle"
 EVALUATION_FILE = "evaluation.json"
 WANDB_ID_FILE = "wandb_run_id.txt"
 EQUITY_PLOT_FILE = "equity_validation.png"
+LOG_FILE = "train.log"
 SPLITS = ("train", "validation", "test", "full")
 
 
 def train_experiment(
-    config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
+    config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False
 ) -> Path:
     """Train, validate, bundle and track one experiment (see :func:`run_train`).
+
+    The data is loaded and checked against the env (window, episode length) and the run
+    folder is claimed (:func:`~coinrl.experiments.run_dir.claim_run_dir`) before anything is
+    written, so a bad run leaves nothing behind and a run folder holds one run.
 
     Returns:
         The bundle folder ``out_dir/<name>/bundle``.
     """
     run_dir = Path(out_dir) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
     prepared = load_dataset(config.data)
+    check_trainable(prepared, config.env)
+    claim_run_dir(run_dir, run_identity(config, prepared), resume=resume, overwrite=overwrite)
+    log_file = _attach_log_file(run_dir / LOG_FILE)
+    try:
+        return _train_in(run_dir, config, prepared, resume)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+
+
+def _attach_log_file(path: Path) -> logging.Handler:
+    """Append every log record of the run (metric dumps included) to ``path``."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
+    ))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _train_in(run_dir: Path, config: ExperimentConfig, prepared: Any, resume: bool) -> Path:
     full_cfg = config.to_dict()
     id_file = run_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
@@ -104,25 +131,31 @@ def train_experiment(
     return bundle
 
 
-def run_train(config_path: Path, overrides: list[str], resume: bool, out_dir: Path) -> Path:
-    """``coinrl train CONFIG [key=value ...] [--resume] [--out DIR]``.
+def run_train(
+    config_path: Path, overrides: list[str], resume: bool, out_dir: Path, *, overwrite: bool = False
+) -> Path:
+    """``coinrl train CONFIG [key=value ...] [--resume | --overwrite] [--out DIR]``.
 
     Args:
         config_path: experiment YAML (``experiments/configs/*.yaml`` or a bundle's
             ``config.yaml``).
         overrides: ``key.path=value`` overrides (e.g. ``train.total_timesteps=50000``).
-        resume: continue from the latest checkpoint in ``out_dir/<name>/checkpoints``.
+        resume: continue the run in ``out_dir/<name>`` from its latest checkpoint (refused
+            when that folder holds a different run).
         out_dir: parent folder of the run folder.
+        overwrite: delete the run in ``out_dir/<name>`` and start a new one (without this or
+            ``resume``, an occupied run folder is refused).
 
     Returns:
         The bundle folder.
 
     Raises:
-        ConfigError: bad config or overrides; a checkpoint from a different config.
-        DataError: unusable data.
+        ConfigError: bad config or overrides; an occupied run folder; a checkpoint or run
+            folder from a different config.
+        DataError: unusable data (e.g. shorter than the env's window and episode).
     """
     config = load_experiment_config(config_path, overrides)
-    return train_experiment(config, out_dir, resume=resume)
+    return train_experiment(config, out_dir, resume=resume, overwrite=overwrite)
 
 
 def run_evaluate(bundle: Path, split: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 
 from coinrl.agents.bundle import load_model
 from coinrl.experiments.train_cmd import retrain_from_bundle, run_evaluate, run_train
-from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.errors import ConfigError, DataError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 TINY = [
@@ -69,3 +69,79 @@ def test_train_evaluate_and_reproduce_from_the_bundle(tmp_path: Path) -> None:
     new_bundle, same = retrain_from_bundle(bundle, tmp_path / "again")
     assert same, "retraining from the bundle's config gave other weights"
     assert new_bundle.is_dir()
+
+
+# --------------------------------------------------------------------------- one run per folder
+
+def _training_info(bundle: Path) -> dict[str, object]:
+    """The bundle's ``training.json`` info (read as data: this checks the run, not bundle loading)."""
+    info: dict[str, object] = json.loads((bundle / "training.json").read_text())["info"]
+    return info
+
+
+MICRO = [
+    "train.total_timesteps=512",
+    "train.n_envs=4",
+    "train.ppo.n_steps=64",
+    "train.ppo.batch_size=128",
+    "train.ppo.n_epochs=1",
+    "train.eval_every_steps=256",
+    "train.checkpoint_every_steps=256",
+    "train.progress_bar=false",
+    "tracking.mode=disabled",
+]
+
+
+def test_a_new_run_over_an_existing_run_is_refused_and_overwrite_starts_clean(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, False, out)
+    run_dir = out / "ppo_btc_1h"
+    first_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    first_ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert first_ckpts == ["step_000000000256", "step_000000000512"]
+    with pytest.raises(ConfigError, match=r"already holds run .*--resume.*--overwrite"):
+        run_train(CONFIGS / "ppo_btc_1h.yaml", [*MICRO, "train.total_timesteps=256"], False, out)
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == first_id  # untouched
+
+    run_train(CONFIGS / "ppo_btc_1h.yaml", [*MICRO, "train.total_timesteps=256"], False, out, overwrite=True)
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] != first_id
+    # the old run's step-512 checkpoint is gone, so a later --resume cannot continue it
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000000000256"]
+    assert _training_info(run_dir / "bundle")["num_timesteps"] == 256
+
+
+def test_resume_refuses_a_different_run_and_accepts_a_bigger_budget(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    run_train(CONFIGS / "ppo_btc_1h.yaml", [*MICRO, "train.total_timesteps=256"], False, out)
+    with pytest.raises(ConfigError, match=r"different run .*train\.ppo\.learning_rate"):
+        run_train(CONFIGS / "ppo_btc_1h.yaml", [*MICRO, "train.ppo.learning_rate=0.001"], True, out)
+    with pytest.raises(ConfigError, match="one of them"):
+        run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, True, out, overwrite=True)
+    bundle = run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, True, out)  # total 256 -> 512: same run
+    assert _training_info(bundle)["resumed_from"] is not None
+    assert _training_info(bundle)["num_timesteps"] == 512
+
+
+def test_overwrite_never_empties_a_folder_coinrl_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    (out / "ppo_btc_1h").mkdir(parents=True)
+    (out / "ppo_btc_1h" / "thesis.tex").write_text("mine")
+    with pytest.raises(ConfigError, match="thesis.tex"):
+        run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, False, out, overwrite=True)
+    assert (out / "ppo_btc_1h" / "thesis.tex").read_text() == "mine"
+
+
+@pytest.mark.usefixtures("offline_wandb")
+def test_a_window_longer_than_the_data_fails_before_creating_anything(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    with pytest.raises(DataError, match="window=100000"):
+        run_train(CONFIGS / "ppo_btc_1h.yaml", [*MICRO, "env.window=100000", "tracking.mode=offline"], False, out)
+    assert not out.exists()
+
+
+def test_an_empty_config_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="empty"):
+        run_train(empty, ["train.total_timesteps=64"], False, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

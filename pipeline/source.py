@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from pydantic import Field
@@ -17,6 +18,7 @@ from .clean import CleanConfig, preprocess_data
 from .config import FrozenModel
 from .features import FeatureSpec, default_feature_spec
 from .formats import read_ohlcv
+from .portfolio import PreparedPortfolio, prepare_portfolio
 from .sample import load_sample
 from .splits import NormConfig, PreparedData, SplitConfig, prepare_data_for_model
 
@@ -64,3 +66,33 @@ def load_dataset(cfg: DataConfig | None = None) -> PreparedData:
         len(prepared.test), prepared.train.n_features,
     )
     return prepared
+
+
+class PortfolioDataConfig(DataConfig):
+    """The ``data:`` section of a portfolio: several sources on one clock.
+
+    Attributes:
+        sources: one source per asset (paths, or ``"sample"`` once for the packaged BTC/USD
+            sample as a one-asset portfolio). Empty: ``source`` alone, as A = 1.
+        norm_scope: ``per_asset`` (a normaliser per asset, fitted on its train rows) or
+            ``pooled`` (one over all assets' train rows).
+        market_features: add the market-wide ``basket_ret_1`` feature.
+    """
+
+    sources: tuple[str, ...] = ()
+    norm_scope: Literal["per_asset", "pooled"] = "per_asset"
+    market_features: bool = False
+
+
+def load_portfolio_dataset(cfg: PortfolioDataConfig | None = None) -> PreparedPortfolio:
+    """Each source's candles -> one clock -> per-asset features -> split -> train-only norm.
+
+    Raises:
+        DataError: a source that cannot be read, assets on different timeframes or with no
+            overlap (the message names the asset).
+    """
+    cfg = cfg or PortfolioDataConfig()
+    sources = cfg.sources or (cfg.source,)
+    frames = [load_candles(cfg.model_copy(update={"source": s})) for s in sources]
+    return prepare_portfolio(frames, spec=cfg.features, split=cfg.split, norm=cfg.norm,
+                             norm_scope=cfg.norm_scope, market_features=cfg.market_features)

@@ -108,3 +108,29 @@ def test_features_command_writes_a_causal_feature_file(tmp_path: Path) -> None:
     feats = pd.read_parquet(tmp_path / "f.parquet")
     assert "rsi_14" in feats.columns
     assert feats.drop(columns=["ts_ms"]).notna().all().all()
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    res = _run("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"coinrl {version('coinrl')}"
+
+
+@pytest.mark.parametrize("flag", ["-q", "-v", "-vv", "--quiet"])
+def test_verbosity_flags_are_accepted_after_the_subcommand(tmp_path: Path, flag: str) -> None:
+    out = tmp_path / "d"
+    res = _run("data", "ingest", "--sample", "--out", str(out), flag)
+    assert res.returncode == 0, res.stderr
+    assert len(list(out.glob("*.parquet"))) == 1
+    if flag in ("-q", "--quiet"):
+        assert "INFO" not in res.stderr
+    else:
+        assert "DEBUG" in res.stderr or "INFO" in res.stderr
+
+
+def test_verbosity_flags_after_a_double_dash_stay_where_they_are() -> None:
+    from coinrl.experiments.cli import hoist_verbosity_flags
+
+    assert hoist_verbosity_flags(["train", "c.yaml", "-v", "--", "-q"]) == ["-v", "train", "c.yaml", "--", "-q"]

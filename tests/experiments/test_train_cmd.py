@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +150,57 @@ def test_an_empty_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="empty"):
         run_train(empty, ["train.total_timesteps=64"], False, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- what the CLI shows
+
+
+def _coinrl(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    code = "from coinrl.experiments.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "COLUMNS": "200"}, **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_train_ends_with_a_results_table_and_keeps_metric_dumps_in_the_log_file(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    res = _coinrl("train", str(CONFIGS / "ppo_btc_1h.yaml"), *MICRO, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    # the validation table: the agent beside every baseline, in backtest's format
+    for word in ("validation split", "agent", "buy_and_hold", "flat", "random", "total return", "Sharpe"):
+        assert word in res.stdout, res.stdout
+    assert "coinrl.agents.metrics" not in res.stderr  # no metric dumps on the console ...
+    log = (out / "ppo_btc_1h" / "train.log").read_text()
+    assert "coinrl.agents.metrics" in log  # ... they are in the run's log file
+    assert "eval/sharpe=" in log
+    res = _coinrl("-v", "train", str(CONFIGS / "ppo_btc_1h.yaml"), *MICRO, "--out", str(out), "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert "coinrl.agents.metrics" in res.stderr  # -v shows them
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    args = [*MICRO, "train.total_timesteps=10000000", "train.eval_every_steps=0"]
+    code = "from coinrl.experiments.cli import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "train", str(CONFIGS / "ppo_btc_1h.yaml"), *args, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        ckpts = out / "ppo_btc_1h" / "checkpoints"
+        deadline = time.monotonic() + 180
+        while not (ckpts.is_dir() and any(ckpts.iterdir())):  # training is under way
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted" in err
+    assert "--resume" in err
+    assert f"--out {out}" in err

@@ -3,7 +3,9 @@
 Layout of a bundle folder::
 
     manifest.json      format, version, algo, fingerprints, sha256 of every other file
-    model.zip          the SB3 model (policy weights, optimiser state, hyper-parameters)
+                       (and, once signed, the signer: see :mod:`coinrl.agents.signing`)
+    model.zip          the SB3 model as plain data: tensors (policy weights, optimiser state)
+                       and JSON counters, no pickled field (see :mod:`coinrl.agents.model_io`)
     config.yaml        the full experiment config (secrets scrubbed): retrain with it
     feature_spec.yaml  the FeatureSpec the observations are built from
     normaliser.json    the normaliser fitted on the TRAINING split
@@ -18,6 +20,14 @@ fingerprint it was saved with (the feature code changed), whose normaliser does 
 spec, or that was saved with a different major version of a library the policy depends on.
 
 A bundle may be zipped (``save_model(agent, "run.zip")``); :func:`load_model` takes either.
+
+**A bundle is data, never code.** Loading one parses JSON and YAML (``yaml.safe_load``) and
+reads tensors with ``torch.load(weights_only=True)``; the SB3 model is rebuilt from
+``config.yaml`` (algorithm, network, hyper-parameters) and the spaces of its env config. A
+``model.zip`` that holds pickled objects (SB3's ``":serialized:"`` fields: every bundle of
+format version 1 has them) is refused without decoding them; ``coinrl bundle migrate`` rewrites
+such a bundle as plain data (:func:`migrate_bundle`). With ``trusted_keys`` a bundle must carry
+a valid ed25519 signature by one of those keys (:func:`sign_bundle`).
 """
 
 from __future__ import annotations
@@ -46,15 +56,21 @@ from coinrl.pipeline.features import FeatureSpec
 from coinrl.pipeline.splits import Normaliser
 
 from .agent import TrainedAgent
-from .algos import algo_class
 from .config import TrainConfig
 from .metrics import json_safe
+from .model_io import PickledModelError, read_model, write_model
 from .redact import scrub_secrets, secret_paths
+from .signing import SIGNATURE_FILE, TrustedKeys, load_trusted_keys
+from .signing import verify_signature as verify_bundle_signature
 
 logger = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "coinrl.bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+"""Version 2: ``model.zip`` holds no pickled field. Version 1 bundles need ``coinrl bundle migrate``."""
+READABLE_VERSIONS = (1, 2)
+MAX_UNZIPPED_BYTES = 8 << 30
+"""Largest total size a zipped bundle may unpack to (a guard against zip bombs)."""
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.zip"
 CONFIG_FILE = "config.yaml"
@@ -190,7 +206,7 @@ def bundle_config(agent: TrainedAgent) -> dict[str, Any]:
 
 def _write_bundle_dir(agent: TrainedAgent, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    agent.model.save(folder / MODEL_FILE)
+    write_model(agent.model, folder / MODEL_FILE)
     cfg = bundle_config(agent)
     _write_text(folder / CONFIG_FILE, yaml.safe_dump(json_safe(cfg), sort_keys=False))
     _write_text(folder / SPEC_FILE, agent.feature_spec.to_yaml())
@@ -236,11 +252,7 @@ def save_model(agent: TrainedAgent, filename: str | Path) -> Path:
         if dest.suffix == ".zip":
             inner = tmp / "bundle"
             _write_bundle_dir(agent, inner)
-            archive = tmp / dest.name
-            with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for name in (MANIFEST, *REQUIRED_FILES):
-                    zf.write(inner / name, arcname=name)
-            os.replace(archive, dest)
+            _zip_folder(inner, dest)
         else:
             inner = tmp / "bundle"
             _write_bundle_dir(agent, inner)
@@ -272,12 +284,19 @@ def verify_bundle(folder: str | Path) -> dict[str, Any]:
             "save_model"
         )
     manifest = _read_json(mpath)
-    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("version") != BUNDLE_VERSION:
+    if not isinstance(manifest, dict):
+        raise DataError(f"{root}/{MANIFEST} is not a JSON object; the bundle is damaged")
+    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("version") not in READABLE_VERSIONS:
         raise DataError(
             f"{root}: unsupported bundle format {manifest.get('format')!r} version "
-            f"{manifest.get('version')!r}; this coinrl reads {BUNDLE_FORMAT} v{BUNDLE_VERSION}"
+            f"{manifest.get('version')!r}; this coinrl reads {BUNDLE_FORMAT} "
+            f"v{READABLE_VERSIONS[0]}-v{BUNDLE_VERSION}"
         )
     files = manifest.get("files") or {}
+    if not isinstance(files, dict) or set(files) - set(REQUIRED_FILES):
+        raise DataError(
+            f"{root}: {MANIFEST} lists files other than {list(REQUIRED_FILES)}; not a coinrl bundle"
+        )
     missing = [n for n in REQUIRED_FILES if n not in files or not (root / n).is_file()]
     if missing:
         raise DataError(f"{root}: bundle files {missing} are missing; re-save or re-download it")
@@ -290,7 +309,26 @@ def verify_bundle(folder: str | Path) -> dict[str, Any]:
     return dict(manifest)
 
 
-def _load_dir(root: Path, device: str, allow_version_mismatch: bool) -> TrainedAgent:
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path} is unreadable or not YAML ({first}); the bundle is damaged") from e
+
+
+def _trusted(keys: str | Path | TrustedKeys | None) -> TrustedKeys | None:
+    if keys is None or isinstance(keys, Mapping):
+        return keys
+    return load_trusted_keys(keys)
+
+
+def _load_dir(
+    root: Path, device: str, allow_version_mismatch: bool, trusted: TrustedKeys | None = None
+) -> TrainedAgent:
+    if trusted is not None:
+        signer = verify_bundle_signature(root, trusted)
+        logger.info("bundle path=%s signed by trusted key_id=%s", root, signer["key_id"])
     manifest = verify_bundle(root)
     versions = _read_json(root / VERSIONS_FILE)
     if allow_version_mismatch:
@@ -311,7 +349,10 @@ def _load_dir(root: Path, device: str, allow_version_mismatch: bool) -> TrainedA
             "changed since it was saved (FEATURES_VERSION) so observations would differ; "
             "retrain with this coinrl or use the coinrl version in versions.json"
         )
-    normaliser = Normaliser.from_dict(_read_json(root / NORMALISER_FILE))
+    try:
+        normaliser = Normaliser.from_dict(_read_json(root / NORMALISER_FILE))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{root}/{NORMALISER_FILE} is malformed ({e!r}); the bundle is damaged") from e
     if normaliser.fingerprint() != manifest.get("normaliser_fingerprint"):
         raise ConfigError(
             f"{root}: normaliser.json does not match the fingerprint in {MANIFEST}; retrain"
@@ -321,13 +362,26 @@ def _load_dir(root: Path, device: str, allow_version_mismatch: bool) -> TrainedA
             f"{root}: the normaliser's features {list(normaliser.names)} differ from the spec's "
             f"{list(spec.feature_names)}; the bundle is inconsistent, retrain it"
         )
-    cfg = yaml.safe_load((root / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    cfg = _read_yaml(root / CONFIG_FILE) or {}
     if not isinstance(cfg, dict) or "env" not in cfg or "train" not in cfg:
         raise ConfigError(f"{root}/{CONFIG_FILE} lacks the env and train sections; retrain")
     env_config = validate_config(EnvConfig, cfg["env"], source=f"{root}/{CONFIG_FILE}:env")
     train_config = validate_config(TrainConfig, cfg["train"], source=f"{root}/{CONFIG_FILE}:train")
-    cls = algo_class(train_config.algo)
-    model = cls.load(root / MODEL_FILE, device=device)
+    from coinrl.envs.trading_env import build_spaces
+
+    obs_space, act_space = build_spaces(env_config, len(spec.feature_names))
+    try:
+        model = read_model(
+            root / MODEL_FILE, train_config,
+            observation_space=obs_space, action_space=act_space, device=device,
+        )
+    except PickledModelError as e:
+        raise DataError(
+            f"{root}/{MODEL_FILE} holds pickled Python objects ({', '.join(e.fields)}) and "
+            "coinrl never unpickles a bundle (that would run code); a bundle from an older "
+            "coinrl (format v1) is rewritten as plain data, without running them, by "
+            "`coinrl bundle migrate BUNDLE`; otherwise do not use it"
+        ) from e
     training = _read_json(root / TRAINING_FILE)
     data = _read_json(root / DATA_FILE)
     logger.info("loaded bundle path=%s algo=%s symbol=%s", root, train_config.algo, data.get("symbol"))
@@ -344,36 +398,70 @@ def _load_dir(root: Path, device: str, allow_version_mismatch: bool) -> TrainedA
     )
 
 
+def _unzip(path: Path, dest: Path) -> None:
+    """Unpack a zipped bundle into ``dest`` (paths and sizes checked first)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            unsafe = [n for n in names if n.startswith("/") or ".." in Path(n).parts]
+            if unsafe:
+                raise DataError(f"{path} holds unsafe paths {unsafe}; it is not a coinrl bundle")
+            if sum(i.file_size for i in infos) > MAX_UNZIPPED_BYTES:
+                raise DataError(f"{path} unpacks to over {MAX_UNZIPPED_BYTES} bytes; not a bundle")
+            zf.extractall(dest)  # noqa: S202  (paths and sizes checked above)
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path} is a damaged zip ({e}); re-download or re-save the bundle") from e
+
+
+def _zip_folder(folder: Path, dest: Path) -> None:
+    """Zip a bundle folder to ``dest`` atomically (the manifest, its files, any signature)."""
+    names = [MANIFEST, *REQUIRED_FILES]
+    if (folder / SIGNATURE_FILE).is_file():
+        names.append(SIGNATURE_FILE)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            zf.write(folder / name, arcname=name)
+    os.replace(tmp, dest)
+
+
 def load_model(
-    filename: str | Path, *, device: str = "cpu", allow_version_mismatch: bool = False
+    filename: str | Path,
+    *,
+    device: str = "cpu",
+    allow_version_mismatch: bool = False,
+    trusted_keys: str | Path | TrustedKeys | None = None,
 ) -> TrainedAgent:
     """Load and verify a bundle folder or zip written by :func:`save_model`.
+
+    Nothing in the bundle is executed: see the module docstring.
 
     Args:
         filename: the bundle folder or ``.zip``.
         device: torch device for the policy.
         allow_version_mismatch: load even when a major library version differs (logged).
+        trusted_keys: a trusted-keys file (or the parsed keys): the bundle must then be signed
+            by one of them (:mod:`coinrl.agents.signing`). None: signatures are not checked.
 
     Returns:
         The :class:`~coinrl.agents.agent.TrainedAgent`.
 
     Raises:
-        DataError: not a bundle, missing files, or files that fail their sha256.
-        ConfigError: feature spec/normaliser mismatch, major library version mismatch, or a
-            config the installed coinrl cannot read.
+        DataError: not a bundle, missing or damaged files, files that fail their sha256, a
+            model file holding pickled objects, or (with ``trusted_keys``) an unsigned,
+            untrusted or modified-after-signing bundle.
+        ConfigError: feature spec/normaliser mismatch, major library version mismatch, a
+            config the installed coinrl cannot read, or an unreadable trusted-keys file.
     """
     path = Path(filename)
+    trusted = _trusted(trusted_keys)
     if path.is_dir():
-        return _load_dir(path, device, allow_version_mismatch)
+        return _load_dir(path, device, allow_version_mismatch, trusted)
     if path.is_file() and zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory(prefix="coinrl-bundle-") as tmp:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-                unsafe = [n for n in names if n.startswith("/") or ".." in Path(n).parts]
-                if unsafe:
-                    raise DataError(f"{path} holds unsafe paths {unsafe}; it is not a coinrl bundle")
-                zf.extractall(tmp)  # noqa: S202  (paths checked above)
-            agent = _load_dir(Path(tmp), device, allow_version_mismatch)
+            _unzip(path, Path(tmp))
+            agent = _load_dir(Path(tmp), device, allow_version_mismatch, trusted)
             agent.info["bundle"] = str(path)
             return agent
     raise DataError(f"{path} is neither a bundle folder nor a bundle zip; pass what save_model wrote")

@@ -21,7 +21,10 @@
   (logging, ``progress.csv``, W&B); coinrl's own metrics are recorded as ``eval/...``;
 * **reproducibility**: one seed for SB3 (python, numpy, torch, action space, envs),
   ``torch.set_num_threads(torch_threads)`` and ``torch.use_deterministic_algorithms`` while
-  training, so the same config and seed give bit-identical weights on CPU.
+  training, so the same config and seed give bit-identical weights on CPU;
+* **plain data**: checkpoints and ``best/`` hold the model without pickled fields
+  (:mod:`coinrl.agents.model_io`), the replay buffer as ``.npz`` and the RNG states as JSON, and
+  resuming rebuilds the model from the config: nothing in a run folder is ever unpickled.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from .config import TrainConfig
 from .metrics import json_safe
 from .model_io import (
     PickledModelError,
-    build_model,
     load_replay_buffer,
     read_model,
     read_policy_state,

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from coinrl.agents.algos import algo_class
 from coinrl.agents.config import TrainConfig
-from coinrl.agents.train import latest_checkpoint, list_checkpoints, train_model, weights_hash
+from coinrl.agents.model_io import read_model
+from coinrl.agents.train import (
+    latest_checkpoint,
+    list_checkpoints,
+    make_vec_env,
+    train_model,
+    weights_hash,
+)
 from coinrl.envs.config import EnvConfig
 from coinrl.pipeline.config import validate_config
 from coinrl.pipeline.errors import ConfigError
@@ -47,7 +53,8 @@ def test_validation_best_model_and_one_metrics_sink(
     assert agent.info["best_step"] == best["step"]
     assert agent.history[0]["score"] == agent.history[0]["sharpe"]  # eval_metric = sharpe
     # the returned weights are the best evaluated ones, as saved in best/model.zip
-    saved_best = algo_class("ppo").load(tmp_path / "best" / "model.zip")
+    saved_best = read_model(tmp_path / "best" / "model.zip", cfg,
+                            env=make_vec_env(planted.train, small_env, cfg.n_envs))
     assert weights_hash(saved_best) == agent.info["weights_sha256"]
     # SB3's train/ metrics and coinrl's eval/ metrics went through the same logger
     with open(tmp_path / "progress.csv") as fh:
@@ -138,11 +145,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(
     ckpt = latest_checkpoint(run)
     assert ckpt is not None
     step = int(ckpt.name.removeprefix("step_"))
-    at_ckpt = algo_class("ppo").load(ckpt / "model.zip")
+    cfg = train_config(total_timesteps=step + 1024, checkpoint_every_steps=1024, keep_checkpoints=50)
+    at_ckpt = read_model(ckpt / "model.zip", cfg, env=make_vec_env(planted.train, small_env, cfg.n_envs))
     assert at_ckpt.num_timesteps == step
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    cfg = train_config(total_timesteps=step + 1024, checkpoint_every_steps=1024, keep_checkpoints=50)
     a = train_model(planted, cfg, small_env, out_dir=run, resume=True)
     b = train_model(planted, cfg, small_env, out_dir=copy, resume=True)
     assert a.info["resumed_from"] == str(ckpt)

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from coinrl.pipeline.errors import CoinrlError
+from coinrl.pipeline.errors import CoinrlError, DataError
 from coinrl.pipeline.logutil import setup_logging
 
 from .console import console, err_console, print_metrics_table, progress_bar
@@ -96,14 +96,22 @@ def data_ingest(
     duplicates: Annotated[str, typer.Option(help="Conflicting duplicate bars: error|first|last.")] = "last",
     gaps: Annotated[str, typer.Option(help="Missing bars: report|error|ffill.")] = "report",
     invalid: Annotated[str, typer.Option(help="Invalid rows (NaN, high<low, ...): error|drop.")] = "drop",
+    symbol: Annotated[str | None, typer.Option(
+        help="Market of files that do not say it, e.g. BTC/USDT (names the stored file).")] = None,
+    exchange: Annotated[str | None, typer.Option(
+        help="Exchange of files that do not say it, e.g. binance (names the stored file).")] = None,
 ) -> None:
-    """Read exchange exports, clean them, store Parquet and print what was found and fixed."""
+    """Read exchange exports, clean them, store Parquet and print what was found and fixed.
+
+    A stored series is never replaced: a file of the same market is merged only when the bars
+    both hold are identical; anything else is refused (use --symbol/--exchange or --out).
+    """
     from rich.table import Table
 
     from coinrl.pipeline.clean import CleanConfig, preprocess_data
     from coinrl.pipeline.config import validate_config
     from coinrl.pipeline.formats import read_ohlcv
-    from coinrl.pipeline.store import store_data
+    from coinrl.pipeline.store import merge_into_store
 
     clean = validate_config(
         CleanConfig, {"duplicates": duplicates, "gaps": gaps, "invalid": invalid}, "command line"
@@ -115,7 +123,7 @@ def data_ingest(
         raise CoinrlError("nothing to ingest: pass file paths, or --sample for the packaged sample")
     table = Table(title="ingested")
     stored: list[Path] = []
-    for col in ("source", "format", "symbol", "tf", "rows", "from", "to", "gaps", "fixes"):
+    for col in ("source", "format", "symbol", "tf", "rows", "from", "to", "gaps", "fixes", "stored"):
         table.add_column(col, overflow="fold")
     with progress_bar(transient=True) as prog:
         task = prog.add_task("ingest", total=len(sources))
@@ -128,15 +136,17 @@ def data_ingest(
             else:
                 df = read_ohlcv(src, fmt=fmt, clean=clean)
             rep = dict(df.attrs.get("clean_report", {}))
-            name = _stored_name(
-                df.attrs.get("symbol", ""), df.attrs.get("exchange", ""), df.attrs.get("timeframe", "")
-            )
+            for key, given in (("symbol", symbol), ("exchange", exchange)):
+                found = df.attrs.get(key) or ""
+                if given and found and found != given:
+                    raise DataError(f"{src} says its {key} is {found!r}, --{key} says {given!r}; drop --{key}")
+                df.attrs[key] = given or found
+            name = _stored_name(df.attrs["symbol"], df.attrs["exchange"], df.attrs.get("timeframe", ""))
             if src == "<packaged sample>":
                 name = name.replace(".parquet", "_sample.parquet")
             dest = out / name
-            if dest in stored:  # two sources of the same market in one run: keep both
-                dest = out / f"{Path(str(src)).stem}.parquet"
-            store_data(df, dest)
+            existed = dest.exists()
+            _, n_new = merge_into_store(df, dest)
             fixes = []
             for key in ("n_duplicates_identical", "n_duplicates_conflicting", "n_filled", "n_unsorted_fixed"):
                 if rep.get(key):
@@ -148,7 +158,8 @@ def data_ingest(
                 fixes.append("reversed")
             if df.attrs.get("n_volume_swapped"):
                 fixes.append(f"volume_swapped={df.attrs['n_volume_swapped']}")
-            stored.append(dest)
+            if dest not in stored:
+                stored.append(dest)
             table.add_row(
                 Path(str(src)).name,
                 str(df.attrs.get("format", "")),
@@ -159,6 +170,7 @@ def data_ingest(
                 _fmt_ts(int(df["ts_ms"].iloc[-1]) if len(df) else None),
                 f"{rep.get('n_gaps', 0)} (max {rep.get('largest_gap_bars', 0)})",
                 ", ".join(fixes) or "-",
+                f"{dest.name} (+{n_new:,} bars)" if existed else dest.name,
             )
             prog.advance(task)
     console.print(table)

@@ -188,6 +188,89 @@ def store_data(
     return Path(filename)
 
 
+def merge_into_store(
+    data: pd.DataFrame,
+    filename: str | Path,
+    *,
+    symbol: str | None = None,
+    exchange: str | None = None,
+    timeframe: str | None = None,
+) -> tuple[Path, int]:
+    """Store candles without ever replacing a stored series with a different one.
+
+    A new file is written as :func:`store_data` does. An existing one is merged with
+    ``data`` only when both are the same market (symbol, exchange and timeframe recorded in
+    the file equal those of ``data``) and every bar they share is identical (OHLCV, bit for
+    bit); the union of their bars is then stored. A series whose symbol is unknown is never
+    merged into an existing file (two unlabelled exports may be two markets), except as an
+    identical re-ingest, which changes nothing.
+
+    Args:
+        data: cleaned candles (``ts_ms`` ascending and unique, OHLCV).
+        filename: the stored Parquet file.
+        symbol, exchange, timeframe: of ``data``; default its ``attrs``.
+
+    Returns:
+        ``(path, new bars)``: bars of ``data`` the file did not hold before (0 when the file
+        already held them all and was left as it was).
+
+    Raises:
+        DataError: the file holds another market, or bars that differ from ``data``'s.
+    """
+    dest = Path(filename)
+    attrs = dict(data.attrs)
+    symbol = symbol or attrs.get("symbol") or ""
+    exchange = exchange or attrs.get("exchange") or ""
+    timeframe = timeframe or attrs.get("timeframe") or ""
+    if not dest.exists():
+        return store_data(data, dest, symbol=symbol, exchange=exchange, timeframe=timeframe), len(data)
+    _check_frame(data)
+    meta = read_metadata(dest)
+    hint = "pass --symbol/--exchange to store it under its own name, or --out another folder"
+    stored_as = (meta.get("symbol", ""), meta.get("exchange", ""), meta.get("timeframe", ""))
+    if not meta or stored_as != (symbol, exchange, timeframe):
+        raise DataError(
+            f"{dest} already holds {stored_as[0] or 'an unknown symbol'} on "
+            f"{stored_as[1] or 'an unknown exchange'} {stored_as[2] or '?'}, not "
+            f"{symbol or 'an unknown symbol'} on {exchange or 'an unknown exchange'} {timeframe}; "
+            f"it is not replaced: {hint}"
+        )
+    old = load_data(dest)
+    old_ts = old["ts_ms"].to_numpy(dtype=np.int64)
+    new_ts = data["ts_ms"].to_numpy(dtype=np.int64)
+    _, i_old, i_new = np.intersect1d(old_ts, new_ts, assume_unique=True, return_indices=True)
+    cols = list(OHLCV_COLUMNS[1:])
+    a = old[cols].to_numpy(dtype=np.float64)[i_old]
+    b = data[cols].to_numpy(dtype=np.float64)[i_new]
+    differ = np.flatnonzero((a != b).any(axis=1))
+    if len(differ):
+        k = int(differ[0])
+        col = cols[int(np.flatnonzero(a[k] != b[k])[0])]
+        ts = pd.Timestamp(int(old_ts[i_old[k]]), unit="ms", tz="UTC").isoformat()
+        raise DataError(
+            f"{dest} holds {len(i_old):,} of these bars and {len(differ):,} of them differ (first at "
+            f"{ts}: stored {col}={float(a[k][cols.index(col)])!r}, new {col}={float(b[k][cols.index(col)])!r}); "
+            f"a stored series is never replaced by another: {hint}"
+        )
+    fresh = np.setdiff1d(new_ts, old_ts, assume_unique=True)
+    if len(fresh) == 0:
+        logger.info("merge: %s already holds all %d bars; unchanged", dest, len(data))
+        return dest, 0
+    if not symbol:
+        raise DataError(
+            f"{dest} holds a series of unknown symbol and these candles add {len(fresh):,} bars "
+            f"to it; unlabelled exports may be different markets, so they are not merged: {hint}"
+        )
+    keep = list(OHLCV_COLUMNS) + [c for c in old.columns if c in data.columns and c not in OHLCV_COLUMNS]
+    add = data.loc[np.isin(new_ts, fresh), keep]
+    merged = pd.concat([old[keep], add], ignore_index=True).sort_values("ts_ms", kind="stable")
+    merged = merged.reset_index(drop=True)
+    merged.attrs = {"source": attrs.get("source", ""), "format": attrs.get("format", "")}
+    store_data(merged, dest, symbol=symbol, exchange=exchange, timeframe=timeframe)
+    logger.info("merge: %s gained %d bars (now %d)", dest, len(fresh), len(merged))
+    return dest, len(fresh)
+
+
 def read_metadata(filename: str | Path) -> dict[str, Any]:
     """The coinrl metadata of a stored Parquet file ({} for a foreign Parquet file)."""
     try:

@@ -134,3 +134,53 @@ def test_verbosity_flags_after_a_double_dash_stay_where_they_are() -> None:
     from coinrl.experiments.cli import hoist_verbosity_flags
 
     assert hoist_verbosity_flags(["train", "c.yaml", "-v", "--", "-q"]) == ["-v", "train", "c.yaml", "--", "-q"]
+
+
+def _generic_csv(path: Path, start: str, n: int, shift: float = 0.0) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    ts = pd.date_range(start, periods=n, freq="h", tz="UTC")
+    close = 100 + np.sin(ts.asi8 // 3_600_000_000_000 % 1000) + shift  # a function of the bar time
+    pd.DataFrame({
+        "timestamp": ts.strftime("%Y-%m-%d %H:%M:%S"), "open": close, "high": close + 1,
+        "low": close - 1, "close": close, "volume": 1.0,
+    }).to_csv(path, index=False)
+    return path
+
+
+def test_ingest_never_replaces_a_stored_series_with_another(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "data"
+    a = _generic_csv(tmp_path / "a.csv", "2024-01-01", 3000)
+    b = _generic_csv(tmp_path / "b.csv", "2024-06-01", 200, shift=7.0)
+    assert _run("data", "ingest", str(a), "--out", str(out)).returncode == 0
+    stored = out / "unknown_UNKNOWN_1h.parquet"
+    assert len(pd.read_parquet(stored)) == 3000
+    res = _run("data", "ingest", str(b), "--out", str(out))  # no symbol: may be another market
+    assert res.returncode == 2, res.stdout
+    assert "--symbol" in res.stderr
+    assert len(pd.read_parquet(stored)) == 3000  # not replaced by 200 rows
+    res = _run("data", "ingest", str(b), "--symbol", "ETH/USD", "--exchange", "kraken", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert len(pd.read_parquet(out / "kraken_ETH-USD_1h.parquet")) == 200
+
+
+def test_ingest_merges_the_same_market_only_when_shared_bars_agree(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "data"
+    opts = ["--symbol", "BTC/USD", "--exchange", "kraken", "--out", str(out)]
+    first = _generic_csv(tmp_path / "jan.csv", "2024-01-01", 100)
+    later = _generic_csv(tmp_path / "later.csv", "2024-01-03 04:00", 100)  # 48 bars shared
+    assert _run("data", "ingest", str(first), *opts).returncode == 0
+    res = _run("data", "ingest", str(later), *opts)
+    assert res.returncode == 0, res.stderr
+    stored = out / "kraken_BTC-USD_1h.parquet"
+    assert len(pd.read_parquet(stored)) == 152
+    revised = _generic_csv(tmp_path / "revised.csv", "2024-01-02", 10, shift=0.5)
+    res = _run("data", "ingest", str(revised), *opts)
+    assert res.returncode == 2
+    assert "differ" in res.stderr
+    assert len(pd.read_parquet(stored)) == 152

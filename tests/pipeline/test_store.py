@@ -14,7 +14,14 @@ import pytest
 
 import coinrl.pipeline.store as store
 from coinrl.pipeline.errors import DataError
-from coinrl.pipeline.store import gap_summary, iter_catalog, load_data, read_metadata, store_data
+from coinrl.pipeline.store import (
+    gap_summary,
+    iter_catalog,
+    load_data,
+    merge_into_store,
+    read_metadata,
+    store_data,
+)
 
 HOUR = 3_600_000
 T0 = 1_609_459_200_000  # 2021-01-01T00:00Z
@@ -143,3 +150,48 @@ def test_catalog_lists_stored_files_with_range_and_gaps(tmp_path: Path) -> None:
     assert (eth.rows, eth.first_ts_ms, eth.last_ts_ms) == (26, T0, T0 + 29 * HOUR)
     assert (eth.n_gaps, eth.largest_gap_bars) == (2, 3)
     assert eth.schema_version == store.SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- never replace a series
+
+
+def _labelled(df: pd.DataFrame, symbol: str = "BTC/USDT", exchange: str = "binance") -> pd.DataFrame:
+    df.attrs.update({"symbol": symbol, "exchange": exchange, "timeframe": "1h"})
+    return df
+
+
+def test_merge_of_the_same_market_keeps_every_bar_once(tmp_path: Path) -> None:
+    full = candles(300)
+    path = tmp_path / "btc.parquet"
+    assert merge_into_store(_labelled(full.iloc[:200].copy()), path) == (path, 200)
+    assert merge_into_store(_labelled(full.iloc[150:].copy()), path) == (path, 100)  # 50 shared, identical
+    back = load_data(path)
+    pd.testing.assert_frame_equal(back, full, check_like=False)
+    assert read_metadata(path)["rows"] == 300
+    assert merge_into_store(_labelled(full.iloc[10:20].copy()), path) == (path, 0)  # nothing new
+
+
+def test_merge_refuses_overlapping_bars_that_differ_and_keeps_the_stored_file(tmp_path: Path) -> None:
+    path = tmp_path / "btc.parquet"
+    merge_into_store(_labelled(candles(300, seed=1)), path)
+    before = path.read_bytes()
+    other = _labelled(candles(200, start=T0 + 250 * HOUR, seed=2))  # shares 50 bars, other prices
+    with pytest.raises(DataError, match=r"50 of these bars and 50 of them differ .*2021-01-11T10:00"):
+        merge_into_store(other, path)
+    assert path.read_bytes() == before
+
+
+def test_merge_refuses_another_market_and_unlabelled_series(tmp_path: Path) -> None:
+    path = tmp_path / "x.parquet"
+    merge_into_store(_labelled(candles(100)), path)
+    with pytest.raises(DataError, match="already holds BTC/USDT on binance 1h, not ETH/USDT"):
+        merge_into_store(_labelled(candles(100), symbol="ETH/USDT"), path)
+    # two exports without a symbol may be two markets: 3,000 rows are not replaced by 200
+    unknown = tmp_path / "unknown.parquet"
+    first = _labelled(candles(3000, seed=3), symbol="", exchange="")
+    merge_into_store(first, unknown)
+    with pytest.raises(DataError, match="unknown symbol"):
+        merge_into_store(_labelled(candles(200, start=T0 + 5000 * HOUR, seed=4), symbol="", exchange=""), unknown)
+    assert read_metadata(unknown)["rows"] == 3000
+    # the same unlabelled file again is a no-op
+    assert merge_into_store(_labelled(candles(3000, seed=3), symbol="", exchange=""), unknown) == (unknown, 0)

@@ -169,3 +169,89 @@ def env_config_from(config: EnvConfig | Mapping[str, Any] | None, **overrides: A
         )
     base.update(overrides)
     return validate_config(EnvConfig, base, source="EnvConfig")
+
+
+class AssetCosts(FrozenModel):
+    """Per-asset execution overrides of a portfolio (None = the account's value).
+
+    Units as in :class:`EnvConfig`: fractions, bps, quote, base.
+    """
+
+    taker_fee_rate: Fraction | None = None
+    slippage_bps: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = None
+    impact_coef: NonNegFloat | None = None
+    min_notional_quote: NonNegFloat | None = None
+    lot_size_base: NonNegFloat | None = None
+    maintenance_margin_rate: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+
+
+class PortfolioEnvConfig(EnvConfig):
+    """:class:`EnvConfig` for one account over A assets (cross margin).
+
+    Attributes:
+        action: ``"continuous"`` (target weights, see :class:`~coinrl.envs.actions.ActionMap`)
+            or ``"discrete"`` (one of ``positions`` per asset, ``MultiDiscrete``).
+        gross_leverage: budget on ``sum |w_a|`` (default ``max_leverage``; at most it).
+        net_exposure_max: bound on ``|sum w_a|`` (default the gross budget).
+        asset_costs: per-symbol overrides of fees, slippage, impact, lot size, min notional
+            and maintenance margin.
+    """
+
+    action: ActionMode = "continuous"
+    gross_leverage: Annotated[float, Field(gt=0.0)] | None = None
+    net_exposure_max: Annotated[float, Field(ge=0.0)] | None = None
+    asset_costs: dict[str, AssetCosts] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> PortfolioEnvConfig:
+        if self.gross_leverage is not None and self.gross_leverage > self.max_leverage:
+            raise ValueError(
+                f"gross_leverage={self.gross_leverage} exceeds max_leverage={self.max_leverage}; "
+                "raise max_leverage or lower the budget"
+            )
+        if self.action == "discrete":
+            for p in self.discrete_positions:
+                if abs(p) > self.gross_budget:
+                    raise ValueError(
+                        f"discrete position {p} is beyond the gross budget {self.gross_budget}; "
+                        "raise gross_leverage or use smaller positions"
+                    )
+        if self.delay_bars != 1:
+            raise ValueError("portfolio envs fill at the next open only (delay_bars=1)")
+        if self.obs_mode != "box":
+            raise ValueError("portfolio envs have Box observations only (obs_mode='box')")
+        return self
+
+    @property
+    def gross_budget(self) -> float:
+        """The gross exposure budget ``sum |w_a|``."""
+        return self.max_leverage if self.gross_leverage is None else self.gross_leverage
+
+    @property
+    def net_budget(self) -> float:
+        """The bound on ``|sum w_a|``."""
+        return self.gross_budget if self.net_exposure_max is None else self.net_exposure_max
+
+
+def portfolio_config_from(
+    config: PortfolioEnvConfig | EnvConfig | Mapping[str, Any] | None, **overrides: Any
+) -> PortfolioEnvConfig:
+    """A :class:`PortfolioEnvConfig` from a model, a mapping or defaults, plus overrides.
+
+    Raises:
+        ConfigError: an unknown key or out-of-range value, naming the field.
+    """
+    if isinstance(config, PortfolioEnvConfig) and not overrides:
+        return config
+    if isinstance(config, EnvConfig):
+        base: dict[str, Any] = config.model_dump(exclude_unset=True)
+    elif config is None:
+        base = {}
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    else:
+        from coinrl.pipeline.errors import ConfigError
+
+        raise ConfigError(f"portfolio config must be a PortfolioEnvConfig or a mapping, got {type(config).__name__}")
+    base.update(overrides)
+    return validate_config(PortfolioEnvConfig, base, source="PortfolioEnvConfig")

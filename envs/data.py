@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from coinrl.pipeline.dataset import MarketData
+from coinrl.pipeline.dataset import MarketData, PortfolioData
 from coinrl.pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -119,3 +119,51 @@ def market_list(
                 f"{markets[0].symbol} has {names}; build them with the same FeatureSpec"
             )
     return markets
+
+
+@functools.lru_cache(maxsize=4)
+def default_portfolio_data(split: Split = "train") -> PortfolioData:
+    """A seeded synthetic 4-asset hourly portfolio (common factor, regimes, asset 1 following
+    asset 0's last return), default features, per-asset normalisers fitted on train.
+
+    What ``gymnasium.make("coinrl/Portfolio-v0")`` trades. Cached.
+    """
+    from coinrl.pipeline.portfolio import prepare_portfolio
+    from coinrl.pipeline.synthetic_assets import correlated_assets
+
+    prepared = prepare_portfolio(correlated_assets(4, 3_000, seed=0, lead_lag=(0, 1, 0.3)))
+    pd_: PortfolioData = getattr(prepared, split)
+    return pd_
+
+
+def portfolio_data_from(
+    data: PortfolioData | MarketData | Sequence[MarketData] | object | None, split: Split = "train"
+) -> PortfolioData:
+    """Turn what a user passes to a portfolio env into :class:`PortfolioData`.
+
+    Args:
+        data: PortfolioData (as is); a ``PreparedPortfolio`` (its ``split`` part); one
+            MarketData (A = 1) or a sequence of MarketData on one clock; None for
+            :func:`default_portfolio_data`.
+        split: the part of a PreparedPortfolio or of the default data.
+
+    Raises:
+        DataError: unsupported input, or markets on different clocks (naming the asset).
+    """
+    if data is None:
+        return default_portfolio_data(split)
+    if isinstance(data, PortfolioData):
+        return data
+    if isinstance(data, MarketData):
+        return PortfolioData.from_markets([data])
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(
+        isinstance(d, MarketData) for d in data
+    ):
+        return PortfolioData.from_markets(list(data))
+    part = getattr(data, split, None)
+    if isinstance(part, PortfolioData):
+        return part
+    raise DataError(
+        f"cannot build portfolio data from {type(data).__name__}; pass PortfolioData, a "
+        "PreparedPortfolio, MarketData on one clock, or None for the synthetic default"
+    )

@@ -160,3 +160,29 @@ class TradingSB3VecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         """No rendering in the batched env."""
         return [None for _ in range(self.num_envs)]
+
+
+class PortfolioSB3VecEnv(TradingSB3VecEnv):
+    """SB3 ``VecEnv`` over :class:`~coinrl.envs.portfolio_vector.PortfolioVectorEnv`
+    (SAME_STEP autoreset), with the same contract as :class:`TradingSB3VecEnv`;
+    ``infos[i]["position_base"]`` is the (A,) vector of positions.
+
+    Args:
+        num_envs: number of episodes N.
+        data, config, **overrides: as for :class:`~coinrl.envs.portfolio_env.PortfolioEnv`.
+    """
+
+    def __init__(
+        self, num_envs: int = 8, data: Any = None, config: Any = None, **overrides: Any
+    ) -> None:
+        from .portfolio_vector import PortfolioVectorEnv
+
+        self.venv = PortfolioVectorEnv(  # type: ignore[assignment]
+            num_envs, data, config, autoreset_mode=AutoresetMode.SAME_STEP, **overrides
+        )
+        self.render_mode = None
+        VecEnv.__init__(self, num_envs, self.venv.single_observation_space, self.venv.single_action_space)
+        self._actions = None
+        self._ep_return = np.zeros(num_envs)
+        self._ep_len = np.zeros(num_envs, dtype=np.int64)
+        self._t0 = time.perf_counter()

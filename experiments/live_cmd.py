@@ -94,6 +94,7 @@ def run_session(
     client_config: Mapping[str, Any] | None = None,
     install_signals: bool = True,
     on_start: Callable[[Any], None] | None = None,
+    trusted_keys: Path | None = None,
 ) -> int:
     """Trade ``bundle`` paper or live until stopped; the session's exit code.
 
@@ -117,6 +118,8 @@ def run_session(
         client_config: extra ccxt settings.
         install_signals: route SIGINT/SIGTERM to a safe stop (main thread only).
         on_start: called with the runner before it runs (tests, the CLI's banner).
+        trusted_keys: a trusted-keys file: the bundle (and every hot reload) must be signed
+            by one of its keys (:mod:`coinrl.agents.signing`); None: not checked.
 
     Returns:
         The :class:`~coinrl.live.runner.ExitCode` as an int.
@@ -134,7 +137,12 @@ def run_session(
 
     if mode not in ("paper", "live"):
         raise ConfigError(f"mode must be 'paper' or 'live', got {mode!r}")
-    agent = load_model(bundle)
+    trusted = None
+    if trusted_keys is not None:
+        from coinrl.agents.signing import load_trusted_keys
+
+        trusted = load_trusted_keys(trusted_keys)
+    agent = load_model(bundle, trusted_keys=trusted)
     sym, tf = _market_of(agent, symbol, timeframe)
     risk = load_config(RiskConfig, risk_path) if risk_path is not None else RiskConfig()
     cfg = RunnerConfig(max_bars=max_bars, flatten_on_exit=flatten_on_exit,
@@ -173,6 +181,10 @@ def run_session(
     )
     logger.info("session starting mode=%s symbol=%s timeframe=%s run_id=%s journal=%s",
                 mode, sym, tf, journal.run_id, path)
+    if trusted is not None:  # a hot-reloaded bundle must be signed by the same keys
+        from functools import partial
+
+        runner.loader = partial(load_model, trusted_keys=trusted)
     if on_start is not None:
         on_start(runner)
     restore = runner.install_signal_handlers() if install_signals else (lambda: None)
@@ -330,6 +342,7 @@ def register(app: typer.Typer) -> None:
         bundle: Annotated[Path, typer.Argument(help="Model bundle (folder or zip).")],
         exchange: Annotated[str, typer.Option(help="ccxt exchange id.")] = "binance",
         exchange_url: Annotated[str | None, typer.Option("--exchange-url", help="Base URL (the emulator).")] = None,
+        trusted_keys: Annotated[Path | None, typer.Option("--trusted-keys", help="Refuse a bundle not signed by one of these public keys (coinrl bundle keygen).")] = None,
         symbol: Annotated[str | None, typer.Option(help="Market (default: the bundle's).")] = None,
         timeframe: Annotated[str | None, typer.Option(help="Bar size (default: the bundle's).")] = None,
         journal: Annotated[Path | None, typer.Option(help="Journal file (an existing one continues its run).")] = None,
@@ -349,7 +362,7 @@ def register(app: typer.Typer) -> None:
             max_bars=max_bars, flatten_on_exit=flatten_on_exit,
             reload_every_bars=reload_every_bars,
             max_clock_skew_ms=None if no_clock_check else max_clock_skew_ms,
-            wandb_mode=_wandb_mode(wandb), on_start=_banner("paper"),
+            wandb_mode=_wandb_mode(wandb), on_start=_banner("paper"), trusted_keys=trusted_keys,
         ))
         _finish(code)
 
@@ -360,6 +373,7 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", help="Confirm without the prompt.")] = False,
         exchange: Annotated[str, typer.Option(help="ccxt exchange id.")] = "binance",
         exchange_url: Annotated[str | None, typer.Option("--exchange-url", help="Base URL (the emulator).")] = None,
+        trusted_keys: Annotated[Path | None, typer.Option("--trusted-keys", help="Refuse a bundle not signed by one of these public keys (coinrl bundle keygen).")] = None,
         key_file: Annotated[Path | None, typer.Option(help="API key file (default: env vars, then ~/.config/coinrl/keys.json).")] = None,
         symbol: Annotated[str | None, typer.Option(help="Market (default: the bundle's).")] = None,
         timeframe: Annotated[str | None, typer.Option(help="Bar size (default: the bundle's).")] = None,
@@ -386,7 +400,7 @@ def register(app: typer.Typer) -> None:
             run_id=run_id, risk_path=risk, max_bars=max_bars, flatten_on_exit=flatten_on_exit,
             reload_every_bars=reload_every_bars,
             max_clock_skew_ms=None if no_clock_check else max_clock_skew_ms,
-            wandb_mode=_wandb_mode(wandb), on_start=_banner("LIVE"),
+            wandb_mode=_wandb_mode(wandb), on_start=_banner("LIVE"), trusted_keys=trusted_keys,
         ))
         _finish(code)
 

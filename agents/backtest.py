@@ -42,9 +42,9 @@ from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import ConfigError, DataError
 
 from .agent import TrainedAgent
-from .baselines import MA_CROSSOVER_BARS, run_baselines
-from .evaluate import policy_metrics
-from .metrics import json_safe, simple_returns
+from .baselines import MA_CROSSOVER_BARS, play_baselines
+from .evaluate import directional_quality, policy_metrics
+from .metrics import can_annualise, json_safe, simple_returns
 from .rollout import (
     Rollout,
     evaluation_config,
@@ -55,7 +55,7 @@ from .rollout import (
     stacked_torch_policy,
     torch_policy,
 )
-from .stats import Verdict, lookahead_warning, sharpe_stats, verdict_from_returns
+from .stats import Verdict, data_label, lookahead_warning, sharpe_stats, verdict_from_returns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,9 +180,9 @@ class BacktestResult:
         fills: every fill, see :func:`fills_from_rollout` (:data:`FILL_COLUMNS`).
         env_config: the env config it ran under (costs, window, delay...).
         metrics: :func:`evaluate_strategy_performance` of the run.
-        baselines: the baselines on the same data and costs, by name (``random``: its first
-            draw, with ``draws_mean_total_return`` and ``draws_std_total_return`` over all
-            draws).
+        baselines: the baselines on the same data and costs, by name (``random``: the MEAN of
+            its draws in ``metrics``, with their spread in ``draws_*`` keys; its rollout and
+            fills are the first draw's, for the chart).
         policy: what the policy did (agents only, see
             :func:`~coinrl.agents.evaluate.policy_metrics`).
         verdicts: the agent against each baseline (:class:`~coinrl.agents.stats.Verdict`).
@@ -257,11 +257,13 @@ class BacktestResult:
 
     def flat(self, prefix: str = "backtest") -> dict[str, float]:
         """Namespaced scalars: ``<prefix>/<name>/<metric>``, ``<prefix>/<baseline>/<metric>``,
-        ``<prefix>/stats/<key>`` and ``<prefix>/margin_vs_<baseline>``."""
+        ``<prefix>/stats/<key>``, ``<prefix>/policy/<key>`` (what the policy did and the
+        directional quality of its calls) and ``<prefix>/margin_vs_<baseline>``."""
         out = {f"{prefix}/{self.name}/{k}": v for k, v in self.metrics.items()}
         for name, ms in self.baseline_metrics().items():
             out.update({f"{prefix}/{name}/{k}": v for k, v in ms.items()})
         out.update({f"{prefix}/stats/{k}": v for k, v in self.stats.items()})
+        out.update({f"{prefix}/policy/{k}": v for k, v in self.policy.items()})
         for v in self.verdicts:
             out[f"{prefix}/margin_vs_{v.baseline}"] = v.margin
             out[f"{prefix}/confidence_vs_{v.baseline}"] = v.confidence
@@ -454,11 +456,38 @@ def _meta(data: MarketData, ro: Rollout, cfg: EnvConfig, kind: str, split: str) 
 def _result(name: str, ro: Rollout, cfg: EnvConfig, draws: dict[str, float] | None = None) -> BacktestResult:
     res = BacktestResult(name=name, rollout=ro, fills=fills_from_rollout(ro, cfg), env_config=cfg)
     res.metrics = evaluate_strategy_performance(res)
-    if draws is not None:  # the random baseline: its first draw, plus the spread of all draws
-        res.metrics["draws_mean_total_return"] = draws["total_return"]
-        res.metrics["draws_std_total_return"] = draws["total_return_std"]
-        res.metrics["n_changes"] = draws["n_changes"]
+    if draws is not None:  # the random baseline: the mean over its draws, and their spread
+        res.metrics.update(draws)
     return res
+
+
+def check_timeframe(agent: TrainedAgent, data: MarketData, *, force: bool = False) -> str | None:
+    """Refuse a backtest on bars of another size than the bundle was trained on.
+
+    A policy trained on 1h bars reads its features (returns, volatilities, moving averages
+    counted in bars) on another clock at 5m: the numbers mean nothing. ``coinrl paper``
+    refuses the same mismatch.
+
+    Returns:
+        None when the timeframes agree (or one is unknown); with ``force``, the warning to
+        state in the report.
+
+    Raises:
+        ConfigError: a mismatch without ``force``.
+    """
+    trained = str(agent.data_info.get("timeframe") or "")
+    if not trained or not data.timeframe or trained == data.timeframe:
+        return None
+    msg = (
+        f"the bundle was trained on {trained} bars ({agent.data_info.get('symbol', '')}) and the "
+        f"data has {data.timeframe} bars ({data.symbol})"
+    )
+    if not force:
+        raise ConfigError(
+            f"{msg}: its features would be read on another clock; backtest on {trained} candles, "
+            "or pass --force (force=True) to run it anyway (the report then says so)"
+        )
+    return f"FORCED: {msg}; the results do not describe the strategy as trained."
 
 
 def assemble_result(
@@ -476,6 +505,7 @@ def assemble_result(
     n_trials: int = 1,
     confidence: float = 0.95,
     config: dict[str, Any] | None = None,
+    data_description: str | None = None,
 ) -> BacktestResult:
     """A :class:`BacktestResult` of a finished run: fills, metrics, baselines, verdicts, stats.
 
@@ -493,25 +523,43 @@ def assemble_result(
         n_trials: configurations tried before this one (deflates the Sharpe ratio).
         confidence: level of the verdicts' intervals.
         config: the configuration to record with the result.
+        data_description: what the data was, for the verdicts (default
+            :func:`~coinrl.agents.stats.data_label` of ``split``: only ``test`` is called out of
+            sample).
     """
     cfg = evaluation_config(env_config)
     res = _result(name, rollout, cfg)
     res.meta = _meta(data, rollout, cfg, kind, split)
+    described = data_description or data_label(split)
+    res.meta["data_description"] = described
+    short = not can_annualise(rollout.n_steps, rollout.periods_per_year)
+    res.meta["short_sample"] = short
     res.config = dict(config or {})
+    if short:
+        res.warnings.append(
+            f"SMALL SAMPLE: {rollout.n_steps} bars ({res.metrics['sample_years'] * 365:.1f} days) "
+            "are too few to annualise (the rule: at least a quarter of a year of bars); "
+            "annualised return and Calmar are n/a, and every figure is noisy."
+        )
     if baselines:
-        bm, brs = run_baselines(
+        runs = play_baselines(
             data, cfg, agent_targets=rollout.target_exposure, n_random=n_random, seed=seed,
             ma_crossover=ma_crossover,
         )
-        for bname, bro in brs.items():
-            res.baselines[bname] = _result(bname, bro, cfg, bm[bname] if bname == "random" else None)
+        for bname, bro in runs.rollouts.items():
+            draws = runs.metrics["random"] if bname == "random" else None
+            res.baselines[bname] = _result(bname, bro, cfg, draws)
         r = res.returns
-        res.verdicts = [
-            verdict_from_returns(
-                r, simple_returns(b.rollout.equity_quote), bname, confidence=confidence, seed=seed
+        res.verdicts = []
+        for bname, b in res.baselines.items():
+            other = (
+                np.stack([simple_returns(d.equity_quote) for d in runs.random_draws])
+                if bname == "random" else simple_returns(b.rollout.equity_quote)
             )
-            for bname, b in res.baselines.items()
-        ]
+            res.verdicts.append(verdict_from_returns(
+                r, other, bname, confidence=confidence, seed=seed, data=described,
+                small_sample=short,
+            ))
     if rollout.n_steps >= 2:
         res.stats = sharpe_stats(res.returns, n_trials=n_trials)
     warn = lookahead_warning(res.metrics["sharpe"])
@@ -533,6 +581,8 @@ def simulate_trading_strategy(
     ma_crossover: tuple[int, int] | None = MA_CROSSOVER_BARS,
     n_trials: int = 1,
     confidence: float = 0.95,
+    force: bool = False,
+    data_description: str | None = None,
 ) -> BacktestResult:
     """Backtest one strategy over held-out data through the training env's books.
 
@@ -556,13 +606,17 @@ def simulate_trading_strategy(
         ma_crossover: ``(fast_bars, slow_bars)`` of the crossover baseline; None leaves it out.
         n_trials: configurations tried before this one (for the deflated Sharpe ratio).
         confidence: level of the verdicts' confidence intervals.
+        force: run an agent on bars of another timeframe than it was trained on (refused
+            otherwise, see :func:`check_timeframe`); the report then states it.
+        data_description: what the data is, for the verdicts (default from ``split``:
+            ``test`` is "out of sample", ``full`` is "in-sample (full data)", ...).
 
     Returns:
         The :class:`BacktestResult`.
 
     Raises:
         ConfigError: a bare policy without ``env_config``; a signal a discrete env cannot
-            express.
+            express; an agent on another timeframe without ``force``.
         DataError: data too short for the window, mismatched features, bad signal values.
 
     Example:
@@ -571,9 +625,11 @@ def simulate_trading_strategy(
     """
     model = _resolve(model)
     config: dict[str, Any]
+    forced: str | None = None
     if isinstance(model, TrainedAgent):
         cfg = evaluation_config(env_config or model.env_config)
         data = _agent_data(model, historical_data, split or "backtest")
+        forced = check_timeframe(model, data, force=force)
         fn = torch_policy(model.model)
         ro = rollout_policy(fn if fn is not None else model.model, data, cfg, deterministic=True)
         kind = "agent"
@@ -606,10 +662,13 @@ def simulate_trading_strategy(
     res = assemble_result(
         name or kind, ro, data, cfg, kind=kind, split=split_name, baselines=baselines,
         n_random=n_random, seed=seed, ma_crossover=ma_crossover, n_trials=n_trials,
-        confidence=confidence, config=config,
+        confidence=confidence, config=config, data_description=data_description,
     )
+    if forced:
+        res.warnings.insert(0, forced)
+        res.meta["forced"] = forced
     if kind != "signal":
-        res.policy = policy_metrics(ro, cfg)
+        res.policy = {**policy_metrics(ro, cfg), **directional_quality(ro, cfg)}
     logger.info(
         "backtest kind=%s symbol=%s split=%s bars=%d total_return=%.4f sharpe=%.3f fills=%d",
         kind, data.symbol, split_name, ro.n_steps, res.metrics["total_return"],
@@ -711,7 +770,7 @@ def simulate_many(
             seed=seed, ma_crossover=ma_crossover, n_trials=n_trials, confidence=confidence,
             config={**dict(m.experiment_config), "bundle": m.info.get("bundle")},
         )
-        res.policy = policy_metrics(ro, cfg)
+        res.policy = {**policy_metrics(ro, cfg), **directional_quality(ro, cfg)}
         out.append(res)
     logger.info("backtested pairs=%d models=%d", len(out), len(uniq))
     return out
@@ -722,6 +781,7 @@ __all__ = [
     "SIGNAL_ENV",
     "BacktestResult",
     "assemble_result",
+    "check_timeframe",
     "evaluate_strategy_performance",
     "fills_from_rollout",
     "market_data_from_candles",

@@ -13,12 +13,15 @@ config, so agent and baselines pay the same fees, slippage and rules.
 * ``random``: a policy that changes its target exactly as often as the agent did (same number
   of decisions that trade), at uniformly random bars, to uniformly random other exposures
   (one of the discrete positions, or uniform in the bounds for a continuous env). Its metrics
-  are averaged over ``n_random`` independent draws.
+  are the MEAN over ``n_random`` independent draws, with their spread (std and 5/50/95 %
+  quantiles of the total return); verdicts judge a strategy against all draws
+  (:func:`~coinrl.agents.stats.verdict_from_returns` with the draws stacked), never one.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -172,6 +175,7 @@ def random_targets(
 
 
 def _mean_metrics(rollouts: list[Rollout]) -> dict[str, float]:
+    """Metrics averaged over draws, plus the spread of their total returns."""
     ms = [r.metrics() for r in rollouts]
     keys = ms[0].keys()
     out = {}
@@ -179,8 +183,77 @@ def _mean_metrics(rollouts: list[Rollout]) -> dict[str, float]:
         vals = np.asarray([m[key] for m in ms], dtype=np.float64)
         finite = vals[np.isfinite(vals)]
         out[key] = float(finite.mean()) if len(finite) else float(vals[0])
-    out["total_return_std"] = float(np.std([m["total_return"] for m in ms]))
+    totals = np.asarray([m["total_return"] for m in ms], dtype=np.float64)
+    out["total_return_std"] = float(np.std(totals))
+    out["n_draws"] = float(len(ms))
+    out["draws_mean_total_return"] = float(totals.mean())
+    out["draws_std_total_return"] = float(np.std(totals))
+    for q in (5, 50, 95):
+        out[f"draws_q{q:02d}_total_return"] = float(np.quantile(totals, q / 100.0))
+    out["draws_min_total_return"] = float(totals.min())
+    out["draws_max_total_return"] = float(totals.max())
     return out
+
+
+@dataclass(eq=False)
+class BaselineRuns:
+    """The baselines of one split.
+
+    Attributes:
+        metrics: metrics per baseline name (``random``: the mean over its draws, with
+            ``draws_*`` spread keys, ``n_draws`` and ``n_changes``).
+        rollouts: one rollout per baseline (``random``: its first draw, for charts).
+        random_draws: every draw of the random policy (verdicts are judged against all).
+    """
+
+    metrics: dict[str, dict[str, float]]
+    rollouts: dict[str, Rollout]
+    random_draws: list[Rollout] = field(default_factory=list)
+
+
+def play_baselines(
+    data: MarketData,
+    env_config: EnvConfig | dict[str, Any] | None,
+    *,
+    agent_targets: npt.ArrayLike | None = None,
+    n_random: int = 5,
+    seed: int = 0,
+    ma_crossover: tuple[int, int] | None = None,
+) -> BaselineRuns:
+    """Play buy-and-hold, flat (the MA crossover) and every draw of the matched random policy.
+
+    Arguments as for :func:`run_baselines`; returns all random draws as well.
+    """
+    cfg = evaluation_config(env_config)
+    t_steps = n_decisions(data, cfg)
+    if agent_targets is None:
+        n_changes = max(1, t_steps // 50)
+    else:
+        n_changes = count_changes(agent_targets, threshold=cfg.rebalance_threshold)
+    rng = np.random.default_rng(seed)
+    rows = [buy_and_hold_targets(t_steps, cfg), flat_targets(t_steps, cfg)]
+    if ma_crossover is not None:
+        rows.append(ma_crossover_targets(data, cfg, *ma_crossover))
+    first_random = len(rows)
+    rows += [random_targets(t_steps, cfg, n_changes, rng) for _ in range(max(1, n_random))]
+    rollouts = simulate_actions(data, cfg, targets_to_actions(np.stack(rows), cfg))
+    draws = list(rollouts[first_random:])
+    metrics = {
+        "buy_and_hold": rollouts[0].metrics(),
+        "flat": rollouts[1].metrics(),
+        "random": _mean_metrics(draws),
+    }
+    metrics["random"]["n_changes"] = float(n_changes)
+    named = {"buy_and_hold": rollouts[0], "flat": rollouts[1]}
+    if ma_crossover is not None:
+        metrics["ma_crossover"] = rollouts[2].metrics()
+        named["ma_crossover"] = rollouts[2]
+    named["random"] = draws[0]
+    logger.debug(
+        "baselines symbol=%s steps=%d random_changes=%d draws=%d",
+        data.symbol, t_steps, n_changes, len(draws),
+    )
+    return BaselineRuns(metrics, named, draws)
 
 
 def run_baselines(
@@ -206,44 +279,21 @@ def run_baselines(
             :func:`ma_crossover_signal`); None leaves it out.
 
     Returns:
-        ``(metrics, rollouts)``: metrics per baseline name (``random`` averaged over draws,
-        plus ``total_return_std`` across them) and one rollout per baseline (the first random
-        draw for ``random``).
+        ``(metrics, rollouts)``: metrics per baseline name (``random``: the mean over draws,
+        plus ``total_return_std`` and the ``draws_*`` spread across them) and one rollout per
+        baseline (the first random draw for ``random``; :func:`play_baselines` gives all).
     """
-    cfg = evaluation_config(env_config)
-    t_steps = n_decisions(data, cfg)
-    if agent_targets is None:
-        n_changes = max(1, t_steps // 50)
-    else:
-        n_changes = count_changes(agent_targets, threshold=cfg.rebalance_threshold)
-    rng = np.random.default_rng(seed)
-    rows = [buy_and_hold_targets(t_steps, cfg), flat_targets(t_steps, cfg)]
-    if ma_crossover is not None:
-        rows.append(ma_crossover_targets(data, cfg, *ma_crossover))
-    first_random = len(rows)
-    rows += [random_targets(t_steps, cfg, n_changes, rng) for _ in range(max(1, n_random))]
-    rollouts = simulate_actions(data, cfg, targets_to_actions(np.stack(rows), cfg))
-    metrics = {
-        "buy_and_hold": rollouts[0].metrics(),
-        "flat": rollouts[1].metrics(),
-        "random": _mean_metrics(rollouts[first_random:]),
-    }
-    metrics["random"]["n_changes"] = float(n_changes)
-    named = {"buy_and_hold": rollouts[0], "flat": rollouts[1]}
-    if ma_crossover is not None:
-        metrics["ma_crossover"] = rollouts[2].metrics()
-        named["ma_crossover"] = rollouts[2]
-    named["random"] = rollouts[first_random]
-    logger.debug(
-        "baselines symbol=%s steps=%d random_changes=%d draws=%d",
-        data.symbol, t_steps, n_changes, len(rollouts) - first_random,
+    runs = play_baselines(
+        data, env_config, agent_targets=agent_targets, n_random=n_random, seed=seed,
+        ma_crossover=ma_crossover,
     )
-    return metrics, named
+    return runs.metrics, runs.rollouts
 
 
 __all__ = [
     "BASELINES",
     "MA_CROSSOVER_BARS",
+    "BaselineRuns",
     "buy_and_hold_targets",
     "count_changes",
     "flat_exposure",
@@ -251,6 +301,7 @@ __all__ = [
     "long_exposure",
     "ma_crossover_signal",
     "ma_crossover_targets",
+    "play_baselines",
     "random_targets",
     "run_baselines",
 ]

@@ -59,6 +59,83 @@ def policy_metrics(rollout: Rollout, env_config: EnvConfig) -> dict[str, float]:
     return out
 
 
+CALLS = ("long", "short", "flat")
+"""The three calls a decision makes (sign of its target exposure)."""
+
+
+def directional_quality(rollout: Rollout, env_config: EnvConfig) -> dict[str, float]:
+    """How often the policy's long/short/flat calls matched the market's direction.
+
+    Decision ``k`` (taken at the close of its bar) is held over the bar its order fills in,
+    ``delay_bars`` later: from that bar's open (the fill) to its close. The truth of that
+    holding period is ``long`` when the move ``close / open - 1`` beats the one-way cost of
+    trading it (taker fee + slippage), ``short`` when it falls by more than that, ``flat``
+    otherwise (a move too small to pay for a trade). The call is the sign of the decision's
+    target exposure (``|target| <= rebalance_threshold`` is flat). Decisions whose holding bar
+    lies past the split are not scored.
+
+    Returns:
+        ``direction/accuracy`` (share of calls that matched), ``direction/n`` (decisions
+        scored), and per class ``c`` in ``long``/``short``/``flat``:
+        ``direction/precision_<c>`` (of the calls ``c``, the share that were right; nan
+        without such calls), ``direction/recall_<c>`` (of the periods whose truth was ``c``,
+        the share called; nan without any), ``direction/called_<c>`` (share of calls) and
+        ``direction/actual_<c>`` (the class balance: share of periods whose truth was ``c``).
+        ``direction/baseline_accuracy`` is what always calling the most frequent class would
+        score.
+    """
+    t = np.asarray(rollout.target_exposure, dtype=np.float64)
+    d = int(env_config.delay_bars)
+    n = max(0, min(len(t), len(rollout.close_quote) - d))
+    if rollout.open_quote is None or n == 0:
+        return {"direction/n": 0.0}
+    marks = np.arange(n) + d
+    o = np.asarray(rollout.open_quote, dtype=np.float64)[marks]
+    c = np.asarray(rollout.close_quote, dtype=np.float64)[marks]
+    move = np.divide(c, o, out=np.ones(n), where=o > 0) - 1.0
+    cost = env_config.taker_fee_rate + env_config.slippage_bps / 10_000.0
+    truth = np.where(move > cost, 0, np.where(move < -cost, 1, 2))
+    thr = env_config.rebalance_threshold
+    call = np.where(t[:n] > thr, 0, np.where(t[:n] < -thr, 1, 2))
+    out: dict[str, float] = {
+        "direction/n": float(n),
+        "direction/accuracy": float((call == truth).mean()),
+    }
+    actual = np.bincount(truth, minlength=3) / n
+    out["direction/baseline_accuracy"] = float(actual.max())
+    for i, name in enumerate(CALLS):
+        called = call == i
+        real = truth == i
+        hit = float((called & real).sum())
+        out[f"direction/precision_{name}"] = hit / called.sum() if called.any() else float("nan")
+        out[f"direction/recall_{name}"] = hit / real.sum() if real.any() else float("nan")
+        out[f"direction/called_{name}"] = float(called.mean())
+        out[f"direction/actual_{name}"] = float(actual[i])
+    return out
+
+
+def directional_lines(policy: dict[str, Any]) -> list[str]:
+    """Plain lines of :func:`directional_quality` for a console or a report (empty without)."""
+    if not policy.get("direction/n"):
+        return []
+
+    def pct(key: str) -> str:
+        v = policy.get(key)
+        return "n/a" if v is None or not np.isfinite(v) else f"{v:.0%}"
+
+    head = (
+        f"directional calls: accuracy {pct('direction/accuracy')} over "
+        f"{int(policy['direction/n']):,} decisions (always the most frequent class: "
+        f"{pct('direction/baseline_accuracy')})"
+    )
+    rows = [
+        f"  {c:<5}  called {pct(f'direction/called_{c}'):>4}  actual {pct(f'direction/actual_{c}'):>4}  "
+        f"precision {pct(f'direction/precision_{c}'):>4}  recall {pct(f'direction/recall_{c}'):>4}"
+        for c in CALLS
+    ]
+    return [head, *rows]
+
+
 @dataclass(eq=False)
 class EvaluationReport:
     """Agent and baselines over one split.
@@ -66,7 +143,8 @@ class EvaluationReport:
     Attributes:
         split: name of the split (``validation``, ``test``, ...).
         agent: trading metrics of the agent (see :func:`~coinrl.agents.metrics.trading_metrics`).
-        policy: policy metrics (see :func:`policy_metrics`).
+        policy: policy metrics (see :func:`policy_metrics`) and the directional quality of
+            its calls (:func:`directional_quality`, ``direction/*`` keys).
         baselines: trading metrics per baseline (``buy_and_hold``, ``flat``, ``random``).
         rollout: the agent's run (equity curve, exposures, actions).
         baseline_rollouts: one run per baseline.
@@ -155,7 +233,7 @@ def evaluate_model(
     cfg = evaluation_config(cfg_in)
     rollout = rollout_policy(policy, validation_data, cfg, deterministic=True)
     agent_metrics = rollout.metrics()
-    pol = policy_metrics(rollout, cfg)
+    pol = {**policy_metrics(rollout, cfg), **directional_quality(rollout, cfg)}
     if baselines:
         base_metrics, base_rollouts = run_baselines(
             validation_data, cfg, agent_targets=rollout.target_exposure, n_random=n_random, seed=seed
@@ -180,4 +258,11 @@ def evaluate_model(
     return EvaluationReport(name, agent_metrics, pol, base_metrics, rollout, base_rollouts, meta)
 
 
-__all__ = ["EvaluationReport", "evaluate_model", "policy_metrics"]
+__all__ = [
+    "CALLS",
+    "EvaluationReport",
+    "directional_lines",
+    "directional_quality",
+    "evaluate_model",
+    "policy_metrics",
+]

@@ -10,6 +10,12 @@ Conventions (shared by evaluation, baselines and the backtester):
   *during* bar ``t`` is the one at its close, ``exposure[t]`` (fills happen at the open).
 * Annualisation uses ``periods_per_year`` bars a year; crypto trades every day, so use
   :func:`coinrl.pipeline.timeframes.bars_per_year` (365-day years), e.g. 8,760 for ``1h``.
+* Annualised *growth* figures (``annualised_return`` and ``calmar``) are reported only when the
+  sample covers at least :data:`MIN_ANNUALISE_YEARS` of a year (0.25: 2,190 hourly bars, 91
+  daily bars; :func:`can_annualise`); below that they are ``nan`` (shown as "n/a (short
+  sample)"), because compounding a few bars to a year turns +2 % in 14 hours into +459,821 %.
+  ``short_sample`` is then 1.0 and reports and verdicts flag the sample as small. Sharpe,
+  Sortino and volatility scale with ``sqrt(periods_per_year)`` and stay, flagged the same way.
 * Degenerate cases never raise: a ratio with a zero denominator is ``0.0`` when its numerator
   is ``<= 0`` and ``inf`` when it is ``> 0``; a statistic of an empty set (win rate without
   trades) is ``nan``. :func:`json_safe` turns non-finite values into ``None`` for JSON.
@@ -33,6 +39,21 @@ from coinrl.pipeline.errors import DataError
 
 F64 = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
+
+
+MIN_ANNUALISE_YEARS = 0.25
+"""Shortest sample (in years of bars) whose growth is annualised (see :func:`can_annualise`)."""
+
+
+def sample_years(n_bars: float, periods_per_year: float) -> float:
+    """Length of a sample of ``n_bars`` bars in years (``periods_per_year`` bars a year)."""
+    return float(n_bars) / float(periods_per_year) if periods_per_year > 0 else 0.0
+
+
+def can_annualise(n_bars: float, periods_per_year: float) -> bool:
+    """Whether ``n_bars`` bars are enough to annualise growth: at least
+    :data:`MIN_ANNUALISE_YEARS` of a year (e.g. 2,190 hourly bars)."""
+    return sample_years(n_bars, periods_per_year) >= MIN_ANNUALISE_YEARS - 1e-12
 
 
 def _equity(equity: ArrayLike) -> F64:
@@ -239,7 +260,9 @@ def trading_metrics(
         ``avg_trade_return`` (mean trade return), ``n_trades``, ``turnover`` (traded notional / mean equity), ``exposure`` (mean
         ``|exposure|`` over the bars), ``time_in_market`` (fraction of bars holding a
         position), ``fees_paid_quote``, ``slippage_paid_quote``, ``costs_frac`` (fees plus
-        slippage over initial equity), ``final_equity_quote`` and ``n_bars``.
+        slippage over initial equity), ``final_equity_quote``, ``n_bars``, ``sample_years``
+        and ``short_sample`` (1.0 when the sample is too short to annualise: then
+        ``annualised_return`` and ``calmar`` are ``nan``, see :func:`can_annualise`).
     """
     eq = _equity(equity)
     x = np.asarray(exposure, dtype=np.float64)
@@ -250,7 +273,9 @@ def trading_metrics(
     held = x[1:]
     dd = drawdown(eq)  # once: max drawdown, its duration and Calmar all read it
     max_dd = float(dd.max())
-    ann = annualised_return(eq, periods_per_year)
+    n_bars = len(eq) - 1
+    enough = can_annualise(n_bars, periods_per_year)
+    ann = annualised_return(eq, periods_per_year) if enough else math.nan
     return {
         "total_return": total_return(eq),
         "annualised_return": ann,
@@ -259,7 +284,7 @@ def trading_metrics(
         "sortino": sortino_ratio(r, periods_per_year),
         "max_drawdown": max_dd,
         "max_drawdown_duration_bars": float(_under_water_bars(dd)),
-        "calmar": _ratio(ann, max_dd),
+        "calmar": _ratio(ann, max_dd) if enough else math.nan,
         "win_rate": win_rate(tr),
         "profit_factor": profit_factor(tr),
         "avg_trade_return": average_trade_return(tr),
@@ -271,7 +296,9 @@ def trading_metrics(
         "slippage_paid_quote": float(slippage_paid_quote),
         "costs_frac": float((fees_paid_quote + slippage_paid_quote) / eq[0]),
         "final_equity_quote": float(eq[-1]),
-        "n_bars": float(len(eq) - 1),
+        "n_bars": float(n_bars),
+        "sample_years": sample_years(n_bars, periods_per_year),
+        "short_sample": 0.0 if enough else 1.0,
     }
 
 
@@ -292,15 +319,18 @@ def json_safe(obj: Any) -> Any:
 
 
 __all__ = [
+    "MIN_ANNUALISE_YEARS",
     "annualised_return",
     "annualised_volatility",
     "average_trade_return",
     "calmar_ratio",
+    "can_annualise",
     "drawdown",
     "json_safe",
     "max_drawdown",
     "max_drawdown_duration_bars",
     "profit_factor",
+    "sample_years",
     "sharpe_ratio",
     "simple_returns",
     "sortino_ratio",

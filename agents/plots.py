@@ -47,6 +47,20 @@ MAX_MARKERS = 3000
 """Entry/exit markers drawn at most (evenly spaced fills beyond that)."""
 
 
+def marker_style(n_fills: int) -> tuple[float, float]:
+    """``(plotly marker size in px, opacity)`` that keeps trade markers readable.
+
+    Up to 100 fills: 9 px, opaque. More fills shrink the markers with ``1/sqrt(n)`` (down to
+    3 px at 900+) and make them translucent, so 400+ fills show as a readable density of
+    small triangles instead of an overlapping band that hides the price line. The matplotlib
+    marker area is the square of the size.
+    """
+    n = max(int(n_fills), 1)
+    size = 9.0 if n <= 100 else max(3.0, 9.0 * math.sqrt(100.0 / n))
+    opacity = 1.0 if n <= 100 else (0.8 if n <= 400 else 0.6)
+    return size, opacity
+
+
 def equity_curve_figure(report: EvaluationReport, title: str | None = None) -> Any:
     """Equity of the agent and the baselines (top) and the agent's exposure (bottom).
 
@@ -158,12 +172,13 @@ def backtest_figure(
     ax_p.plot(t, eq["close_quote"], lw=0.8, color=PRICE_COLOR, label="close")
     if len(fills):
         fi = fills.iloc[thin_index(len(fills), MAX_MARKERS)]
+        size, alpha = marker_style(len(fills))
         for side, marker, color in (("buy", "^", BUY_COLOR), ("sell", "v", SELL_COLOR)):
             sel = fi[fi["side"] == side]
             if len(sel):
-                ax_p.scatter(utc_times(sel["ts_ms"]), sel["price_quote"], marker=marker, s=18,
-                             color=color, label=f"{side} ({int((fills['side'] == side).sum())})",
-                             zorder=3)
+                ax_p.scatter(utc_times(sel["ts_ms"]), sel["price_quote"], marker=marker,
+                             s=(size * 0.8) ** 2, alpha=alpha, linewidths=0, color=color,
+                             label=f"{side} ({int((fills['side'] == side).sum())})", zorder=3)
     ax_p.set_ylabel("price (quote)")
     ax_p.legend(loc="upper left", fontsize=8)
     ax_x.step(t, eq["exposure"], where="post", lw=0.8, color=POSITION_COLOR)
@@ -207,12 +222,15 @@ def backtest_plotly(
     fig.add_trace(go.Scatter(x=t, y=eq["close_quote"], name="close", line={"color": PRICE_COLOR, "width": 1}), 1, 1)
     if len(fills):
         fi = fills.iloc[thin_index(len(fills), MAX_MARKERS)]
+        size, opacity = marker_style(len(fills))
         for side, symbol, color in (("buy", "triangle-up", BUY_COLOR), ("sell", "triangle-down", SELL_COLOR)):
             sel = fi[fi["side"] == side]
             if len(sel):
                 fig.add_trace(go.Scatter(
-                    x=utc_times(sel["ts_ms"]), y=sel["price_quote"], mode="markers", name=side,
-                    marker={"symbol": symbol, "color": color, "size": 7},
+                    x=utc_times(sel["ts_ms"]), y=sel["price_quote"], mode="markers",
+                    name=f"{side} ({int((fills['side'] == side).sum())})",
+                    marker={"symbol": symbol, "color": color, "size": size, "opacity": opacity,
+                            "line": {"width": 0}},
                     customdata=np.stack([sel["qty_base"], sel["fee_quote"]], axis=1),
                     hovertemplate="%{x}<br>price %{y:.6g}<br>qty %{customdata[0]:.6g}"
                                   "<br>fee %{customdata[1]:.4g}<extra>" + side + "</extra>",
@@ -277,6 +295,7 @@ __all__ = [
     "backtest_figure",
     "backtest_plotly",
     "equity_curve_figure",
+    "marker_style",
     "plot_backtest_results",
     "plotly_html",
     "rolling_sharpe",

@@ -9,7 +9,15 @@
     equity.parquet   one row per mark: time, prices, equity, position, exposure, target,
                      drawdown, each baseline's equity
     fills.parquet    one row per fill: time, side, quantity, price, fee, slippage, ...
+    fills.csv        the same, every fill (linked from the page)
+    trades.csv       one row per round trip: entry, exit, side, prices, PnL, duration, fees
     metrics.json     metrics, baseline metrics, verdicts, statistics, meta, config
+
+The page is a tear sheet (:mod:`coinrl.agents.tearsheet`): verdict first, then the chart,
+metrics beside every baseline, round trips and their summary, monthly/yearly returns, the
+worst drawdowns, the return distribution with VaR/CVaR, alpha/beta/information ratio against
+buy-and-hold, the directional quality of the calls, the cost sweep when one was run, the fills,
+the data and the configuration.
 
 and, with a :class:`~coinrl.agents.config.TrackingConfig`, logs the same content to a W&B run
 (summary metrics, the chart, the report page, the tables, the folder as an artifact).
@@ -51,7 +59,9 @@ PNG_FILE = "backtest.png"
 EQUITY_FILE = "equity.parquet"
 FILLS_FILE = "fills.parquet"
 METRICS_FILE = "metrics.json"
-REPORT_FILES = (REPORT_FILE, PNG_FILE, EQUITY_FILE, FILLS_FILE, METRICS_FILE)
+FILLS_CSV = "fills.csv"
+TRADES_CSV = "trades.csv"
+REPORT_FILES = (REPORT_FILE, PNG_FILE, EQUITY_FILE, FILLS_FILE, METRICS_FILE, FILLS_CSV, TRADES_CSV)
 MAX_FILL_ROWS = 200
 """Fills listed in the HTML page (all of them are in ``fills.parquet``)."""
 
@@ -140,14 +150,40 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = 
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+ANNUALISED_KEYS = ("annualised_return", "calmar")
+"""Metrics that are n/a on a sample too short to annualise."""
+
+
+def metric_cell(m: Mapping[str, Any], key: str, f: Callable[[float], str] = fmt_num) -> str:
+    """One metric's cell: ``n/a (short sample)`` for an annualised figure of a short sample."""
+    v = m.get(key)
+    if key in ANNUALISED_KEYS and m.get("short_sample") and (v is None or v != v):
+        return "n/a (short sample)"
+    return fmt_value(v, f)
+
+
 def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
-    """The metrics of several strategies side by side (:data:`METRIC_ROWS`)."""
+    """The metrics of several strategies side by side (:data:`METRIC_ROWS`); the ``random``
+    column is the mean of its draws, with the spread of their total returns below."""
     names = list(columns)
     rows = []
     for key, label, f in METRIC_ROWS:
         if not any(key in columns[n] for n in names):
             continue
-        rows.append([html.escape(label), *(fmt_value(columns[n].get(key), f) for n in names)])
+        rows.append([html.escape(label), *(metric_cell(columns[n], key, f) for n in names)])
+    if any(columns[n].get("n_draws") for n in names):
+        def spread(m: Mapping[str, Any]) -> str:
+            if not m.get("n_draws"):
+                return ""
+            return (
+                f"{fmt_value(m.get('n_draws'), fmt_int)} draws: std "
+                f"{fmt_value(m.get('draws_std_total_return'), fmt_frac)}, 5/50/95% "
+                f"{fmt_value(m.get('draws_q05_total_return'), fmt_pct)} / "
+                f"{fmt_value(m.get('draws_q50_total_return'), fmt_pct)} / "
+                f"{fmt_value(m.get('draws_q95_total_return'), fmt_pct)}"
+            )
+
+        rows.append(["Randomised baseline: total return over its draws", *(spread(columns[n]) for n in names)])
     return table_html(["Metric", *(html.escape(n) for n in names)], rows, "metrics")
 
 
@@ -164,6 +200,8 @@ thead th{background:#f3f3f3}
 .beats{border-color:#2ca02c}.loses{border-color:#d62728}.inconclusive{border-color:#ff7f0e}
 .warn{background:#fff3cd;border-left:5px solid #d62728;padding:8px 12px;margin:8px 0}
 pre{background:#f6f8fa;padding:12px;font-size:12px;overflow:auto;max-height:420px}
+.scroll{max-height:360px;overflow:auto;display:inline-block;border-bottom:1px solid #ddd}
+.heatmap td{min-width:52px}
 """
 
 
@@ -249,8 +287,18 @@ def report_versions() -> dict[str, Any]:
     return library_versions()
 
 
-def report_html(saved: SavedBacktest) -> str:
-    """The report page of a saved backtest (see the module docstring)."""
+def report_html(saved: SavedBacktest, sections: Sequence[str] | None = None) -> str:
+    """The report page of a saved backtest (see the module docstring).
+
+    Args:
+        saved: the folder's tables.
+        sections: the tear sheet's HTML sections (default: computed from the tables, see
+            :func:`~coinrl.agents.tearsheet_html.tearsheet_sections`).
+    """
+    if sections is None:
+        from .tearsheet_html import tearsheet_sections
+
+        sections, _ = tearsheet_sections(saved.summary, saved.equity, saved.fills, saved.periods_per_year)
     s = saved.summary
     m = s.get("meta", {})
     name = str(s.get("name", "strategy"))
@@ -285,6 +333,7 @@ def report_html(saved: SavedBacktest) -> str:
         ["Feature spec fingerprint", html.escape(str(m.get("feature_spec_fingerprint") or "-"))],
     ]
     env = s.get("env", {})
+    described = str(m.get("data_description") or f"the {m.get('split', '')} split")
     costs = (
         f"taker fee {env.get('taker_fee_rate', 0):.4%}, slippage {env.get('slippage_bps', 0):g} bps, "
         f"fill delay {env.get('delay_bars', 1)} bar(s) at the open, initial cash "
@@ -293,9 +342,11 @@ def report_html(saved: SavedBacktest) -> str:
     body = [
         f"<h1>Backtest report: {html.escape(saved.title)}</h1>",
         f'<p class="sub">{fmt_ts(m.get("start_ts_ms"))} to {fmt_ts(m.get("end_ts_ms"))}, '
-        f"{fmt_value(m.get('n_decisions'), fmt_int)} decisions; {html.escape(costs)}. Every number "
-        "is out of sample and after costs; the baselines ran on the same bars with the same "
-        "costs.</p>",
+        f"{fmt_value(m.get('n_decisions'), fmt_int)} decisions; {html.escape(costs)}. Data: "
+        f"<b>{html.escape(described)}</b>. Every number is after costs; the baselines ran on the "
+        "same bars with the same costs.</p>",
+        (f'<p class="warn">{html.escape(str(m["cost_overrides_note"]))}</p>'
+         if m.get("cost_overrides_note") else ""),
         "<h2>Verdict</h2>",
         warnings_html(s.get("warnings", [])),
         verdicts_html(s.get("verdicts", [])) or "<p>No baselines were run.</p>",
@@ -307,9 +358,14 @@ def report_html(saved: SavedBacktest) -> str:
     ]
     if stat_rows:
         body += ["<h2>Sharpe ratio statistics</h2>", table_html(["Statistic", "Value"], stat_rows)]
+    body += list(sections)
     body += [
-        f"<h2>Fills ({len(f)}{'' if len(f) <= MAX_FILL_ROWS else f', first {MAX_FILL_ROWS}'})</h2>",
-        table_html(["Time", "Side", "Qty (base)", "Price", "Fee", "Slippage", "Liquidation"], fill_rows, "fills"),
+        f"<h2>Fills ({len(f):,}{'' if len(f) <= MAX_FILL_ROWS else f', first {MAX_FILL_ROWS} below'})</h2>",
+        f'<p>Every fill: <a href="{FILLS_CSV}" download>{FILLS_CSV}</a> '
+        f'(also <a href="{FILLS_FILE}" download>{FILLS_FILE}</a>).</p>',
+        '<div class="scroll">'
+        + table_html(["Time", "Side", "Qty (base)", "Price", "Fee", "Slippage", "Liquidation"], fill_rows, "fills")
+        + "</div>",
         "<h2>Data</h2>",
         table_html(["", ""], data_rows),
         "<h2>Configuration</h2>",
@@ -325,16 +381,25 @@ def _random_note(random: Mapping[str, Any] | None) -> str:
         return ""
     return (
         '<p class="sub">random: the policy changes its target as often as the strategy did, at '
-        f"random bars; shown is its first draw; over all draws its total return averaged "
-        f"{fmt_value(random.get('draws_mean_total_return'), fmt_pct)} "
-        f"(std {fmt_value(random.get('draws_std_total_return'), fmt_frac)}).</p>"
+        "random bars; its column is the MEAN over "
+        f"{fmt_value(random.get('n_draws'), fmt_int)} draws (total return "
+        f"{fmt_value(random.get('draws_mean_total_return'), fmt_pct)}, std "
+        f"{fmt_value(random.get('draws_std_total_return'), fmt_frac)}, range "
+        f"{fmt_value(random.get('draws_min_total_return'), fmt_pct)} to "
+        f"{fmt_value(random.get('draws_max_total_return'), fmt_pct)}) and its verdict pools "
+        "every draw; the chart shows its first draw.</p>"
     )
 
 
 def _write_report_files(folder: Path, saved: SavedBacktest) -> None:
+    from .tearsheet_html import tearsheet_sections
+
     fig = backtest_figure(saved.equity, saved.fills, saved.title, saved.periods_per_year)
     fig.savefig(folder / PNG_FILE)
-    (folder / REPORT_FILE).write_text(report_html(saved), encoding="utf-8")
+    sections, trades = tearsheet_sections(saved.summary, saved.equity, saved.fills, saved.periods_per_year)
+    trades.to_csv(folder / TRADES_CSV, index=False)
+    saved.fills.to_csv(folder / FILLS_CSV, index=False)
+    (folder / REPORT_FILE).write_text(report_html(saved, sections), encoding="utf-8")
 
 
 def atomic_folder(dest: Path, build: Callable[[Path], None]) -> None:
@@ -370,7 +435,7 @@ def save_backtest_results(
 
     Returns:
         The folder, holding ``report.html``, ``backtest.png``, ``equity.parquet``,
-        ``fills.parquet`` and ``metrics.json``.
+        ``fills.parquet``, ``fills.csv``, ``trades.csv`` and ``metrics.json``.
     """
     dest = Path(filename)
     summary = results.to_dict()
@@ -396,7 +461,8 @@ def save_backtest_results(
 
 
 def render_report(folder: str | Path) -> Path:
-    """Redraw ``report.html`` and ``backtest.png`` of a report folder from its tables.
+    """Redraw ``report.html``, ``backtest.png``, ``trades.csv`` and ``fills.csv`` of a report
+    folder from its tables.
 
     Returns:
         The path of ``report.html``.
@@ -446,7 +512,10 @@ def log_report_to_wandb(
 
 
 __all__ = [
+    "ANNUALISED_KEYS",
+    "FILLS_CSV",
     "METRIC_ROWS",
+    "TRADES_CSV",
     "atomic_folder",
     "fmt_frac",
     "fmt_int",
@@ -460,6 +529,7 @@ __all__ = [
     "fmt_value",
     "load_backtest_results",
     "log_report_to_wandb",
+    "metric_cell",
     "metrics_table",
     "page",
     "render_report",

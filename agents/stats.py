@@ -283,22 +283,63 @@ def sharpe_stats(
 # --------------------------------------------------------------------------- verdicts
 
 
+DATA_LABELS = {
+    "test": "out of sample (held-out test split)",
+    "validation": "on the validation split (used to pick the model: not fully out of sample)",
+    "train": "in-sample (training split)",
+    "full": "in-sample (full data: includes the training bars)",
+    "walkforward": "out of sample (walk-forward test folds)",
+}
+"""What a verdict says about the data it was measured on, per split name."""
+
+
+def data_label(split: str, *, same_data: bool = True) -> str:
+    """The plain words for the data a verdict was measured on.
+
+    Args:
+        split: ``train``, ``validation``, ``test``, ``full`` or ``walkforward`` (anything else
+            is named as given, without a claim of being out of sample).
+        same_data: False when the candles are not the ones the bundle was trained on (``coinrl
+            backtest --data``): their ``full`` split is then new data, out of sample only if
+            none of its bars were in the training file.
+
+    Example:
+        >>> data_label("full")
+        'in-sample (full data: includes the training bars)'
+    """
+    if not same_data:
+        return (
+            f"on other candles ({split} split; out of sample only if none of these bars were "
+            "in the training data)"
+        )
+    return DATA_LABELS.get(split, f"on the {split} split")
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """Agent against one baseline, out of sample, after costs.
+    """Agent against one baseline, after costs, on the data :attr:`data` names.
 
     Attributes:
         baseline: the baseline's name.
         metric: what is compared (``total_return`` by default; for one backtest the interval
             comes from resampling its bars, for walk-forward from resampling its runs).
-        agent_value, baseline_value: the metric of each (means over runs for walk-forward).
+        agent_value, baseline_value: the metric of each (means over runs for walk-forward; the
+            mean over draws for a randomised baseline).
         margin: agent minus baseline (mean).
-        ci_low, ci_high: confidence interval of the margin.
-        confidence: bootstrap probability that the margin is > 0.
+        ci_low, ci_high: confidence interval of the margin (pooled over the draws of a
+            randomised baseline).
+        confidence: bootstrap probability that the margin is > 0 (pooled over draws).
         level: the interval's two-sided level.
         n: the number of samples behind it (bars, or runs).
         method: how the interval was obtained.
         outcome: ``beats`` (interval above 0), ``loses`` (below 0) or ``inconclusive``.
+        data: what the data was (:func:`data_label`): only held-out splits are called out of
+            sample.
+        n_draws: draws of a randomised baseline judged against (0: a deterministic baseline).
+        draws_beaten: share of those draws whose total return the agent beat (None without
+            draws).
+        small_sample: the sample is too short to annualise (see
+            :func:`~coinrl.agents.metrics.can_annualise`); the line says so.
     """
 
     baseline: str
@@ -313,9 +354,14 @@ class Verdict:
     n: int
     method: str
     outcome: Outcome
+    data: str = "out of sample"
+    n_draws: int = 0
+    draws_beaten: float | None = None
+    small_sample: bool = False
 
     def line(self) -> str:
-        """One plain sentence, e.g. ``Beats buy_and_hold: total return +12.0 % vs +4.0 %...``."""
+        """One plain sentence, e.g. ``BEATS buy_and_hold out of sample (held-out test split)
+        after costs: total return +12.0 % vs +4.0 %...``."""
         head = {
             "beats": f"BEATS {self.baseline}",
             "loses": f"LOSES to {self.baseline}",
@@ -324,12 +370,20 @@ class Verdict:
         pct = self.metric.endswith("return")
         fmt = (lambda v: f"{v:+.2%}") if pct else (lambda v: f"{v:+.3f}")
         name = self.metric.replace("_", " ")
-        return (
-            f"{head} out of sample after costs: {name} {fmt(self.agent_value)} vs "
-            f"{fmt(self.baseline_value)}, margin {fmt(self.margin)} "
-            f"({self.level:.0%} CI {fmt(self.ci_low)} to {fmt(self.ci_high)}), "
-            f"P(agent better) = {self.confidence:.0%} [{self.method}, n={self.n}]"
+        vs = fmt(self.baseline_value)
+        if self.n_draws:
+            vs += f" (mean of {self.n_draws} draws)"
+        text = (
+            f"{head} {self.data} after costs: {name} {fmt(self.agent_value)} vs {vs}, "
+            f"margin {fmt(self.margin)} ({self.level:.0%} CI {fmt(self.ci_low)} to "
+            f"{fmt(self.ci_high)}), P(agent better) = {self.confidence:.0%} "
+            f"[{self.method}, n={self.n}]"
         )
+        if self.n_draws and self.draws_beaten is not None:
+            text += f"; beats {round(self.draws_beaten * self.n_draws)} of {self.n_draws} draws"
+        if self.small_sample:
+            text += "; SMALL SAMPLE: too short to annualise, read with care"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, plus ``line``."""
@@ -359,6 +413,8 @@ def verdict_from_returns(
     n_boot: int = 2_000,
     block_bars: int | None = None,
     seed: int = 0,
+    data: str = "out of sample",
+    small_sample: bool = False,
 ) -> Verdict:
     """Verdict of one backtest: total-return margin with a paired block-bootstrap interval.
 
@@ -366,26 +422,41 @@ def verdict_from_returns(
     the same blocks (:func:`block_bootstrap_sums` of their log growth); each replicate's
     margin is the difference of the two compounded total returns.
 
+    A randomised baseline is judged against ALL its draws, never one: pass
+    ``baseline_returns`` as ``(draws, T)``. Every draw is resampled with the same blocks as the
+    agent; the margin is the agent's total return minus the mean of the draws', the interval
+    and ``P(agent better)`` pool the replicate margins of all draws, and
+    :attr:`Verdict.draws_beaten` is the share of draws the agent's total return beat.
+
     Args:
-        agent_returns, baseline_returns: per-bar simple returns over the same bars.
+        agent_returns: ``(T,)`` per-bar simple returns of the agent.
+        baseline_returns: ``(T,)`` per-bar returns of the baseline, or ``(draws, T)``.
         baseline: the baseline's name.
         confidence: two-sided level of the interval.
         n_boot: bootstrap replicates.
         block_bars: block length (default ``round(T ** (1/3))``).
         seed: seed of the bootstrap.
+        data: what the data was (:func:`data_label`).
+        small_sample: flag the verdict as measured on a sample too short to annualise.
     """
     a = np.asarray(agent_returns, dtype=np.float64)
     b = np.asarray(baseline_returns, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
+    draws = b.ndim == 2
+    b2 = b if draws else b[None]
+    if a.ndim != 1 or b2.ndim != 2 or b2.shape[1] != a.shape[0] or len(b2) == 0:
         raise DataError(f"agent and baseline returns differ in shape: {a.shape} vs {b.shape}")
     floor = -1.0 + 1e-15  # a bar that wipes the account out
-    logs = np.log1p(np.maximum(np.stack([a, b]), floor))
+    logs = np.log1p(np.maximum(np.vstack([a[None], b2]), floor))
     reps = np.expm1(block_bootstrap_sums(logs, n_boot=n_boot, block_bars=block_bars, seed=seed))
-    diff = reps[0] - reps[1]
+    diff = (reps[0][None, :] - reps[1:]).reshape(-1)  # pooled over draws
     alpha = (1.0 - confidence) / 2.0
     lo, hi = (float(v) for v in np.quantile(diff, [alpha, 1.0 - alpha]))
     total_a = float(np.expm1(logs[0].sum()))
-    total_b = float(np.expm1(logs[1].sum()))
+    totals_b = np.expm1(logs[1:].sum(axis=1))
+    total_b = float(totals_b.mean())
+    method = "paired circular block bootstrap over bars"
+    if draws:
+        method += f", pooled over {len(b2)} draws"
     return Verdict(
         baseline=baseline,
         metric="total_return",
@@ -397,8 +468,12 @@ def verdict_from_returns(
         confidence=float((diff > 0.0).mean()),
         level=confidence,
         n=len(a),
-        method="paired circular block bootstrap over bars",
+        method=method,
         outcome=_outcome(lo, hi),
+        data=data,
+        n_draws=len(b2) if draws else 0,
+        draws_beaten=float((total_a > totals_b).mean()) if draws else None,
+        small_sample=small_sample,
     )
 
 
@@ -411,6 +486,8 @@ def verdict_from_runs(
     confidence: float = 0.95,
     n_boot: int = 10_000,
     seed: int = 0,
+    data: str = DATA_LABELS["walkforward"],
+    small_sample: bool = False,
 ) -> Verdict:
     """Verdict of walk-forward runs: bootstrap of the mean margin over folds and seeds.
 
@@ -422,6 +499,8 @@ def verdict_from_runs(
         confidence: two-sided level of the interval.
         n_boot: bootstrap replicates.
         seed: seed of the bootstrap.
+        data: what the data was (:func:`data_label`).
+        small_sample: flag the verdict as measured on samples too short to annualise.
     """
     a = np.asarray(agent_values, dtype=np.float64)
     b = np.asarray(baseline_values, dtype=np.float64)
@@ -442,6 +521,8 @@ def verdict_from_runs(
         n=int(a.size),
         method="one run, no interval" if single else "bootstrap over folds and seeds",
         outcome="inconclusive" if single else _outcome(lo, hi),
+        data=data,
+        small_sample=small_sample,
     )
 
 
@@ -462,12 +543,14 @@ def lookahead_warning(annualised_sharpe: float, threshold: float = IMPLAUSIBLE_S
 
 
 __all__ = [
+    "DATA_LABELS",
     "EULER_GAMMA",
     "IMPLAUSIBLE_SHARPE",
     "Verdict",
     "block_bootstrap_means",
     "block_bootstrap_sums",
     "bootstrap_mean_ci",
+    "data_label",
     "deflated_sharpe_from_stats",
     "deflated_sharpe_ratio",
     "expected_max_sharpe",

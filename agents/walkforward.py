@@ -37,7 +37,7 @@ from coinrl.pipeline.splits import PreparedData
 from .backtest import BacktestResult, simulate_many
 from .baselines import MA_CROSSOVER_BARS
 from .config import TrackingConfig, TrainConfig
-from .metrics import json_safe, simple_returns
+from .metrics import can_annualise, json_safe, simple_returns
 from .stats import Verdict, bootstrap_mean_ci, lookahead_warning, sharpe_stats, verdict_from_runs
 
 if TYPE_CHECKING:
@@ -89,7 +89,12 @@ class WalkForwardResult:
         results: ``results[fold][seed_index]``: the test-split backtest of that run.
         seeds: the training seeds.
         summary: per strategy (``agent`` and each baseline), per metric of
-            :data:`SUMMARY_METRICS`: ``mean``, ``ci_low``, ``ci_high``.
+            :data:`SUMMARY_METRICS`: ``mean``, ``median``, ``ci_low``, ``ci_high`` over the
+            runs. ``annualised_return`` is the exception: the per-run figures of short folds
+            are not annualised, so its ``mean`` is the AGGREGATE: the mean total return of
+            each fold compounded over the folds and annualised over all their bars (nan when
+            the folds together are too short, see
+            :func:`~coinrl.agents.metrics.can_annualise`); ``aggregate`` is 1.0 there.
         verdicts: the agent against each baseline on the total return, over runs.
         stats: deflated Sharpe ratio of the stitched out-of-sample returns (best seed) and
             per seed (``dsr_seed_<s>``), ``n_trials``.
@@ -183,6 +188,19 @@ class WalkForwardResult:
         return [v.line() for v in self.verdicts]
 
 
+def _aggregate_annualised(total_returns: F64, total_bars: float, ppy: float) -> dict[str, float]:
+    """The folds' mean total returns compounded and annualised over all their bars."""
+    growth = float(np.prod(1.0 + np.nanmean(total_returns, axis=1)))
+    if not can_annualise(total_bars, ppy) or total_bars <= 0:
+        value = float("nan")
+    else:
+        value = -1.0 if growth <= 0 else float(growth ** (ppy / total_bars) - 1.0)
+    return {
+        "mean": value, "median": value, "ci_low": float("nan"), "ci_high": float("nan"),
+        "aggregate": 1.0,
+    }
+
+
 def summarise(
     results: list[list[BacktestResult]],
     seeds: Sequence[int],
@@ -204,9 +222,18 @@ def summarise(
         raise DataError("walk-forward summary of no runs; train at least one fold and seed")
     out = WalkForwardResult(results=results, seeds=list(seeds))
     names = ["agent", *results[0][0].baselines]
+    ppy = float(results[0][0].rollout.periods_per_year)
+    fold_bars = np.asarray([row[0].rollout.n_steps for row in results], dtype=np.float64)
+    total_bars = float(fold_bars.sum())
+    short_folds = int(sum(not can_annualise(b, ppy) for b in fold_bars))
     for name in names:
         out.summary[name] = {}
         for metric in SUMMARY_METRICS:
+            if metric == "annualised_return":
+                out.summary[name][metric] = _aggregate_annualised(
+                    out.metric_matrix("total_return", name), total_bars, ppy
+                )
+                continue
             x = out.metric_matrix(metric, name)
             finite = x[np.isfinite(x)]
             if finite.size == 0:
@@ -215,11 +242,19 @@ def summarise(
                 mean, lo, hi, _ = bootstrap_mean_ci(x, confidence=confidence, seed=seed)
             else:  # inf ratios (no losses at all): no interval, mean of the finite runs
                 mean, lo, hi = float(finite.mean()), float("nan"), float("nan")
-            out.summary[name][metric] = {"mean": mean, "ci_low": lo, "ci_high": hi}
+            out.summary[name][metric] = {
+                "mean": mean, "median": float(np.median(finite)), "ci_low": lo, "ci_high": hi,
+            }
+    if short_folds:
+        out.warnings.append(
+            f"SMALL SAMPLE: {short_folds} of {len(results)} test folds are shorter than a quarter "
+            "of a year of bars; their annualised figures are n/a and the annualised return "
+            "shown is the aggregate over all folds."
+        )
     agent_tr = out.metric_matrix("total_return")
     out.verdicts = [
         verdict_from_runs(agent_tr, out.metric_matrix("total_return", b), b, "total_return",
-                          confidence=confidence, seed=seed)
+                          confidence=confidence, seed=seed, small_sample=short_folds > 0)
         for b in names[1:]
     ]
     s = len(seeds)
@@ -488,8 +523,18 @@ def _write_walk_forward_report(folder: Path, summary: Mapping[str, Any], stitche
             if x is None:
                 cells.append("-")
                 continue
-            cells.append(f"{fmt_value(x['mean'], f)}<br><small>[{fmt_value(x['ci_low'], f)}, {fmt_value(x['ci_high'], f)}]</small>")
-        rows.append([html.escape(metric.replace("_", " ")), *cells])
+            if x.get("aggregate"):
+                v = x["mean"]
+                cells.append("n/a (short sample)" if v is None or v != v else fmt_value(v, f))
+                continue
+            cells.append(
+                f"{fmt_value(x['mean'], f)}<br><small>median {fmt_value(x.get('median'), f)}; "
+                f"[{fmt_value(x['ci_low'], f)}, {fmt_value(x['ci_high'], f)}]</small>"
+            )
+        label = metric.replace("_", " ")
+        if metric == "annualised_return":
+            label += " (aggregate: fold means compounded, annualised over all test bars)"
+        rows.append([html.escape(label), *cells])
     st = summary.get("stats", {})
     stat_rows = [
         [f"Deflated Sharpe ratio, best seed ({fmt_value(st.get('best_seed'), fmt_int)}), over "
@@ -516,7 +561,7 @@ def _write_walk_forward_report(folder: Path, summary: Mapping[str, Any], stitche
         verdicts_html(summary.get("verdicts", [])),
         "<h2>Out-of-sample equity, stitched over folds</h2>",
         chart,
-        "<h2>Metrics: mean over runs [confidence interval]</h2>",
+        "<h2>Metrics: mean over runs, median; [confidence interval]</h2>",
         table_html(["Metric", *(html.escape(n) for n in names)], rows, "metrics"),
         "<h2>Sharpe ratio statistics</h2>",
         table_html(["Statistic", "Value"], stat_rows),

@@ -70,6 +70,59 @@ def _split_data(agent: Any, cfg: ExperimentConfig, split: str) -> Any:
     return md, candles
 
 
+def bundle_id(bundle: Path) -> str:
+    """Short identity of a bundle: sha256 of its manifest (a folder) or of the zip, 12 hex."""
+    import hashlib
+
+    from coinrl.agents.bundle import MANIFEST
+
+    path = Path(bundle)
+    target = path / MANIFEST if path.is_dir() else path
+    try:
+        return hashlib.sha256(target.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unknown"
+
+
+def backtest_folder_name(name: str, split: str, data: Path | None, costs: dict[str, Any]) -> str:
+    """``<name>-backtest-[<data file stem>-]<split>[-costs-<hash>]``: one folder per (bundle,
+    data, split, cost overrides); the identity recorded inside is checked before replacing."""
+    import hashlib
+    import json
+    import re
+
+    parts = [f"{name}-backtest"]
+    if data is not None:
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).stem))
+    parts.append(split)
+    if costs:
+        digest = hashlib.sha256(json.dumps(costs, sort_keys=True).encode()).hexdigest()[:8]
+        parts.append(f"costs-{digest}")
+    return "-".join(parts)
+
+
+def _check_replace(folder: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to replace a report folder that holds another backtest (unless ``overwrite``)."""
+    import json
+
+    if overwrite or not folder.exists():
+        return
+    try:
+        old = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8")).get("meta", {})
+    except (OSError, ValueError):
+        old = None
+    if old is not None and all(old.get(k) == v for k, v in identity.items()):
+        return  # the same backtest again: its report is replaced by the new one
+    what = (
+        ", ".join(f"{k} {old.get(k)!s:.16} -> {v!s:.16}" for k, v in identity.items() if old.get(k) != v)
+        if old is not None else "it is not a backtest report folder"
+    )
+    raise ConfigError(
+        f"{folder} already holds another backtest ({what}); pass --out to write elsewhere, or "
+        "--overwrite to replace it"
+    )
+
+
 def run_backtest(
     bundle: Path,
     data: Path | None = None,
@@ -79,8 +132,12 @@ def run_backtest(
     n_trials: int = 1,
     track: bool = True,
     progress: ProgressFn | None = None,
+    cost_overrides: Sequence[str] = (),
+    cost_sweep: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
 ) -> tuple[Path, BacktestResult]:
-    """``coinrl backtest BUNDLE [--data FILE] [--split test] [--out DIR] [--trials N]``.
+    """``coinrl backtest BUNDLE [env.cost=value ...] [--data FILE] [--split test] [--out DIR]``.
 
     Args:
         bundle: bundle folder or zip (from ``coinrl train``).
@@ -88,22 +145,38 @@ def run_backtest(
             bundle's features and normaliser; ``split`` then applies to it: use ``full`` for
             new data the agent never saw).
         split: ``train``, ``validation``, ``test`` (default) or ``full``.
-        out_dir: parent of the report folder ``<name>-backtest-<split>``.
+        out_dir: parent of the report folder (:func:`backtest_folder_name`: one per bundle,
+            data, split and cost overrides).
         n_trials: configurations tried before this bundle (deflates its Sharpe ratio).
         track: log the report to W&B with the bundle's tracking settings (offline by default).
         progress: stage callback (``load``, ``backtest``, ``report``).
+        cost_overrides: ``env.taker_fee_rate=0.0005`` style overrides of execution costs only
+            (:data:`~coinrl.agents.costs.COST_KEYS`), recorded in the report.
+        cost_sweep: also re-run at 0.5x, 1x, 2x and 4x fees and slippage; the report shows
+            where the edge over each baseline vanishes.
+        force: run on candles of another timeframe than the bundle's (refused otherwise); the
+            report says it was forced.
+        overwrite: replace a report folder that holds another backtest (refused otherwise).
 
     Returns:
         ``(report folder, result)``.
 
     Raises:
-        ConfigError: unknown split, or a bundle without a data section (pass ``data``).
+        ConfigError: unknown split, a bundle without a data section (pass ``data``), a
+            timeframe mismatch without ``force``, an override of something other than costs,
+            a report folder of another backtest without ``overwrite``.
         DataError: a tampered bundle, or data too short for the split.
     """
+    from coinrl.agents.costs import apply_cost_overrides, parse_cost_overrides, sweep_to_dict
+    from coinrl.agents.costs import cost_sweep as sweep_costs
+    from coinrl.agents.stats import data_label
+
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    costs = parse_cost_overrides(cost_overrides)
     _notify(progress, "load", 0, 1)
     agent = load_model(bundle)
+    env_cfg = apply_cost_overrides(agent.env_config, costs)
     raw = dict(agent.experiment_config)
     if "data" not in raw and data is None:
         raise ConfigError(
@@ -119,16 +192,39 @@ def run_backtest(
             "backtest: the candles of %s differ from those the bundle was trained on; the %s "
             "split may overlap its training data unless the candles are all new", cfg.data.source, split,
         )
+    folder = Path(out_dir) / backtest_folder_name(cfg.name, split, data, costs)
+    identity = {
+        "bundle_id": bundle_id(bundle),
+        "data_fingerprint": md.meta.get("data_fingerprint"),
+        "split": split,
+        "cost_overrides": costs,
+    }
+    _check_replace(folder, identity, overwrite)
     _notify(progress, "load", 1, 1)
     _notify(progress, "backtest", 0, 1)
-    res = simulate_trading_strategy(agent, md, split=split, seed=cfg.seed, n_trials=n_trials)
+    described = data_label(split, same_data=matches)
+
+    def run(env: Any) -> BacktestResult:
+        return simulate_trading_strategy(
+            agent, md, env_config=env, split=split, seed=cfg.seed, n_trials=n_trials,
+            force=force, data_description=described,
+        )
+
+    res = run(env_cfg)
+    res.meta.update(identity)
     res.meta["data_matches_bundle"] = matches
     res.meta["source"] = cfg.data.source
+    if costs:
+        res.meta["cost_overrides_note"] = (
+            "execution costs overridden at backtest time (the bundle trained with others): "
+            + ", ".join(f"env.{k}={v}" for k, v in costs.items())
+        )
+    if cost_sweep:
+        res.meta["cost_sweep"] = sweep_to_dict(sweep_costs(run, env_cfg))
     _notify(progress, "backtest", 1, 1)
     _notify(progress, "report", 0, 1)
-    folder = Path(out_dir) / f"{cfg.name}-backtest-{split}"
     tracking = cfg.tracking if track else None
-    save_backtest_results(res, folder, tracking=tracking, run_name=f"{cfg.name}-backtest-{split}")
+    save_backtest_results(res, folder, tracking=tracking, run_name=folder.name)
     _notify(progress, "report", 1, 1)
     return folder, res
 
@@ -324,11 +420,14 @@ def _progress_sink(progress: ProgressFn | None, total: int) -> Any:
 
 
 def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Sequence[str],
-                   warnings: Sequence[str]) -> None:
-    """Metrics table (one column per strategy) and the verdict lines, on the CLI console."""
+                   warnings: Sequence[str], policy: dict[str, Any] | None = None,
+                   cost_sweep: dict[str, Any] | None = None) -> None:
+    """Metrics table (one column per strategy), the verdict lines, the directional quality of
+    the agent's calls and the cost sweep, on the CLI console."""
     from rich.markup import escape
     from rich.table import Table
 
+    from coinrl.agents.evaluate import directional_lines
     from coinrl.agents.report import fmt_money, fmt_num, fmt_pct, fmt_value
 
     from .console import console
@@ -340,12 +439,44 @@ def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Seq
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
+
+    def cell(m: dict[str, Any], key: str, fmt: Any) -> str:
+        if key == "annualised_return" and m.get("short_sample") and fmt_value(m.get(key)) in ("n/a", "-"):
+            return "n/a (short sample)"
+        return fmt_value(m.get(key), fmt)
+
     for key, label, fmt in rows:
         if any(key in m for m in columns.values()):
-            table.add_row(label, *(fmt_value(m.get(key), fmt) for m in columns.values()))
+            table.add_row(label, *(cell(m, key, fmt) for m in columns.values()))
+    random = next((m for n, m in columns.items() if n == "random" and m.get("n_draws")), None)
+    if random is not None:
+        table.add_row(
+            "random: draws", *(
+                (f"{int(m['n_draws'])} draws, std {fmt_pct(m['draws_std_total_return'])}, "
+                 f"5-95% {fmt_pct(m['draws_q05_total_return'])}..{fmt_pct(m['draws_q95_total_return'])}")
+                if m is random else "" for m in columns.values()
+            ),
+        )
     console.print(table)
     for line in verdicts:  # plain text: "[method, n=...]" is not rich markup
         console.print(line, markup=False)
+    for line in directional_lines(policy or {}):
+        console.print(line, markup=False)
+    if cost_sweep and cost_sweep.get("rows"):
+        sweep = Table(title="cost sweep: fees and slippage scaled")
+        base_names = list(cost_sweep["rows"][0].get("margin", {}))
+        for col in ("costs", "taker fee", "slippage bps", "total return", "Sharpe",
+                    *(f"margin vs {b}" for b in base_names)):
+            sweep.add_column(col, justify="right")
+        for r in cost_sweep["rows"]:
+            sweep.add_row(
+                f"{r['multiplier']:g}x", f"{r['taker_fee_rate']:.4%}", f"{r['slippage_bps']:g}",
+                fmt_value(r["total_return"], fmt_pct), fmt_value(r["sharpe"], fmt_num),
+                *(fmt_value(r["margin"].get(b), fmt_pct) for b in base_names),
+            )
+        console.print(sweep)
+        for line in cost_sweep.get("summary", []):
+            console.print(line, markup=False)
     for line in warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(line)}")
 
@@ -374,6 +505,9 @@ def register(app: typer.Typer) -> None:
     @app.command("backtest")
     def backtest(
         bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip written by coinrl train.")],
+        overrides: Annotated[list[str] | None, typer.Argument(
+            help="Execution-cost overrides, e.g. env.taker_fee_rate=0.0005 env.slippage_bps=5 "
+                 "(costs only; recorded in the report).")] = None,
         data: Annotated[Path | None, typer.Option(
             "--data", help="Candle file to backtest on instead of the bundle's data (gets its features).")] = None,
         split: Annotated[str, typer.Option(help="train | validation | test | full.")] = "test",
@@ -381,14 +515,22 @@ def register(app: typer.Typer) -> None:
         trials: Annotated[int, typer.Option(
             "--trials", help="Configurations tried before this one (deflates the Sharpe ratio).")] = 1,
         track: Annotated[bool, typer.Option("--track/--no-track", help="Log the report to W&B.")] = True,
+        cost_sweep: Annotated[bool, typer.Option(
+            "--cost-sweep", help="Also run at 0.5x, 1x, 2x, 4x fees and slippage: where does the edge vanish?")] = False,
+        force: Annotated[bool, typer.Option(
+            "--force", help="Run on candles of another timeframe than the bundle's (stated in the report).")] = False,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Replace a report folder that holds another backtest.")] = False,
     ) -> None:
         """Backtest a bundle's policy beside the baselines; write the report folder."""
         with progress_bar(transient=True) as prog:
             folder, res = run_backtest(bundle, data, split, out, n_trials=trials, track=track,
-                                       progress=_Bars(prog))
+                                       progress=_Bars(prog), cost_overrides=list(overrides or []),
+                                       cost_sweep=cost_sweep, force=force, overwrite=overwrite)
         _print_summary(
-            f"{bundle} on the {split} split (fees and slippage included)",
+            f"{bundle}: {res.meta.get('data_description', split)} (fees and slippage included)",
             {res.name: res.metrics, **res.baseline_metrics()}, res.verdict_lines(), res.warnings,
+            res.policy, res.meta.get("cost_sweep"),
         )
         console.print(f"report: {folder / 'report.html'}")
 
@@ -438,6 +580,7 @@ def register(app: typer.Typer) -> None:
             "quickstart: PPO on the held-out test split (fees and slippage included)",
             {"agent": summary["metrics"], **summary["baselines"]},
             [v["line"] for v in summary["verdicts"] if "line" in v], summary.get("warnings", []),
+            summary.get("policy"),
         )
         console.print(f"report: {folder / 'report.html'}")
 

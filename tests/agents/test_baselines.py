@@ -13,9 +13,11 @@ from coinrl.agents.baselines import (
     count_changes,
     flat_exposure,
     long_exposure,
+    play_baselines,
     random_targets,
     run_baselines,
 )
+from coinrl.agents.metrics import json_safe
 from coinrl.agents.rollout import (
     actions_to_targets,
     n_decisions,
@@ -73,7 +75,27 @@ def test_random_baseline_matches_the_agents_number_of_changes(
     assert metrics["random"]["n_changes"] == 3
     assert count_changes(rollouts["random"].target_exposure) == 3
     again, _ = run_baselines(md, small_env, agent_targets=agent, n_random=3, seed=1)
-    assert again["random"] == metrics["random"]
+    assert json_safe(again["random"]) == json_safe(metrics["random"])
+
+
+def test_random_baseline_metrics_are_the_mean_of_its_draws_with_their_spread(
+    planted: PreparedData, small_env: EnvConfig
+) -> None:
+    md = planted.validation
+    t = n_decisions(md, small_env)
+    agent = np.where(np.arange(t) % 20 < 10, 1.0, -1.0)
+    runs = play_baselines(md, small_env, agent_targets=agent, n_random=6, seed=3)
+    totals = np.array([d.metrics()["total_return"] for d in runs.random_draws])
+    assert len(totals) == 6
+    assert np.unique(totals).size > 1  # the draws differ
+    m = runs.metrics["random"]
+    assert m["total_return"] == pytest.approx(totals.mean())
+    assert m["draws_mean_total_return"] == pytest.approx(totals.mean())
+    assert m["draws_std_total_return"] == pytest.approx(totals.std())
+    assert m["draws_q50_total_return"] == pytest.approx(np.median(totals))
+    assert m["n_draws"] == 6.0
+    # the chart keeps one draw; the numbers are never that one draw alone
+    assert runs.rollouts["random"] is runs.random_draws[0]
 
 
 @settings(max_examples=50, deadline=None)

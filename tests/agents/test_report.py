@@ -15,18 +15,36 @@ from matplotlib import image as mpimg
 
 from coinrl.agents.backtest import BacktestResult, simulate_trading_strategy
 from coinrl.agents.config import TrackingConfig
-from coinrl.agents.plots import AGENT_COLOR, plot_backtest_results, rolling_sharpe, thin_index
+from coinrl.agents.metrics import simple_returns, trade_returns
+from coinrl.agents.plots import (
+    AGENT_COLOR,
+    marker_style,
+    plot_backtest_results,
+    rolling_sharpe,
+    thin_index,
+)
 from coinrl.agents.report import (
     REPORT_FILES,
     load_backtest_results,
     render_report,
     save_backtest_results,
 )
+from coinrl.agents.tearsheet import (
+    TRADE_COLUMNS,
+    benchmark_stats,
+    monthly_returns,
+    round_trips,
+    tail_risk,
+    trade_summary,
+    worst_drawdowns,
+)
 from coinrl.agents.walkforward import save_walk_forward, summarise
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import DataError
 
 HOUR_MS = 3_600_000
+ARTIFACTS = Path(os.environ.get("COINRL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+"""Where the rendered report screenshots are kept for a person to look at (gitignored)."""
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -144,14 +162,14 @@ def _chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install -y chromium): cannot render the report")
 
 
-def _screenshot(page: Path, out: Path, profile: Path) -> tuple[np.ndarray, list[str]]:
+def _screenshot(page: Path, out: Path, profile: Path, height: int = 2600) -> tuple[np.ndarray, list[str]]:
     """Open ``page`` in headless Chromium; return the screenshot (RGBA floats) and the
     console messages it logged."""
     args = [
         _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
-        "--virtual-time-budget=10000", "--window-size=1300,2600", f"--screenshot={out}",
+        "--virtual-time-budget=10000", f"--window-size=1300,{height}", f"--screenshot={out}",
         page.resolve().as_uri(),
     ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
@@ -172,6 +190,8 @@ def test_the_report_renders_in_headless_chromium_with_its_equity_chart(
 ) -> None:
     folder = save_backtest_results(result, tmp_path / "report")
     img, console = _screenshot(folder / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "shot.png", ARTIFACTS / "report_top.png")
     assert console == []  # no errors, no messages at all
     assert img.shape[:2] == (2600, 1300)
     ink = (img[..., :3] < 0.9).any(axis=-1).mean()
@@ -200,3 +220,112 @@ def test_the_walk_forward_report_renders_in_headless_chromium(tmp_path: Path) ->
     assert console == []
     assert (img[..., :3] < 0.9).any(axis=-1).mean() > 0.02
     assert _color_pixels(img, AGENT_COLOR) > 300
+
+
+# --------------------------------------------------------------------------- the tear sheet
+
+
+@pytest.fixture(scope="module")
+def busy() -> BacktestResult:
+    """A strategy that trades a lot (400+ fills, long and short) over 4,000 hourly bars."""
+    md = _market(4000, seed=3)
+    sig = np.where(np.sin(np.arange(4000) / 6.0) > 0, 1.0, -1.0)
+    return simulate_trading_strategy(sig, md, name="busy", n_random=3)
+
+
+def test_round_trips_are_the_metrics_trades_with_prices_fees_and_durations(busy: BacktestResult) -> None:
+    eq, fills = busy.equity_frame(), busy.fills
+    trades = round_trips(eq, fills)
+    np.testing.assert_allclose(trades["return"], trade_returns(eq["equity_quote"], eq["exposure"]), rtol=1e-12)
+    assert len(trades) == busy.metrics["n_trades"]
+    assert set(trades["side"]) == {"long", "short"}
+    first = trades.iloc[0]
+    entry_fill = fills[fills["ts_ms"] == first["entry_ts_ms"]].iloc[0]
+    assert first["entry_price_quote"] == entry_fill["price_quote"]
+    assert first["duration_hours"] == (first["exit_ts_ms"] - first["entry_ts_ms"]) / HOUR_MS
+    assert trades["fees_quote"].sum() == pytest.approx(fills["fee_quote"].sum(), rel=1e-9)
+    # the PnL of all trades plus the flat periods is the whole run's
+    assert trades["pnl_quote"].sum() == pytest.approx(eq["equity_quote"].iloc[-1] - eq["equity_quote"].iloc[0], rel=1e-9)
+    s = trade_summary(trades)
+    assert s["win_rate"] == pytest.approx(busy.metrics["win_rate"])
+    assert s["long_n"] + s["short_n"] == s["n_trades"]
+    assert s["best_return"] == trades["return"].max()
+    assert s["avg_loss_quote"] < 0 < s["avg_win_quote"]
+
+
+def test_quantstats_agrees_with_the_empyrical_checked_metrics(busy: BacktestResult) -> None:
+    qs = pytest.importorskip("quantstats")
+    r = pd.Series(busy.returns, index=pd.to_datetime(busy.ts_ms[1:], unit="ms"))
+    m, ppy = busy.metrics, 8760.0
+    assert float(qs.stats.sharpe(r, periods=ppy, annualize=True)) == pytest.approx(m["sharpe"], rel=1e-9)
+    assert float(qs.stats.volatility(r, periods=ppy, annualize=True)) == pytest.approx(m["annualised_volatility"], rel=1e-9)
+    assert -float(qs.stats.max_drawdown(r)) == pytest.approx(m["max_drawdown"], rel=1e-9)
+    assert float(qs.stats.comp(r)) == pytest.approx(m["total_return"], rel=1e-9)
+    assert float(qs.stats.sortino(r, periods=ppy, annualize=True)) == pytest.approx(m["sortino"], rel=1e-9)
+    # the tear sheet's calendar returns compound to the total return
+    monthly = monthly_returns(busy.equity_frame())
+    assert float(np.prod(1.0 + monthly["EOY"])) - 1.0 == pytest.approx(m["total_return"], rel=1e-9)
+    dd = worst_drawdowns(busy.equity_frame())
+    assert dd["max_drawdown"].iloc[0] == pytest.approx(m["max_drawdown"], rel=1e-6)
+    assert len(dd) == 5
+    tail = tail_risk(busy.equity_frame())
+    assert tail["cvar_bar"] <= tail["var_bar"] < 0
+    bench = benchmark_stats(busy.equity_frame(), ppy)
+    b = pd.Series(simple_returns(busy.baselines["buy_and_hold"].equity_quote), index=r.index)
+    beta = np.cov(r, b)[0, 1] / np.var(b, ddof=1)
+    assert bench["beta"] == pytest.approx(beta, rel=1e-6)
+
+
+def test_the_tear_sheet_lists_trades_all_fills_calendar_drawdowns_tail_and_benchmark(
+    busy: BacktestResult, tmp_path: Path
+) -> None:
+    assert len(busy.fills) > 400
+    folder = save_backtest_results(busy, tmp_path / "report")
+    page = (folder / "report.html").read_text()
+    for text in ("Round trips", 'href="trades.csv"', 'href="fills.csv"', "Monthly and yearly returns",
+                 "Worst drawdowns", "Value at risk (95%)", "Conditional VaR", "Alpha (annualised,",
+                 "Beta", "Information ratio", "Average holding time", "Payoff ratio",
+                 "MEAN over 3 draws", "Randomised baseline: total return over its draws"):
+        assert text in page, text
+    fills_csv = pd.read_csv(folder / "fills.csv")
+    assert len(fills_csv) == len(busy.fills)  # every fill, not the first 200
+    trades_csv = pd.read_csv(folder / "trades.csv")
+    assert len(trades_csv) == busy.metrics["n_trades"]
+    assert list(trades_csv.columns) == list(TRADE_COLUMNS)
+
+
+def test_trade_markers_shrink_and_fade_as_fills_grow() -> None:
+    assert marker_style(10) == (9.0, 1.0)
+    size400, op400 = marker_style(400)
+    size2000, op2000 = marker_style(2000)
+    assert 3.0 <= size2000 < size400 < 9.0
+    assert op2000 < 1.0
+    assert op400 < 1.0
+
+
+def test_a_short_backtest_shows_no_annualised_growth_and_says_so(tmp_path: Path) -> None:
+    md = _market(40, seed=1)
+    res = simulate_trading_strategy(np.ones(40), md, n_random=2)
+    assert np.isnan(res.metrics["annualised_return"])
+    assert np.isnan(res.metrics["calmar"])
+    assert res.metrics["short_sample"] == 1.0
+    assert any(w.startswith("SMALL SAMPLE") for w in res.warnings)
+    assert all("SMALL SAMPLE" in line for line in res.verdict_lines())
+    page = (save_backtest_results(res, tmp_path / "r") / "report.html").read_text()
+    assert "n/a (short sample)" in page
+    long = simulate_trading_strategy(np.ones(3000), _market(3000), n_random=1)
+    assert np.isfinite(long.metrics["annualised_return"])
+    assert long.metrics["short_sample"] == 0.0
+
+
+@pytest.mark.slow
+def test_the_tear_sheet_renders_in_headless_chromium(busy: BacktestResult, tmp_path: Path) -> None:
+    folder = save_backtest_results(busy, tmp_path / "report")
+    img, console = _screenshot(folder / "report.html", tmp_path / "full.png", tmp_path / "profile", height=9000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "full.png", ARTIFACTS / "report_tearsheet.png")
+    assert console == []
+    assert _color_pixels(img, AGENT_COLOR) > 300
+    # the return histogram (second plotly figure) and the coloured heatmap cells were drawn
+    lower = img[3000:]
+    assert (lower[..., :3] < 0.9).any(axis=-1).mean() > 0.02

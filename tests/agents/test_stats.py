@@ -12,6 +12,7 @@ from coinrl.agents.stats import (
     block_bootstrap_means,
     block_bootstrap_sums,
     bootstrap_mean_ci,
+    data_label,
     deflated_sharpe_from_stats,
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -144,3 +145,43 @@ def test_lookahead_warning_only_for_implausible_sharpe() -> None:
     assert warn is not None
     assert "look-ahead" in warn
     assert lookahead_warning(math.inf) is not None
+
+
+def test_a_random_baseline_is_judged_against_all_its_draws_not_the_first() -> None:
+    rng = np.random.default_rng(4)
+    t = 500
+    agent = rng.normal(0.0002, 0.01, t)
+    # the first draw is a disaster, the others do well: the first draw alone would flatter us
+    draws = np.stack([np.full(t, -0.002), *(rng.normal(0.001, 0.01, t) for _ in range(4))])
+    first_only = verdict_from_returns(agent, draws[0], "random")
+    pooled = verdict_from_returns(agent, draws, "random")
+    totals = np.expm1(np.log1p(draws).sum(axis=1))
+    assert pooled.baseline_value == pytest.approx(totals.mean())
+    assert pooled.n_draws == 5
+    assert pooled.draws_beaten == pytest.approx(float((pooled.agent_value > totals).mean()))
+    assert first_only.outcome == "beats"
+    assert pooled.confidence < first_only.confidence
+    # P(agent better) pools the replicates of every draw: the mean of the per-draw values
+    per_draw = [verdict_from_returns(agent, d, "random").confidence for d in draws]
+    assert pooled.confidence == pytest.approx(float(np.mean(per_draw)))
+    line = pooled.line()
+    assert "(mean of 5 draws)" in line
+    assert f"beats {round(pooled.draws_beaten * 5)} of 5 draws" in line
+    assert Verdict.from_dict(pooled.to_dict()) == pooled
+
+
+def test_verdicts_say_what_the_data_was_and_flag_small_samples() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 0.01, 50), rng.normal(0, 0.01, 50)
+    full = verdict_from_returns(a, b, "flat", data=data_label("full"), small_sample=True)
+    assert "out of sample" not in full.line()
+    assert "in-sample (full data" in full.line()
+    assert "SMALL SAMPLE" in full.line()
+    test = verdict_from_returns(a, b, "flat", data=data_label("test"))
+    assert "out of sample (held-out test split)" in test.line()
+    assert "SMALL SAMPLE" not in test.line()
+    assert not data_label("validation").startswith("out of sample")
+    assert "out of sample only if" in data_label("full", same_data=False)
+    # a verdict stored before these fields existed still loads
+    old = {k: v for k, v in test.to_dict().items() if k not in ("data", "n_draws", "draws_beaten", "small_sample")}
+    assert Verdict.from_dict(old).n_draws == 0

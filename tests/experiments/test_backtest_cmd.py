@@ -82,6 +82,7 @@ def test_quickstart_then_backtest_the_bundle_reproduces_the_report(tmp_path: Pat
     assert folder == tmp_path / "bt" / "quickstart-backtest-test"
     assert {p.name for p in folder.iterdir()} == REPORT
     assert res.meta["data_matches_bundle"] is True
+    assert all("out of sample (held-out test split) after costs" in v for v in res.verdict_lines())
     for key, value in quick["metrics"].items():
         assert _same(json.loads(json.dumps(res.to_dict()))["metrics"][key], value), key
     assert res.meta["market_fingerprint"] == quick["meta"]["market_fingerprint"]
@@ -95,10 +96,11 @@ def test_quickstart_then_backtest_the_bundle_reproduces_the_report(tmp_path: Pat
         terminal_width=200,
     )
     assert cli.exit_code == 0, cli.output
-    folder2 = out2 / "quickstart-backtest-full"
+    folder2 = out2 / "quickstart-backtest-btc_usd_1h_coinbase-full"
     assert f"report: {folder2 / 'report.html'}" in cli.output
     assert "buy_and_hold" in cli.output
-    assert "out of sample after costs" in cli.output  # the verdict lines
+    # the verdict lines say what the data was: other candles, not "out of sample" outright
+    assert "on other candles (full split; out of sample only if" in cli.output
     saved = json.loads((folder2 / "metrics.json").read_text())
     assert saved["meta"]["data_matches_bundle"] is False
     assert saved["meta"]["source"] == str(other)
@@ -193,3 +195,90 @@ def test_walkforward_command_writes_the_summary(tmp_path: Path, monkeypatch: pyt
     assert (folder / "report.html").is_file()
     with pytest.raises(ConfigError, match="folds"):
         run_walkforward(path, folds=0, seeds=1, out_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quickstart bundle (2,048 steps) trained once for the backtest-command tests below."""
+    out = tmp_path_factory.mktemp("quick")
+    run_quickstart(out, timesteps=2048)
+    return out / "quickstart" / "bundle"
+
+
+def _candles_4h(path: Path) -> Path:
+    from coinrl.pipeline.sample import load_sample
+
+    c = load_sample()
+    t = pd.to_datetime(c["ts_ms"], unit="ms", utc=True)
+    g = c.groupby(t.dt.floor("4h"))
+    out = pd.DataFrame({
+        "timestamp": g["ts_ms"].first(), "open": g["open"].first(), "high": g["high"].max(),
+        "low": g["low"].min(), "close": g["close"].last(), "volume": g["volume"].sum(),
+    }).iloc[1:-1]
+    out.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.slow
+def test_backtest_refuses_another_timeframe_unless_forced(quick_bundle: Path, tmp_path: Path) -> None:
+    data = _candles_4h(tmp_path / "btc_4h.csv")
+    cli = runner.invoke(app, ["backtest", str(quick_bundle), "--data", str(data), "--split", "full",
+                              "--out", str(tmp_path), "--no-track"], terminal_width=200)
+    assert cli.exit_code == 2
+    assert isinstance(cli.exception, ConfigError)
+    assert "1h" in str(cli.exception)
+    assert "4h" in str(cli.exception)
+    assert "--force" in str(cli.exception)
+    assert not list(tmp_path.glob("quickstart-backtest-*"))
+    folder, res = run_backtest(quick_bundle, data, "full", tmp_path, track=False, force=True)
+    assert res.warnings[0].startswith("FORCED")
+    page = (folder / "report.html").read_text()
+    assert "FORCED: the bundle was trained on 1h bars" in page
+
+
+@pytest.mark.slow
+def test_backtest_cost_overrides_are_costs_only_and_recorded(quick_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="only execution costs"):
+        run_backtest(quick_bundle, out_dir=tmp_path, track=False, cost_overrides=["env.window=5"])
+    with pytest.raises(ConfigError, match="taker_fee_rate"):
+        run_backtest(quick_bundle, out_dir=tmp_path, track=False, cost_overrides=["env.taker_fee_rate=-1"])
+    base_folder, base = run_backtest(quick_bundle, out_dir=tmp_path, track=False)
+    cli = runner.invoke(app, ["backtest", str(quick_bundle), "env.taker_fee_rate=0.004", "env.slippage_bps=20",
+                              "--out", str(tmp_path), "--no-track", "--cost-sweep"], terminal_width=220)
+    assert cli.exit_code == 0, cli.output
+    folders = sorted(tmp_path.glob("quickstart-backtest-test-costs-*"))
+    assert len(folders) == 1  # its own folder: the 1x report beside it is untouched
+    assert (base_folder / "metrics.json").is_file()
+    saved = json.loads((folders[0] / "metrics.json").read_text())
+    assert saved["env"]["taker_fee_rate"] == 0.004
+    assert saved["meta"]["cost_overrides"] == {"taker_fee_rate": 0.004, "slippage_bps": 20}
+    page = (folders[0] / "report.html").read_text()
+    assert "env.taker_fee_rate=0.004" in page
+    sweep = saved["meta"]["cost_sweep"]
+    assert [r["multiplier"] for r in sweep["rows"]] == [0.5, 1.0, 2.0, 4.0]
+    assert sweep["rows"][3]["taker_fee_rate"] == pytest.approx(0.016)
+    assert sweep["rows"][1]["total_return"] == pytest.approx(saved["metrics"]["total_return"])
+    fees = [r["fees_paid_quote"] for r in sweep["rows"]]
+    assert fees[0] < fees[-1] or saved["metrics"]["n_fills"] == 0
+    assert "cost sweep" in cli.output
+    assert any(line in cli.output for line in sweep["summary"])
+    assert "Cost sweep" in page
+    assert base.env_config.taker_fee_rate == 0.001  # the bundle's own costs by default
+
+
+@pytest.mark.slow
+def test_backtest_never_replaces_another_backtests_folder(quick_bundle: Path, tmp_path: Path) -> None:
+    folder, _ = run_backtest(quick_bundle, out_dir=tmp_path, track=False)
+    run_backtest(quick_bundle, out_dir=tmp_path, track=False)  # the same backtest again: fine
+    saved = json.loads((folder / "metrics.json").read_text())
+    saved["meta"]["bundle_id"] = "another-bundle"
+    (folder / "metrics.json").write_text(json.dumps(saved))
+    cli = runner.invoke(app, ["backtest", str(quick_bundle), "--out", str(tmp_path), "--no-track"])
+    assert cli.exit_code == 2
+    assert "already holds another backtest" in str(cli.exception)
+    assert json.loads((folder / "metrics.json").read_text())["meta"]["bundle_id"] == "another-bundle"
+    run_backtest(quick_bundle, out_dir=tmp_path, track=False, overwrite=True)
+    assert json.loads((folder / "metrics.json").read_text())["meta"]["bundle_id"] != "another-bundle"
+    # other data, other split: other folders
+    val, _ = run_backtest(quick_bundle, split="validation", out_dir=tmp_path, track=False)
+    assert val.name == "quickstart-backtest-validation"

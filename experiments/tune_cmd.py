@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -37,7 +37,7 @@ import typer
 from coinrl.pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
-    from coinrl.agents.tune import BestResult, StudySummary
+    from coinrl.agents.tune import BestResult, StudySummary, TuneProgress
 
     from .config import ExperimentConfig
 
@@ -107,6 +107,7 @@ def run_tune(
     study_name: str | None = None,
     out_dir: Path = Path("runs"),
     best: bool = True,
+    progress: Callable[[TuneProgress], None] | None = None,
 ) -> TuneRun:
     """``coinrl tune CONFIG [key=value ...] [--storage URL] [--n-jobs K] [--n-trials N]
     [--study-name NAME] [--out DIR] [--best/--no-best]``.
@@ -125,7 +126,11 @@ def run_tune(
         n_trials: the study's total trial budget; None = ``tune.n_trials``.
         study_name: None = ``tune.study_name`` or the experiment name.
         out_dir: parent folder of the study folder.
-        best: train, bundle and test the best trial at the end.
+        best: train, bundle and test the best trial at the end (reusing the bundle a previous
+            run made for the same best trial).
+        progress: called with the study's progress (trials done of the budget, best so far,
+            pruned and failed counts) at the start, after each trial and, with worker
+            processes, every few seconds.
 
     Returns:
         The :class:`TuneRun`.
@@ -150,6 +155,7 @@ def run_tune(
         n_trials=n_trials,
         n_jobs=n_jobs,
         out_dir=folder,
+        progress=progress,
     )
     (folder / SUMMARY_FILE).write_text(
         json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -172,8 +178,11 @@ def run_tune_best(
     out_dir: Path = Path("runs"),
 ) -> TuneRun:
     """``coinrl tune-best CONFIG [--storage URL] [--study-name NAME] [--out DIR]``: train the
-    best trial of an existing study again, bundle it and evaluate it once on the test split
-    (a second call reuses the stored test result instead of looking at the test split again).
+    best trial of an existing study again, bundle it and evaluate it once on the test split.
+
+    The bundle ``coinrl tune`` (or an earlier ``tune-best``) already made for the same best
+    trial is reused instead of trained again, and its stored test result is reused instead of
+    looking at the test split again.
 
     Raises:
         ConfigError: no such study; DataError: the study has no complete trial.
@@ -198,6 +207,23 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _pct(v: Any) -> str:
+    return f"{100.0 * float(v):.1f}%" if isinstance(v, int | float) else "-"
+
+
+def probability_text(p: Any, n_trials: int | None = None) -> str:
+    """A probabilistic/deflated Sharpe ratio in words: ``"31.0% (below the 95% bar: ...)"``.
+
+    Both are probabilities that the true Sharpe ratio is above zero (PSR) or above the best
+    Sharpe that ``n_trials`` tries of a skill-less strategy would reach by luck (DSR).
+    """
+    if not isinstance(p, int | float) or p != p:  # None or NaN
+        return "- (not computed)"
+    luck = "zero" if n_trials is None else f"what {n_trials} trials reach by luck"
+    verdict = "evidence of skill" if p >= 0.95 else "not evidence of skill (needs 95%)"
+    return f"{_pct(p)} that the true Sharpe beats {luck}: {verdict}"
+
+
 def _print_run(run: TuneRun) -> None:
     from rich.table import Table
 
@@ -219,14 +245,17 @@ def _print_run(run: TuneRun) -> None:
     table.add_row("worker processes", str(s.workers))
     b = run.best
     if b is not None:
-        table.add_row("best bundle", str(b.bundle))
+        made = "reused: made earlier for this trial" if b.reused_bundle else "trained now"
+        table.add_row("best bundle", f"{b.bundle} ({made})")
         if b.test is not None:
             agent = b.test.get("agent", {})
             st = b.test.get("sharpe_stats", {})
-            table.add_row("test total return", _fmt(agent.get("total_return")))
+            table.add_row("test total return", _pct(agent.get("total_return")))
             table.add_row("test Sharpe (annualised)", _fmt(agent.get("sharpe")))
+            table.add_row("test probabilistic Sharpe (PSR)", probability_text(st.get("psr")))
             table.add_row(
-                f"test deflated Sharpe (over {b.n_trials} trials)", _fmt(st.get("dsr"))
+                f"test deflated Sharpe (DSR, {b.n_trials} trials)",
+                probability_text(st.get("dsr"), b.n_trials),
             )
             if b.reused_test:
                 table.add_row("", "test result reused from the study (no second look)")
@@ -235,6 +264,22 @@ def _print_run(run: TuneRun) -> None:
         console.print(f"[yellow]trial {number} failed:[/yellow] {err.splitlines()[0][:200]}")
     console.print(f"study folder: {run.study_dir}")
     console.print(f"dashboard: optuna-dashboard '{run.storage}'")
+
+
+class _ProgressLine:
+    """Shows the study's progress: the spinner's text, and one printed line per finished trial
+    (so a log or CI output, where the spinner does not render, has it too)."""
+
+    def __init__(self, status: Any, print_line: Callable[[str], None]) -> None:
+        self.status = status
+        self.print_line = print_line
+        self.done = -1
+
+    def __call__(self, p: TuneProgress) -> None:
+        self.status.update(f"tuning: {p.line()} (kill and rerun to continue the same study)")
+        if p.done != self.done:
+            self.done = p.done
+            self.print_line(p.line())
 
 
 def register(app: typer.Typer) -> None:
@@ -280,7 +325,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
     ) -> None:
         """Tune hyper-parameters, env, reward and features with Optuna (resumable)."""
-        with err_console.status("tuning (kill and rerun to continue the same study)"):
+        with err_console.status("tuning (kill and rerun to continue the same study)") as status:
             run = run_tune(
                 config,
                 list(overrides or []),
@@ -290,6 +335,7 @@ def register(app: typer.Typer) -> None:
                 study_name=study_name,
                 out_dir=out,
                 best=best,
+                progress=_ProgressLine(status, err_console.print),
             )
         _print_run(run)
 
@@ -321,4 +367,12 @@ def register(app: typer.Typer) -> None:
         _print_run(run)
 
 
-__all__ = ["SUMMARY_FILE", "TuneRun", "register", "run_tune", "run_tune_best", "study_location"]
+__all__ = [
+    "SUMMARY_FILE",
+    "TuneRun",
+    "probability_text",
+    "register",
+    "run_tune",
+    "run_tune_best",
+    "study_location",
+]

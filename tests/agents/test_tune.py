@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from coinrl.agents.tune import (
+    TuneProgress,
+    check_config,
     load_study,
     make_pruner,
     make_storage,
@@ -28,6 +30,7 @@ from coinrl.agents.tune import (
     trial_config,
     tuning_folds,
 )
+from coinrl.agents.tune.workers import WorkerJob, read_job, write_job
 from coinrl.agents.tune_space import suggest_params
 from coinrl.experiments.config import (
     ExperimentConfig,
@@ -269,11 +272,21 @@ def test_failed_trial_is_recorded_with_its_error_and_the_study_goes_on(
 
 def test_pruning_stops_trials_early_and_counts_the_compute_saved(candles: pd.DataFrame) -> None:
     cfg = tune_config(n_trials=3)
+    seen: list[TuneProgress] = []
     # a pruner that prunes at the first report: every trial stops after its first validation
     summary = optimize_parameters(
-        cfg, candles, n_trials=3, pruner=optuna.pruners.ThresholdPruner(lower=1e9)
+        cfg,
+        candles,
+        n_trials=3,
+        pruner=optuna.pruners.ThresholdPruner(lower=1e9),
+        progress=seen.append,
     )
     assert summary.states == {"PRUNED": 3}
+    # the progress line: one report at the start, one after each trial, pruned ones counted
+    assert [(p.done, p.budget, p.pruned) for p in seen] == [(0, 3, 0), (1, 3, 1), (2, 3, 2), (3, 3, 3)]
+    assert seen[-1].best_value is None
+    assert "trials 3/3" in seen[-1].line()
+    assert "pruned 3" in seen[-1].line()
     assert summary.pruned_fraction == 1.0
     budget = 3 * 1024
     assert 0 < summary.env_steps_used < budget
@@ -360,10 +373,20 @@ def test_best_trial_is_bundled_and_tested_once_with_the_deflated_sharpe(
     assert stats["n_trials"] == 2.0
     assert 0.0 <= stats["dsr"] <= stats["psr"] <= 1.0
     assert (tmp_path / "out" / "tune_result.json").exists()
+    assert not result.reused_bundle
     # a second call does not look at the test split again: the stored result is reused
     again = train_best(cfg, candles, load_study(url, "tiny_tune", cfg.tune), tmp_path / "out2")
     assert again.reused_test
     assert again.test == result.test
+    assert not again.reused_bundle  # no bundle in out2 yet: trained (to the same weights)
+    # the bundle already made for this trial is reused, not trained again
+    manifest = (result.bundle / "manifest.json").read_bytes()
+    third = train_best(cfg, candles, load_study(url, "tiny_tune", cfg.tune), tmp_path / "out")
+    assert third.reused_bundle
+    assert third.reused_test
+    assert third.test == result.test
+    assert third.validation == result.validation
+    assert (result.bundle / "manifest.json").read_bytes() == manifest
     assert summarize_study(load_study(url, "tiny_tune", cfg.tune)).n_trials == 2
 
 
@@ -444,6 +467,12 @@ def test_best_trial_retrained_on_train_and_validation_fits_its_normaliser_on_bot
     )
     assert agent.normaliser.fingerprint() == both.fingerprint()
     assert agent.normaliser.fingerprint() != prepared.normaliser.fingerprint()  # not train only
+    # the same trial retrained on train only is another bundle: it is not reused
+    plain = experiment_config_from(tune_dict(n_trials=1))
+    other = train_best(plain, candles, load_study(url, "tiny_tune", cfg.tune), tmp_path / "out")
+    assert not other.reused_bundle
+    assert other.retrained_on == "train"
+    assert load_model(other.bundle).normaliser.fingerprint() == prepared.normaliser.fingerprint()
 
 
 @pytest.mark.slow
@@ -453,7 +482,11 @@ def test_two_worker_processes_share_the_default_sqlite_file(
     """The laptop case: ``--n-jobs 2`` on the SQLite file (a file lock guards the budget)."""
     cfg = tune_config(n_trials=4)
     url = f"sqlite:///{tmp_path / 'two.db'}"
-    summary = optimize_parameters(cfg, candles, storage=url, n_jobs=2)
+    seen: list[TuneProgress] = []
+    summary = optimize_parameters(cfg, candles, storage=url, n_jobs=2, progress=seen.append)
+    assert seen[-1].done == 4  # the parent polls the shared storage while the workers run
+    assert seen[-1].complete == 4
+    assert seen[-1].best_value == summary.best_value
     assert cfg.tune is not None
     trials = load_study(url, "tiny_tune", cfg.tune).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # none lost, none extra
@@ -475,3 +508,93 @@ def test_the_configured_pruner_is_the_one_the_study_uses(name: str, cls: type) -
     study = open_study(cfg, make_storage(None, cfg.tune), "p")
     assert type(study.pruner) is cls
     assert type(make_pruner(cfg.tune)) is cls
+
+
+# --------------------------------------------------------------------------- typing, messages, jobs
+
+
+def test_a_second_open_of_a_study_never_logs_optunas_existing_study_line() -> None:
+    """Every worker opens the study its parent created; Optuna's "Using an existing study"
+    line was printed once per worker even for a brand-new study."""
+    import logging
+
+    cfg = tune_config()
+    assert cfg.tune is not None
+    storage = make_storage(None, cfg.tune)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    optuna_logger = logging.getLogger("optuna")
+    optuna_logger.addHandler(handler)
+    try:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        open_study(cfg, storage, "twice")
+        open_study(cfg, storage, "twice", seed_salt="worker:1")
+        optuna.create_study(storage=storage, study_name="twice", load_if_exists=True)  # the control
+    finally:
+        optuna_logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    assert len(messages) == 1  # only the control call, not ours
+    assert "Using an existing study" in messages[0]
+
+
+def test_the_progress_line_counts_done_best_pruned_and_failed() -> None:
+    from coinrl.agents.tune import progress_of
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for state, value in (("COMPLETE", 0.25), ("COMPLETE", 0.5), ("PRUNED", None), ("FAIL", None)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": 0.1},
+                distributions=dist,
+                value=value,
+                state=optuna.trial.TrialState[state],
+            )
+        )
+    p = progress_of(study.get_trials(), budget=10)
+    assert (p.done, p.complete, p.pruned, p.failed, p.running) == (4, 2, 1, 1, 0)
+    assert (p.best_number, p.best_value) == (1, 0.5)
+    assert p.line() == "trials 4/10 · best 0.5 (trial 1) · pruned 1 · failed 1 · running 0"
+
+
+def test_a_non_config_is_refused_with_what_to_pass(candles: pd.DataFrame) -> None:
+    with pytest.raises(ConfigError, match="not a pydantic config model.*ExperimentConfig"):
+        check_config({"name": "x"})
+    from coinrl.pipeline.source import DataConfig
+
+    with pytest.raises(ConfigError, match="config.data must be a DataConfig"):
+        check_config(DataConfig())
+    cfg = tune_config()
+    assert check_config(cfg) is cfg
+
+
+def test_the_worker_job_is_plain_data_that_round_trips(tmp_path: Path, candles: pd.DataFrame) -> None:
+    """Workers get JSON + Parquet (nothing unpickled); the config and candles come back equal,
+    so the worker's study key is the parent's."""
+    from coinrl.agents.tune import study_key
+
+    cfg = tune_config()
+    frame = candles.copy()
+    frame.attrs = {"symbol": "SYN/USD", "timeframe": "1h", "n": np.int64(3)}
+    job = WorkerJob(cfg, frame, "sqlite:///x.db", "s", 5, tmp_path / "out", 20)
+    path = write_job(job, tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["candles.parquet", "job.json"]
+    back = read_job(path)
+    assert type(back.config) is ExperimentConfig
+    assert back.config == cfg
+    assert study_key(back.config) == study_key(cfg)
+    pd.testing.assert_frame_equal(back.candles, frame)
+    assert back.candles.attrs == {"symbol": "SYN/USD", "timeframe": "1h", "n": 3}
+    assert (back.storage_url, back.study_name, back.n_trials) == ("sqlite:///x.db", "s", 5)
+    assert (back.out_dir, back.log_level) == (tmp_path / "out", 20)
+    payload = path.read_text()
+    payload = payload.replace("coinrl.experiments.config:ExperimentConfig", "os:system")
+    path.write_text(payload)
+    with pytest.raises(ConfigError, match="not a pydantic model"):
+        read_job(path)

@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 from coinrl.experiments.cli import app
 from coinrl.experiments.config import load_experiment_config
-from coinrl.experiments.tune_cmd import SUMMARY_FILE, run_tune, run_tune_best, study_location
+from coinrl.experiments.tune_cmd import (
+    SUMMARY_FILE,
+    probability_text,
+    run_tune,
+    run_tune_best,
+    study_location,
+)
 from coinrl.pipeline.errors import ConfigError
 from coinrl.pipeline.store import store_data
 from coinrl.pipeline.synthetic import planted_pattern
@@ -68,6 +74,16 @@ def test_help_lists_the_tune_options() -> None:
     assert runner.invoke(app, ["tune-best", "--help"]).exit_code == 0
 
 
+def test_the_deflated_sharpe_is_printed_as_a_probability_in_words() -> None:
+    assert probability_text(0.0312, 12) == (
+        "3.1% that the true Sharpe beats what 12 trials reach by luck: "
+        "not evidence of skill (needs 95%)"
+    )
+    assert probability_text(0.97) == "97.0% that the true Sharpe beats zero: evidence of skill"
+    assert probability_text(None, 3) == "- (not computed)"
+    assert probability_text(float("nan"), 3) == "- (not computed)"
+
+
 def test_study_location_defaults_to_a_sqlite_file_in_the_study_folder(tmp_path: Path) -> None:
     cfg = load_experiment_config(write_config(tmp_path))
     url, name, folder = study_location(cfg, None, None, tmp_path / "runs")
@@ -94,7 +110,25 @@ def test_tune_command_runs_resumes_and_bundles_the_best_trial(tmp_path: Path) ->
     assert best["test"]["sharpe_stats"]["n_trials"] == 2.0
     assert (folder / "best" / "bundle").exists()
     assert "deflated Sharpe" in result.output
+    assert "that the true Sharpe beats what 2 trials reach by luck" in result.output
     assert "optuna-dashboard" in result.output
+    # progress: one line per finished trial, with the budget, best so far and pruned count
+    assert "trials 0/2 · no complete trial yet · pruned 0" in result.output
+    assert "trials 1/2 · best " in result.output
+    assert "trials 2/2 · best " in result.output
+    assert "Using an existing study" not in result.output
+    assert "(trained now)" in result.output
+
+    # tune-best after tune: the bundle tune made for the best trial is reused, not retrained
+    manifest = (folder / "best" / "bundle" / "manifest.json").read_bytes()
+    reused = run_tune_best(config, out_dir=out)
+    assert reused.best is not None
+    assert reused.best.reused_bundle
+    assert reused.best.reused_test
+    assert (folder / "best" / "bundle" / "manifest.json").read_bytes() == manifest
+    shown = runner.invoke(app, ["tune-best", str(config), "--out", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "reused: made earlier for this trial" in shown.output
 
     # rerun with a larger budget: the same study continues (trials 0 and 1 kept)
     again = run_tune(config, n_trials=3, out_dir=out, best=False)

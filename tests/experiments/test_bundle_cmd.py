@@ -159,3 +159,24 @@ def test_readme_trust_model_commands_run_as_shown(
     trusted = tmp_path / "keys" / "alice.key.pub"
     assert load_model(tmp_path / "runs" / "quickstart" / "bundle", trusted_keys=trusted).algo == "ppo"
     assert load_model(tmp_path / "old-bundle").algo == "ppo"
+
+
+def test_hot_reloads_are_checked_against_the_same_trusted_keys(good: Path, tmp_path: Path) -> None:
+    from coinrl.experiments.live_cmd import run_paper
+    from coinrl.pipeline.errors import DataError
+
+    key, mine = generate_keypair(tmp_path / "me.key")
+    signed = shutil.copytree(good, tmp_path / "signed")
+    sign_bundle(signed, key)
+    unsigned = shutil.copytree(good, tmp_path / "unsigned")
+    seen: list[object] = []
+    clock = ReplayClock.bars(int(FRAME.ts_ms.iloc[K0]) + 1, HOUR, 250.0)
+    with emulator(FRAME, K0, clock=clock) as (server, _):
+        code = run_paper(signed, exchange_url=server.base_url, journal_path=tmp_path / "j.sqlite",
+                         max_bars=1, max_clock_skew_ms=None, reload_every_bars=0,
+                         trusted_keys=mine, install_signals=False, on_start=seen.append)
+    assert code == ExitCode.OK
+    reload = seen[0].loader  # type: ignore[attr-defined]
+    with pytest.raises(DataError, match="is not signed"):
+        reload(unsigned)
+    assert reload(signed).algo == "ppo"

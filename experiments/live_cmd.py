@@ -45,21 +45,53 @@ def default_journal_path(mode: Mode, symbol: str, timeframe: str, runs_dir: Path
     return runs_dir / f"{mode}_{sym}_{timeframe}.sqlite"
 
 
-def _market_of(agent: Any, symbol: str | None, timeframe: str | None) -> tuple[str, str]:
+def _market_of(
+    agent: Any, symbol: str | None, timeframe: str | None, *, allow_symbol_mismatch: bool = False,
+) -> tuple[str, str, str | None]:
+    """The market to trade and the bundle's own symbol when it differs (allowed explicitly)."""
     info = dict(getattr(agent, "data_info", {}) or {})
-    sym = symbol or str(info.get("symbol") or "")
+    trained = str(info.get("symbol") or "") or None
+    sym = symbol or trained or ""
     tf = timeframe or str(info.get("timeframe") or "")
     if not sym or not tf:
         raise ConfigError(
             "the bundle does not record its market (data_info.symbol/timeframe): pass --symbol "
             "and --timeframe"
         )
+    mismatch = trained if trained is not None and trained != sym else None
+    if mismatch is not None and not allow_symbol_mismatch:
+        raise ConfigError(
+            f"the bundle was trained on {trained}, not {sym}: its normaliser and policy fit "
+            f"{trained}'s prices; trade it on {trained}, or pass --allow-symbol-mismatch to "
+            "trade it on another market anyway (journalled)"
+        )
     if tf != info.get("timeframe", tf):
         raise ConfigError(
             f"the bundle was trained on {info.get('timeframe')} bars, not {tf}: its features "
             "would not mean the same thing; trade it on its own timeframe"
         )
-    return sym, tf
+    return sym, tf, mismatch
+
+
+def _load_bundle(bundle: Path, trusted_keys: Any = None) -> Any:
+    """The bundle's agent; any failure to read it is a :class:`DataError` with one clear line."""
+    import pickle
+    import zipfile
+
+    from coinrl.agents.bundle import load_model
+    from coinrl.pipeline.errors import CoinrlError, DataError
+
+    try:
+        return load_model(bundle, trusted_keys=trusted_keys)
+    except CoinrlError:
+        raise
+    except (zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError, KeyError, EOFError,
+            RuntimeError, TypeError, AttributeError, ImportError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise DataError(
+            f"bundle {bundle} cannot be loaded ({type(e).__name__}: {first}): it is damaged or "
+            "not a coinrl bundle; restore it or save the model again"
+        ) from e
 
 
 def _open_journal(path: Path, run_id: str | None) -> Any:
@@ -95,6 +127,8 @@ def run_session(
     install_signals: bool = True,
     on_start: Callable[[Any], None] | None = None,
     trusted_keys: Path | None = None,
+    allow_symbol_mismatch: bool = False,
+    on_decision: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Trade ``bundle`` paper or live until stopped; the session's exit code.
 
@@ -120,15 +154,19 @@ def run_session(
         on_start: called with the runner before it runs (tests, the CLI's banner).
         trusted_keys: a trusted-keys file: the bundle (and every hot reload) must be signed
             by one of its keys (:mod:`coinrl.agents.signing`); None: not checked.
+        allow_symbol_mismatch: trade a market other than the bundle's own (journalled);
+            without it that is refused.
+        on_decision: called after every decision with its summary (the CLI prints one line).
 
     Returns:
         The :class:`~coinrl.live.runner.ExitCode` as an int.
 
     Raises:
-        ConfigError: a bad bundle, risk file, symbol or journal (before any trading).
+        ConfigError: a bad risk file, symbol or journal, or a bundle trained on another
+            symbol (before any trading).
+        DataError: the bundle cannot be read (damaged).
         AuthenticationError: the exchange refused the keys (live).
     """
-    from coinrl.agents.bundle import load_model
     from coinrl.live.data import public_client
     from coinrl.live.exchange import connect_to_exchange
     from coinrl.live.risk import RiskConfig
@@ -142,8 +180,9 @@ def run_session(
         from coinrl.agents.signing import load_trusted_keys
 
         trusted = load_trusted_keys(trusted_keys)
-    agent = load_model(bundle, trusted_keys=trusted)
-    sym, tf = _market_of(agent, symbol, timeframe)
+    agent = _load_bundle(bundle, trusted)
+    sym, tf, trained_on = _market_of(agent, symbol, timeframe,
+                                     allow_symbol_mismatch=allow_symbol_mismatch)
     risk = load_config(RiskConfig, risk_path) if risk_path is not None else RiskConfig()
     cfg = RunnerConfig(max_bars=max_bars, flatten_on_exit=flatten_on_exit,
                        reload_every_bars=reload_every_bars)
@@ -163,6 +202,13 @@ def run_session(
     path = journal_path or default_journal_path(mode, sym, tf)
     journal = _open_journal(path, run_id)
     journal.redact(*secrets)
+    if trained_on is not None:
+        logger.warning("trading %s with a bundle trained on %s (--allow-symbol-mismatch)", sym,
+                       trained_on)
+        journal.append("model", ts_ms=client.server_time_ms(), payload={
+            "status": "symbol_mismatch", "bundle": str(bundle), "bundle_symbol": trained_on,
+            "symbol": sym, "reason": "allowed by --allow-symbol-mismatch",
+        })
     tracker = None
     if wandb_mode != "disabled":
         from coinrl.agents.config import TrackingConfig
@@ -181,8 +227,11 @@ def run_session(
     )
     logger.info("session starting mode=%s symbol=%s timeframe=%s run_id=%s journal=%s",
                 mode, sym, tf, journal.run_id, path)
+    runner.on_decision = on_decision
     if trusted is not None:  # a hot-reloaded bundle must be signed by the same keys
         from functools import partial
+
+        from coinrl.agents.bundle import load_model
 
         runner.loader = partial(load_model, trusted_keys=trusted)
     if on_start is not None:
@@ -223,6 +272,19 @@ def run_live(bundle: Path, *, live: bool, confirmed: bool, **kw: Any) -> int:
     return run_session("live", bundle, **kw)
 
 
+_NOT_SENT = frozenset({"skipped", "not_found", "rejected", "intent"})
+"""Journal order statuses of orders the exchange does not hold (never sent, or refused)."""
+
+
+def _utc(ts_ms: Any) -> str | None:
+    """UTC ISO-8601 of epoch ms (None for None or 0)."""
+    import pandas as pd
+
+    if not ts_ms:
+        return None
+    return pd.Timestamp(int(ts_ms), unit="ms", tz="UTC").isoformat()
+
+
 def run_status(journal_path: Path, *, export: Path | None = None) -> dict[str, Any]:
     """A session's state from its journal (read-only).
 
@@ -231,11 +293,14 @@ def run_status(journal_path: Path, *, export: Path | None = None) -> dict[str, A
         export: also write the whole journal to this Parquet file.
 
     Returns:
-        ``run_id``, ``mode``, ``symbol``, ``events``, ``starts``, ``decisions``, ``orders``,
-        ``fills``, ``errors``, ``halts``, ``reconciliations``, ``last_decision`` (its bar
-        ts_ms, verdict and target), ``books`` (the last balance: cash, position, equity, fees),
-        ``stopped`` (exit code, name and reason of the last stop; None while running or
-        killed) and ``integrity`` (SQLite's check).
+        ``run_id``, ``mode``, ``symbol``, ``events``, ``starts``, ``decisions``, ``orders``
+        (those the exchange holds: never-sent and refused ones are left out, so the count
+        agrees with the exchange's), ``orders_by_status``, ``fills``, ``errors``, ``halts``,
+        ``reconciliations``, ``last_decision`` (its bar ts_ms and UTC time, verdict and
+        target), ``books`` (the last balance: cash, position, equity, fees, its UTC time and
+        the PnL since the first sync, quote), ``started_utc``, ``stopped`` (exit code, name,
+        reason and UTC time of the last stop; None while running or killed) and
+        ``integrity`` (SQLite's check).
     """
     from coinrl.live.journal import Journal
 
@@ -248,6 +313,12 @@ def run_status(journal_path: Path, *, export: Path | None = None) -> dict[str, A
         stopped = None
         if stop is not None and (last_start is None or stop.seq > last_start.seq):
             stopped = {k: stop.payload.get(k) for k in ("exit_code", "exit_name", "reason")}
+            stopped["time_utc"] = _utc(stop.ts_ms)
+        by_status: dict[str, int] = {}
+        for info in j.orders().values():
+            k = str(info.get("status"))
+            by_status[k] = by_status.get(k, 0) + 1
+        first_bal = j.events("balance")[:1]
         out: dict[str, Any] = {
             "run_id": j.run_id,
             "journal": str(journal_path),
@@ -257,19 +328,26 @@ def run_status(journal_path: Path, *, export: Path | None = None) -> dict[str, A
             "events": j.count(),
             "starts": len(starts),
             "decisions": j.count("decision"),
-            "orders": len(j.orders()),
+            "orders": sum(n for k, n in by_status.items() if k not in _NOT_SENT),
+            "orders_by_status": by_status,
             "fills": j.count("fill"),
             "errors": j.count("error"),
             "halts": j.count("halt"),
             "reconciliations": j.count("reconciliation"),
             "last_decision": None if last_dec is None else {
-                "bar_ts_ms": last_dec.bar_ts_ms, "verdict": last_dec.payload.get("verdict"),
+                "bar_ts_ms": last_dec.bar_ts_ms, "bar_utc": _utc(last_dec.bar_ts_ms),
+                "verdict": last_dec.payload.get("verdict"),
                 "target_exposure": last_dec.payload.get("target_exposure"),
             },
             "books": None if bal is None else {
-                k: bal.payload.get(k) for k in ("ts_ms", "cash_quote", "position_base",
-                                                 "equity_quote", "fees_paid_quote")
+                **{k: bal.payload.get(k) for k in ("ts_ms", "cash_quote", "position_base",
+                                                    "equity_quote", "fees_paid_quote")},
+                "time_utc": _utc(bal.payload.get("ts_ms")),
+                "pnl_quote": (float(bal.payload["equity_quote"])
+                              - float(first_bal[0].payload["equity_quote"])),
             },
+            "started_utc": None if not starts else _utc(starts[0].ts_ms),
+            "last_start_utc": None if last_start is None else _utc(last_start.ts_ms),
             "stopped": stopped,
             "integrity": j.integrity_check(),
         }
@@ -287,18 +365,21 @@ def _print_status(st: Mapping[str, Any]) -> None:
     table = Table(title=f"run {st['run_id']} ({st.get('mode') or '?'} {st.get('symbol') or ''})")
     table.add_column("item")
     table.add_column("value", overflow="fold")
-    for key in ("journal", "starts", "decisions", "orders", "fills", "errors", "halts",
-                "reconciliations", "integrity"):
+    for key in ("journal", "started_utc", "starts", "decisions", "orders", "fills", "errors",
+                "halts", "reconciliations", "integrity"):
         table.add_row(key, str(st[key]))
+    if st.get("orders_by_status"):
+        table.add_row("orders by status", ", ".join(f"{k} {n}" for k, n in sorted(st["orders_by_status"].items())))
     books = st.get("books") or {}
     for key, value in books.items():
         table.add_row(key, f"{value:.10g}" if isinstance(value, float) else str(value))
     dec = st.get("last_decision")
     if dec:
-        table.add_row("last decision", f"bar {dec['bar_ts_ms']} {dec['verdict']} target {dec['target_exposure']}")
+        table.add_row("last decision", f"bar {dec['bar_utc']} {dec['verdict']} target {dec['target_exposure']}")
     stopped = st.get("stopped")
     table.add_row("state", "running or killed (no stop after the last start)" if stopped is None
-                  else f"stopped {stopped['exit_name']} ({stopped['exit_code']}): {stopped['reason']}")
+                  else f"stopped {stopped['exit_name']} ({stopped['exit_code']}) at "
+                       f"{stopped['time_utc']}: {stopped['reason']}")
     if "exported" in st:
         table.add_row("exported", st["exported"])
     console.print(table)
@@ -319,16 +400,31 @@ def register(app: typer.Typer) -> None:
         """Errors before the first decision (bad bundle, keys, symbol, journal) end the command
         with one clear line and a distinct exit status; they are never retried in a loop."""
         from coinrl.live.runner import ExitCode
-        from coinrl.pipeline.errors import AuthenticationError, CoinrlError
+        from coinrl.pipeline.errors import AuthenticationError, CoinrlError, TemporaryExchangeError
 
         try:
             return fn()
         except AuthenticationError as e:
-            err_console.print(f"[red]error:[/red] {e}")
-            return int(ExitCode.CRITICAL)
+            code, line = ExitCode.CRITICAL, str(e)
+        except TemporaryExchangeError as e:  # not a configuration problem: try again later
+            code, line = ExitCode.UNREACHABLE, f"the exchange could not be reached: {e}"
         except CoinrlError as e:
-            err_console.print(f"[red]error:[/red] {e}")
-            return int(ExitCode.CONFIG)
+            code, line = ExitCode.CONFIG, str(e)
+        err_console.print(f"error: {' '.join(line.split())}", markup=False, highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(int(code))
+
+    def _decision_line(d: Mapping[str, Any]) -> None:
+        target = d.get("target_exposure")
+        equity = d.get("equity_quote")
+        console.print(
+            f"{d['bar']}  {d.get('verdict') or '-'}  target "
+            f"{'-' if target is None else format(float(target), '.4g')}  orders "
+            f"{', '.join(d['orders']) or 'none'}  fills {d['fills']}  equity "
+            f"{'-' if equity is None else format(float(equity), '.2f')}"
+            + (f"  risk {', '.join(d['risk_events'])}" if d["risk_events"] else ""),
+            markup=False, highlight=False, soft_wrap=True,
+        )
 
     def _finish(code: int) -> None:
         from coinrl.live.runner import ExitCode
@@ -354,6 +450,7 @@ def register(app: typer.Typer) -> None:
         max_clock_skew_ms: Annotated[float | None, typer.Option(help="Largest accepted clock skew, ms.")] = 1000.0,
         no_clock_check: Annotated[bool, typer.Option("--no-clock-check", help="Skip the clock-skew check (an emulator replaying history).")] = False,
         wandb: Annotated[str, typer.Option(help="W&B tracking: disabled|offline|online.")] = "disabled",
+        allow_symbol_mismatch: Annotated[bool, typer.Option("--allow-symbol-mismatch", help="Trade a market other than the bundle's own (journalled).")] = False,
     ) -> None:
         """Paper-trade a bundle on live market data (simulated fills; no keys, no orders)."""
         code = _guarded(lambda: run_paper(
@@ -363,6 +460,7 @@ def register(app: typer.Typer) -> None:
             reload_every_bars=reload_every_bars,
             max_clock_skew_ms=None if no_clock_check else max_clock_skew_ms,
             wandb_mode=_wandb_mode(wandb), on_start=_banner("paper"), trusted_keys=trusted_keys,
+            allow_symbol_mismatch=allow_symbol_mismatch, on_decision=_decision_line,
         ))
         _finish(code)
 
@@ -386,6 +484,7 @@ def register(app: typer.Typer) -> None:
         max_clock_skew_ms: Annotated[float | None, typer.Option(help="Largest accepted clock skew, ms.")] = 1000.0,
         no_clock_check: Annotated[bool, typer.Option("--no-clock-check", help="Skip the clock-skew check (an emulator replaying history).")] = False,
         wandb: Annotated[str, typer.Option(help="W&B tracking: disabled|offline|online.")] = "disabled",
+        allow_symbol_mismatch: Annotated[bool, typer.Option("--allow-symbol-mismatch", help="Trade a market other than the bundle's own (journalled).")] = False,
     ) -> None:
         """Trade a bundle with REAL orders (needs --live and a confirmation)."""
         confirmed = yes
@@ -401,6 +500,7 @@ def register(app: typer.Typer) -> None:
             reload_every_bars=reload_every_bars,
             max_clock_skew_ms=None if no_clock_check else max_clock_skew_ms,
             wandb_mode=_wandb_mode(wandb), on_start=_banner("LIVE"), trusted_keys=trusted_keys,
+            allow_symbol_mismatch=allow_symbol_mismatch, on_decision=_decision_line,
         ))
         _finish(code)
 

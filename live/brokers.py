@@ -52,6 +52,14 @@ from coinrl.pipeline.errors import (
 from .data import LiveData
 from .exchange import CLIENT_ORDER_ID_PATTERN, ExchangeClient, ExchangeOrder, ExchangeTrade
 from .journal import Journal, fill_from_payload
+from .orders import (
+    ACTIVE,
+    TERMINAL,
+    AbsenceUnproven,
+    DuplicateClientOrderId,
+    OrderStatus,
+    transition,
+)
 from .risk import hold_exposure
 
 logger = logging.getLogger(__name__)
@@ -59,13 +67,18 @@ logger = logging.getLogger(__name__)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.]{1,20}$")
 """Run ids: 1-20 letters, digits, ``_`` or ``.`` (they prefix client order ids)."""
 
-TERMINAL_STATUSES = frozenset(
-    {"closed", "canceled", "expired", "rejected", "not_found", "skipped", "pending"}
-)
-"""Order statuses after which an order never fills again."""
+TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL) | {OrderStatus.PENDING.value}
+"""Order statuses after which an exchange order never fills again (see :mod:`.orders`)."""
 
-_ACTIVE_STATUSES = frozenset({"intent", "unknown", "open"})
-"""Order statuses a sync still acts on: look the order up (intent, unknown) or cancel it (open)."""
+_ACTIVE_STATUSES = frozenset(s.value for s in ACTIVE)
+"""Order statuses a sync still acts on: look the order up (intent, unknown) or watch it (open)."""
+
+MAX_LEGS = 2
+"""Orders one decision may send: the first, and one replacement (a new leg id) when the first
+was taken off the book (cancelled, expired) before the decision was done, e.g. by a stop."""
+
+INTENT_LOOKBACK_MS = 5_000
+"""How far before a decision's exchange time the search for its earlier attempts starts, ms."""
 
 ReportStatus = Literal["pending", "sent", "found", "skipped", "rejected", "unknown"]
 
@@ -115,6 +128,24 @@ def client_order_id(run_id: str, bar_ts_ms: int, seq: int = 0) -> str:
     cid = f"{check_run_id(run_id)}-{_base36(int(bar_ts_ms))}-{int(seq)}"
     assert CLIENT_ORDER_ID_PATTERN.fullmatch(cid)  # noqa: S101 - follows from the run id rule
     return cid
+
+
+def decision_bar_of(run_id: str, cid: str) -> int | None:
+    """The decision bar (open time, UTC ms) a client order id of ``run_id`` encodes, or None.
+
+    Example:
+        >>> decision_bar_of("r1", "r1-lqu3lgxs-0")
+        1704067200000
+    """
+    prefix = run_id + "-"
+    if not cid.startswith(prefix):
+        return None
+    bar, _, seq = cid[len(prefix):].rpartition("-")
+    try:
+        int(seq)
+        return int(bar, 36)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -467,6 +498,7 @@ class _OrderInfo:
     order_id: str = ""
     ref_price_quote: float = 0.0
     side: str = ""
+    intent_ms: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -543,6 +575,7 @@ class ExchangeBroker(Broker):
         return cid.startswith(self.run_id + "-")
 
     def _set_status(self, cid: str, info: _OrderInfo, status: str) -> None:
+        status = transition(cid, info.status, status).value  # an impossible move raises
         info.status = status
         if status in _ACTIVE_STATUSES:
             self._active[cid] = None
@@ -553,26 +586,40 @@ class ExchangeBroker(Broker):
         """Our orders in play with one of ``statuses``, oldest first."""
         return [c for c in self._active if self._orders[c].status in statuses]
 
-    def _note_order(self, order: ExchangeOrder, ts_ms: int) -> None:
+    def _note_order(self, order: ExchangeOrder, ts_ms: int, source: str = "") -> None:
         """Record the exchange's view of one of our orders (journal on change)."""
         cid = order.client_order_id
-        info = self._orders.setdefault(cid, _OrderInfo())
+        info = self._orders.setdefault(
+            cid, _OrderInfo(bar_ts_ms=decision_bar_of(self.run_id, cid)))
         if order.order_id:
             info.order_id = order.order_id
             self._cid_by_oid[order.order_id] = cid
         if order.status != info.status:
+            before = info.status
             self._set_status(cid, info, order.status)
+            payload: dict[str, Any] = {
+                "status": order.status, "order_id": order.order_id,
+                "filled_base": order.filled_base, "remaining_base": order.remaining_base,
+                "average_price_quote": order.average_price_quote,
+            }
+            if source:
+                payload.update(source=source, journal_status=before)
             self._journal("order_update", ts_ms=ts_ms, client_order_id=cid, bar_ts_ms=info.bar_ts_ms,
-                          payload={"status": order.status, "order_id": order.order_id,
-                                   "filled_base": order.filled_base,
-                                   "remaining_base": order.remaining_base,
-                                   "average_price_quote": order.average_price_quote})
+                          payload=payload)
 
     def _mark_status(self, cid: str, status: str, ts_ms: int, reason: str = "") -> None:
         info = self._orders.setdefault(cid, _OrderInfo())
+        if info.status == status and cid in self._orders and status == OrderStatus.UNKNOWN.value:
+            return  # still unknown: journalled once
         self._set_status(cid, info, status)
         self._journal("order_update", ts_ms=ts_ms, client_order_id=cid, bar_ts_ms=info.bar_ts_ms,
                       payload={"status": status, "reason": reason})
+
+    def _since_of(self, cid: str) -> int | None:
+        info = self._orders.get(cid)
+        if info is None or info.intent_ms is None:
+            return self._since_ms
+        return info.intent_ms - INTENT_LOOKBACK_MS
 
     # -- fills ------------------------------------------------------------------------------
     def _to_fill(self, t: ExchangeTrade) -> Fill:
@@ -625,19 +672,57 @@ class ExchangeBroker(Broker):
         return out
 
     # -- sync -------------------------------------------------------------------------------
+    def _locate(self, cid: str, ts_ms: int) -> ExchangeOrder | None:
+        """The exchange's order ``cid``; None only when proven absent (then marked not_found).
+
+        Raises:
+            AbsenceUnproven: not proven absent (marked unknown: looked up again next sync).
+        """
+        try:
+            found = self.client.locate_order(cid, self.symbol, since_ms=self._since_of(cid))
+        except AbsenceUnproven as e:
+            self._mark_status(cid, "unknown", ts_ms, str(e))
+            raise
+        if found is None:
+            status = self._orders[cid].status
+            if status in ("intent", "unknown"):
+                self._mark_status(cid, "not_found", ts_ms, "the exchange has no such order: a "
+                                  "lookup by id and its orders and trades since the intent prove it")
+            elif status == "open":  # known open once, gone now: archived by the exchange
+                self._mark_status(cid, "expired", ts_ms, "the exchange no longer lists it")
+            return None
+        return found
+
     def _resolve_unknown(self, ts_ms: int) -> None:
         for cid in self._active_with("intent", "unknown"):
-            found = self.client.find_order(cid, self.symbol)
-            if found is None:
-                self._mark_status(cid, "not_found", ts_ms, "the exchange has no such order: it was never placed")
-            else:
-                self._note_order(found, ts_ms)
+            try:
+                found = self._locate(cid, ts_ms)
+            except AbsenceUnproven:
+                continue
+            if found is not None:
+                self._note_order(found, ts_ms, source="reconciliation")
+
+    def _reconcile_orders(self, ts_ms: int, open_now: Mapping[str, ExchangeOrder]) -> None:
+        """Continuous reconciliation: every order the journal holds open that the exchange no
+        longer lists as open is looked up and its real status journalled (a correction)."""
+        for cid in self._active_with("open"):
+            if cid in open_now:
+                continue
+            try:
+                found = self._locate(cid, ts_ms)
+            except AbsenceUnproven:
+                continue
+            if found is not None:
+                self._note_order(found, ts_ms, source="reconciliation")
 
     def sync(self, data: LiveData) -> BrokerState:
         """Re-sync with the exchange before a decision.
 
-        In order: orders whose fate is unknown are looked up; our open orders from earlier
-        decisions are canceled (a decision never leaves an order resting into the next one);
+        In order: orders whose fate is unknown are looked up (absent only when proven); our
+        open orders from earlier decisions are canceled (a decision never leaves an order
+        resting into the next one), while the current decision's working order is kept (a
+        restart in its bar adopts it); every order the journal holds open that the exchange no
+        longer lists is looked up and its real status journalled (continuous reconciliation);
         the balances are read (the source of truth for cash and position); new trades are
         booked and journalled once each; then the journal's position and cash are compared
         with the exchange's: a difference is journalled as a ``reconciliation`` and the
@@ -648,12 +733,16 @@ class ExchangeBroker(Broker):
         if first:
             self._since_ms = now  # trades before this run are not ours
         self._resolve_unknown(now)
-        for o in self.client.open_orders(self.symbol):
-            if not self._ours(o.client_order_id):
-                continue
+        open_now = {o.client_order_id: o for o in self.client.open_orders(self.symbol)
+                    if self._ours(o.client_order_id)}
+        for cid, o in open_now.items():
             self._note_order(o, now)
-            done = self.client.cancel_order(o.client_order_id, self.symbol)
+            if decision_bar_of(self.run_id, cid) == data.last_bar_ts_ms:
+                continue  # the working order of the current decision (a restart in its bar): kept
+            done = self.client.cancel_order(cid, self.symbol)
             self._note_order(done, now)
+        self._reconcile_orders(now, {c: o for c, o in open_now.items()
+                                     if self._orders[c].status == OrderStatus.OPEN.value})
         bals = self.client.balances()
         cash = bals[self.quote].total if self.quote in bals else 0.0
         qty = bals[self.base].total if self.base in bals else 0.0
@@ -752,15 +841,26 @@ class ExchangeBroker(Broker):
         if st is None:
             raise ConfigError("ExchangeBroker.submit_target before the first sync()")
         cid = client_order_id(self.run_id, ctx.bar_ts_ms)
-        known = self._orders.get(cid)
-        if known is not None:  # decided before (a restart in the same bar): never send twice
-            found = self.client.find_order(cid, self.symbol)
-            if found is not None:
-                self._note_order(found, ctx.now_ms)
+        for seq in range(MAX_LEGS):  # decided before (a restart in the same bar): never send twice
+            cid = client_order_id(self.run_id, ctx.bar_ts_ms, seq)
+            known = self._orders.get(cid)
+            if known is None or known.status in ("skipped", "rejected", "not_found"):
+                break  # nothing of this leg is on the exchange: this id may be used
+            try:
+                found = self._locate(cid, ctx.now_ms)
+            except AbsenceUnproven as e:
+                return [OrderReport(cid, "unknown", ref_price_quote=ctx.price_quote, reason=str(e))]
+            if found is None:
+                break  # proven absent: sending it now is its first arrival
+            self._note_order(found, ctx.now_ms)
+            if found.status in ("open", "closed") or seq == MAX_LEGS - 1:
                 logger.info("order of this decision already on the exchange: not sent again "
                             "client_order_id=%s status=%s", cid, found.status)
                 return [OrderReport(cid, "found", found.side, found.qty_base, known.ref_price_quote,
                                     found.status)]
+            logger.info("order of this decision was taken off the book (%s): replaced once "
+                        "with a new leg client_order_id=%s", found.status,
+                        client_order_id(self.run_id, ctx.bar_ts_ms, seq + 1))
         dq, _ = self.execution.size_order(float(target_exposure), st.cash_quote, st.position_base,
                                           ctx.price_quote, ctx.volume_base)
         if dq == 0.0:
@@ -780,22 +880,27 @@ class ExchangeBroker(Broker):
                                    "qty_base": qty, "ref_price_quote": ctx.price_quote})
             return [OrderReport(cid, "skipped", side, qty, ctx.price_quote, reason=reason)]
         self._orders[cid] = _OrderInfo(bar_ts_ms=ctx.bar_ts_ms, status="intent",
-                                       ref_price_quote=ctx.price_quote, side=side.value)
+                                       ref_price_quote=ctx.price_quote, side=side.value,
+                                       intent_ms=ctx.now_ms)
         self._active[cid] = None
         self._journal("order", ts_ms=ctx.now_ms, bar_ts_ms=ctx.bar_ts_ms, client_order_id=cid,
                       payload={"status": "intent", "side": side.value, "qty_base": qty,
                                "order_type": OrderType.MARKET.value,
-                               "ref_price_quote": ctx.price_quote,
+                               "ref_price_quote": ctx.price_quote, "intent_ms": ctx.now_ms,
                                "target_exposure": float(target_exposure)})
         try:
             order = self.client.create_order(self.symbol, side, qty, OrderType.MARKET,
-                                             client_order_id=cid, ref_price_quote=ctx.price_quote)
+                                             client_order_id=cid, ref_price_quote=ctx.price_quote,
+                                             since_ms=ctx.now_ms - INTENT_LOOKBACK_MS)
+        except DuplicateClientOrderId as e:
+            found = self.client.find_order(cid, self.symbol)
+            if found is not None:
+                self._note_order(found, ctx.now_ms)
+                return [OrderReport(cid, "found", side, found.qty_base, ctx.price_quote, found.status)]
+            self._mark_status(cid, "rejected", ctx.now_ms, str(e))
+            logger.warning("order rejected client_order_id=%s: %s", cid, e)
+            return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
         except InvalidOrder as e:
-            if "already used" in str(e):
-                found = self.client.find_order(cid, self.symbol)
-                if found is not None:
-                    self._note_order(found, ctx.now_ms)
-                    return [OrderReport(cid, "found", side, found.qty_base, ctx.price_quote, found.status)]
             self._mark_status(cid, "rejected", ctx.now_ms, str(e))
             logger.warning("order rejected client_order_id=%s: %s", cid, e)
             return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
@@ -854,6 +959,7 @@ class ExchangeBroker(Broker):
                 order_id=str(info.get("order_id") or ""),
                 ref_price_quote=float(info.get("ref_price_quote") or 0.0),
                 side=str(info.get("side") or ""),
+                intent_ms=int(info["intent_ms"]) if info.get("intent_ms") is not None else None,
             )
             if status in _ACTIVE_STATUSES:
                 self._active[cid] = None
@@ -879,9 +985,11 @@ class ExchangeBroker(Broker):
             for fill_ev in fill_events:
                 if fill_ev.seq > last_bal.seq:
                     self._replay(fill_from_payload(fill_ev.payload))
+        self.client.learn_order_ids(self._cid_by_oid)
         now = self.client.server_time_ms()
         unknown = [c for c, i in self._orders.items() if i.status not in TERMINAL_STATUSES]
         self._resolve_unknown(now)
+        self._reconcile_orders(now, {})  # orders journalled open: what are they now?
         for cid in unknown:
             notes.append(f"order {cid}: {self._orders[cid].status} on the exchange")
         before = len(self._fills)

@@ -218,11 +218,13 @@ class LiveDataFeed:
             return buf
         out = buf.copy()
         for ts in known.index[differ]:
-            row = out.index[out["ts_ms"] == ts][0]
-            before = {c: float(out.at[row, c]) for c in _OHLCV[1:]}
-            after = {c: float(now_vals.at[ts, c]) for c in _OHLCV[1:]}
+            row = int(np.flatnonzero(out["ts_ms"].to_numpy() == ts)[0])
+            before = {c: float(out[c].to_numpy()[row]) for c in _OHLCV[1:]}
+            after = {c: float(now_vals[c].to_numpy()[known.index.get_loc(ts)]) for c in _OHLCV[1:]}
             for c in _OHLCV[1:]:
-                out.at[row, c] = after[c]
+                col = out[c].to_numpy(dtype=np.float64, copy=True)
+                col[row] = after[c]
+                out[c] = col
             rev = {"what": "candle_revised", "symbol": self.symbol, "timeframe": self.timeframe,
                    "bar_ts_ms": int(ts), "server_time_ms": int(server_ms), "before": before,
                    "after": after, "resolution": "replaced with the exchange's candle; "

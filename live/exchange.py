@@ -31,7 +31,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -54,6 +54,15 @@ from coinrl.pipeline.exchange_client import call_exchange, create_exchange
 from coinrl.pipeline.timeframes import timeframe_to_ms
 
 from .keys import Credentials, credential_hint, load_credentials
+from .orders import (
+    AbsenceUnproven,
+    DuplicateClientOrderId,
+    ExchangeQuirks,
+    FilterFailure,
+    OrderInsufficientFunds,
+    classify_refusal,
+    quirks_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -293,18 +302,41 @@ class ExchangeClient:
                     f"{_short(e)}"
                 ) from e
             except ccxt.ExchangeError as e:
-                if "Filter failure" in str(e):
-                    raise InvalidOrder(
-                        f"{self.exchange_id}: {what} was rejected by the exchange's filters: "
-                        f"{_short(e)}; round the quantity to the lot step and the price to the "
-                        "tick, and keep the notional above the minimum (see ExchangeClient.market)"
-                    ) from e
+                typed = self._typed_refusal(e, what)
+                if typed is not None:
+                    raise typed from e
                 raise
 
         return call_exchange(
             attempt, what, client=self._client,
             max_retries=self.max_retries if max_retries is None else max_retries,
         )
+
+    @property
+    def quirks(self) -> ExchangeQuirks:
+        """What this exchange's answers mean (:data:`coinrl.live.orders.QUIRKS`)."""
+        return quirks_for(self.exchange_id)
+
+    def _typed_refusal(self, e: BaseException, what: str) -> ExchangeError | None:
+        """The typed error a refusal means (per the quirks table), or None. The one place an
+        exchange's message text is read."""
+        kind = classify_refusal(self.exchange_id, str(e))
+        if kind is DuplicateClientOrderId:
+            return DuplicateClientOrderId(
+                f"{self.exchange_id}: {what}: the client order id is already used by an open order "
+                f"on the exchange ({_short(e)}); look it up, or send a new order with a new id"
+            )
+        if kind is FilterFailure:
+            return FilterFailure(
+                f"{self.exchange_id}: {what} was rejected by the exchange's filters: "
+                f"{_short(e)}; round the quantity to the lot step and the price to the "
+                "tick, and keep the notional above the minimum (see ExchangeClient.market)"
+            )
+        if kind is OrderInsufficientFunds:
+            return OrderInsufficientFunds(
+                f"{self.exchange_id}: {what}: the account cannot pay for it ({_short(e)})"
+            )
+        return None
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -441,6 +473,35 @@ class ExchangeClient:
         except ccxt.OrderNotFound:
             return None
 
+    def _locate(self, symbol: str, client_order_id: str, since_ms: int | None) -> dict[str, Any] | None:
+        """The order with ``client_order_id`` (ccxt structure), or None only when its absence is
+        PROVEN: a lookup by client id finds nothing, the exchange's order list since
+        ``since_ms`` (UTC ms) has no order with that id, and every trade since then belongs to
+        a listed order (so the list is complete). Some exchanges (Binance) refuse a repeated
+        client id only among OPEN orders: a re-send after the first attempt filled would be
+        accepted, so nothing is re-sent on a lookup alone.
+
+        Raises:
+            AbsenceUnproven: absence could not be proven (retry later; never re-send).
+        """
+        found = self._lookup(symbol, client_order_id)
+        if found is not None:
+            return found
+        listed: list[dict[str, Any]] = self._client.fetch_orders(symbol, since_ms)
+        for o in listed:
+            if str(o.get("clientOrderId") or "") == client_order_id:
+                return o
+        ids = {str(o.get("id")) for o in listed} | set(self._cid_of)
+        trades = self._client.fetch_my_trades(symbol, since_ms)
+        strays = sorted({str(t.get("order")) for t in trades} - ids)
+        if strays:
+            raise AbsenceUnproven(
+                f"{self.exchange_id}: order {client_order_id!r} is not found by id nor listed, "
+                f"but trades since ts_ms={since_ms} belong to unlisted orders {strays[:5]}: its "
+                "absence is not proven, so it is not re-sent; it is looked up again later"
+            )
+        return None
+
     def _remember(self, order: ExchangeOrder) -> ExchangeOrder:
         if order.client_order_id:
             self._symbol_of[order.client_order_id] = order.symbol
@@ -458,13 +519,15 @@ class ExchangeClient:
         *,
         client_order_id: str | None = None,
         ref_price_quote: float | None = None,
+        since_ms: int | None = None,
     ) -> ExchangeOrder:
         """Place an order, idempotently.
 
         The quantity is rounded down to the lot step and a limit price to the tick, then
         checked against the market's limits before anything is sent. On a temporary failure
-        (timeout, dropped connection, 429, 5xx) the order is looked up by its client order id;
-        it is re-sent (same id) only if the exchange does not have it.
+        (timeout, dropped connection, 429, 5xx) the order is looked up by its client order id
+        AND searched in the exchange's orders and trades since ``since_ms``; it is re-sent
+        (same id) only when both prove the first attempt absent (:meth:`_locate`).
 
         Args:
             symbol: unified symbol (``"BTC/USDT"``).
@@ -476,6 +539,9 @@ class ExchangeClient:
                 :func:`new_client_order_id`); reuse it to retry the same order safely.
             ref_price_quote: a recent price, to check a market order's minimum notional
                 before sending (without it the exchange checks).
+            since_ms: the exchange time of the intent, UTC ms (a little before the first send):
+                where the search for an earlier attempt starts (None: the exchange's default
+                window of recent orders and trades).
 
         Returns:
             The order as the exchange reports it (a market order may still be open).
@@ -515,7 +581,7 @@ class ExchangeClient:
         def attempt() -> dict[str, Any]:
             nonlocal sends
             if sends:
-                found = self._lookup(symbol, cid)  # a failure here is retried, never a resend
+                found = self._locate(symbol, cid, since_ms)  # unproven absence: retried, not re-sent
                 if found is not None:
                     logger.warning(
                         "order found on the exchange after a failed send; not re-sent "
@@ -533,14 +599,15 @@ class ExchangeClient:
                     {"newClientOrderId": cid},
                 )
                 return placed
-            except ccxt.InvalidOrder as e:
-                if "Duplicate order" not in str(e):
+            except ccxt.ExchangeError as e:
+                typed = self._typed_refusal(e, what)
+                if not isinstance(typed, DuplicateClientOrderId):
                     raise
                 if sends > 1:  # an earlier send landed after our lookup: it is the order
                     found = self._lookup(symbol, cid)
                     if found is not None:
                         return found
-                raise InvalidOrder(
+                raise DuplicateClientOrderId(
                     f"{self.exchange_id}: client order id {cid!r} is already used by an order "
                     f"on the exchange ({_short(e)}); fetch_order({cid!r}) shows it, or send a "
                     "new order with a new client order id"
@@ -576,6 +643,39 @@ class ExchangeClient:
         raw = self._call(lambda: self._lookup(sym, client_order_id),
                          f"fetch_order {sym} client_order_id={client_order_id}")
         return self._remember(ExchangeOrder.from_ccxt(raw)) if raw is not None else None
+
+    def locate_order(
+        self, client_order_id: str, symbol: str | None = None, *, since_ms: int | None = None,
+    ) -> ExchangeOrder | None:
+        """The order with ``client_order_id``, or None only when its absence is proven by a
+        lookup AND a scan of the orders and trades since ``since_ms`` (see :meth:`_locate`).
+
+        Raises:
+            AbsenceUnproven: absence not proven: look again later, do not re-send.
+            TemporaryExchangeError: the exchange did not answer (after the retries).
+        """
+        sym = self._symbol_for(client_order_id, symbol)
+        self.market(sym)
+        unproven: list[AbsenceUnproven] = []
+
+        def attempt() -> dict[str, Any] | None:
+            try:
+                return self._locate(sym, client_order_id, since_ms)
+            except AbsenceUnproven as e:  # not a failure to retry now: a state to report
+                unproven.append(e)
+                return None
+
+        raw = self._call(attempt, f"locate_order {sym} client_order_id={client_order_id}")
+        if unproven:
+            raise unproven[-1]
+        return self._remember(ExchangeOrder.from_ccxt(raw)) if raw is not None else None
+
+    def learn_order_ids(self, client_order_ids: Mapping[str, str]) -> None:
+        """Exchange order id -> client order id of orders placed earlier (a restart's journal):
+        their trades are attributed to them and never taken for a lost order's."""
+        for oid, cid in client_order_ids.items():
+            if oid and cid:
+                self._cid_of.setdefault(oid, cid)
 
     def fetch_order(self, client_order_id: str, symbol: str | None = None) -> ExchangeOrder:
         """The order with ``client_order_id`` (``symbol`` needed only for orders placed elsewhere).
@@ -617,8 +717,19 @@ class ExchangeClient:
 
         raw = self._call(attempt, f"cancel_order {sym} client_order_id={client_order_id}")
         order = ExchangeOrder.from_ccxt(raw)
-        if not order.client_order_id:  # some exchanges answer a cancel with little detail
+        field_name = self.quirks.cancel_client_id_field
+        info: dict[str, Any] = raw["info"] if isinstance(raw.get("info"), dict) else {}
+        original = str(info.get(field_name) or "") if field_name else order.client_order_id
+        if not order.client_order_id and not original:  # an answer with little detail
             return self.fetch_order(client_order_id, sym)
+        if original and original != client_order_id:
+            raise ExchangeError(
+                f"{self.exchange_id}: cancel of {client_order_id!r} answered for order "
+                f"{original!r}; not booked: look both up"
+            )
+        # the answer describes the CANCELLED order: it is booked under that order's id, never
+        # under the id the exchange gave the cancel request itself (Binance's clientOrderId)
+        order = replace(order, client_order_id=client_order_id)
         logger.info("order canceled client_order_id=%s symbol=%s status=%s", client_order_id, sym,
                     order.status)
         return self._remember(order)

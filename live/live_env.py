@@ -423,6 +423,7 @@ class LiveTradingEnv(gym.Env[Any, Any]):
         out = self._info()
         out["risk"] = info["risk"]
         out["orders"] = info["orders"]
+        out["decision_ts_ms"] = info["ts_ms"]
         truncated = self.max_steps is not None and self._steps >= self.max_steps
         return self._obs, reward, False, truncated, out
 

@@ -84,7 +84,9 @@ class ExitCode(IntEnum):
     CRITICAL = 4
     """Repeated exchange failures, rejected keys or an unexpected error."""
     DATA_HALT = 5
-    """Market data stayed stale, gapped or revised for too long."""
+    """Market data stayed stale or gapped for too long, or every decision was blocked by it."""
+    UNREACHABLE = 6
+    """The exchange could not be reached (network, timeouts, 5xx, rate limits) at start."""
     INTERRUPTED = 130
     """SIGINT (Ctrl-C)."""
     TERMINATED = 143
@@ -368,7 +370,13 @@ class Runner:
         self._stop_code: ExitCode | None = None
         self._stop_reason = ""
         self.bars = 0
+        self.halted_bars = 0
+        """Decisions blocked by bad or stale data (no order allowed)."""
+        self.skipped_bars = 0
+        """Decisions skipped explicitly (a Retry-After beyond the next decision's deadline)."""
         self.reloads: list[ReloadResult] = []
+        self.on_decision: Callable[[dict[str, Any]], None] | None = None
+        """Called after every decision with :meth:`decision_summary` (the CLI prints it)."""
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self, code: ExitCode = ExitCode.INTERRUPTED, reason: str = "stop requested") -> None:
@@ -485,8 +493,10 @@ class Runner:
                     self._resync()
                     continue
                 decision = self.env.last_decision
+                self._report(info)
                 if decision is not None and decision.halted:
                     halts += 1
+                    self.halted_bars += 1
                     self.journal.append("halt", ts_ms=info["server_time_ms"], bar_ts_ms=info["ts_ms"],
                                         payload={"consecutive": halts, **decision.to_dict()})
                     if halts >= cfg.max_consecutive_halts:
@@ -505,6 +515,11 @@ class Runner:
                         code, reason, flatten = self._stop_code, self._stop_reason, cfg.flatten_on_exit
                     break
                 if cfg.max_bars is not None and self.bars >= cfg.max_bars:
+                    if self.bars and self.halted_bars == self.bars:
+                        code, reason = ExitCode.DATA_HALT, (
+                            f"all {self.bars} decisions were blocked by stale or bad data: "
+                            "nothing was traded")
+                        flatten = cfg.flatten_on_error
                     break
         except AuthenticationError as e:
             code, reason, flatten = ExitCode.CRITICAL, f"authentication failed: {e}", False
@@ -522,6 +537,33 @@ class Runner:
                                      journal=self.journal, timeout_s=cfg.flatten_timeout_s)
         finally:
             self.journal.close()
+
+    @staticmethod
+    def decision_summary(info: dict[str, Any]) -> dict[str, Any]:
+        """One decision in a few fields: bar time (UTC ISO), target, orders, fills, equity,
+        risk events (what ``coinrl paper/live`` print, one line per decision)."""
+        import pandas as pd
+
+        risk = info.get("risk") or {}
+        orders = info.get("orders") or []
+        return {
+            "bar": pd.Timestamp(int(info.get("decision_ts_ms", info["ts_ms"])), unit="ms",
+                                tz="UTC").isoformat(),
+            "verdict": risk.get("verdict"),
+            "target_exposure": risk.get("target_exposure"),
+            "orders": [_order_word(o) for o in orders],
+            "fills": int(info.get("new_fills") or 0),
+            "equity_quote": info.get("equity_quote"),
+            "risk_events": [str(e.get("rule")) for e in risk.get("events") or []],
+        }
+
+    def _report(self, info: dict[str, Any]) -> None:
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(self.decision_summary(info))
+        except Exception:  # a printing problem must never stop trading
+            logger.exception("decision report failed")
 
     def _error(self, kind: str, e: BaseException) -> None:
         logger.warning("runner %s error: %s", kind, e)
@@ -551,6 +593,13 @@ class Runner:
             "live/reward": reward if math.isfinite(reward) else None,
         }
         self.tracker.log({k: v for k, v in metrics.items() if v is not None}, step=self.bars)
+
+
+def _order_word(o: dict[str, Any]) -> str:
+    side = o.get("side")
+    side_s = getattr(side, "value", side) or ""
+    qty = float(o.get("qty_base") or 0.0)
+    return f"{o.get('status')}" + (f" {side_s} {qty:.10g}" if side_s and qty else "")
 
 
 def build_runner(

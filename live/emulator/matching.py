@@ -360,7 +360,8 @@ class MatchingEngine:
         bar's open fills at once).
 
         Raises:
-            OrderRejected: no trading permission (-2015), duplicate client id (-2010), unknown
+            OrderRejected: no trading permission (-2015), a client id in use by an OPEN order
+                (-2010, as Binance: a filled or cancelled order's id may be reused), unknown
                 symbol (-1121), a filter failure (-1013) or insufficient balance (-2010).
         """
         with self.lock:
@@ -369,7 +370,10 @@ class MatchingEngine:
             if not account.can_trade:
                 raise OrderRejected.of(NO_TRADE_PERMISSION)
             cid = client_order_id or f"emu_{uuid.uuid4().hex[:22]}"
-            if (api_key, cid) in self._by_client:
+            prev = self._by_client.get((api_key, cid))
+            if prev is not None and self._orders[prev].is_open:
+                # Binance: newClientOrderId is unique among OPEN orders only; once the first
+                # order filled or was cancelled, the same id is accepted again
                 raise OrderRejected.of(DUPLICATE_ORDER)
             spec, series = self._spot(symbol)
             ref = self.reference_price(series, now_ms)

@@ -37,7 +37,7 @@ def keys(monkeypatch):
 
 
 def _replay() -> ReplayClock:
-    return ReplayClock.bars(int(FRAME.ts_ms.iloc[K0]) + 1, HOUR, 250.0)
+    return ReplayClock.bars(int(FRAME.ts_ms.iloc[K0]) + 1, HOUR, 1000.0)  # 40 bars of data: slack on a loaded machine
 
 
 def _invoke(args: list[str], **kw):
@@ -53,6 +53,10 @@ def test_paper_session_runs_and_status_reads_it_back(bundle, tmp_path):
         orders = server.orders()
     assert res.exit_code == ExitCode.OK, res.output
     assert orders == []  # paper never sends an order
+    # one line per decision: bar time (UTC ISO), verdict, target, orders, fills, equity
+    lines = [ln for ln in res.stdout.splitlines() if ln[:4].isdigit()]
+    assert len(lines) == 3, res.stdout
+    assert all("+00:00" in ln and "target" in ln and "equity" in ln for ln in lines)
     st = _invoke(["status", "--journal", str(journal), "--json", "--export",
                   str(tmp_path / "j.parquet")])
     assert st.exit_code == 0, st.output
@@ -89,7 +93,7 @@ def test_bad_keys_and_a_wrong_symbol_are_one_clear_error_not_a_crash(bundle, tmp
                 "--no-clock-check", "--journal", str(tmp_path / "k.sqlite")]
         bad_keys = _invoke(base)
         monkeypatch.setenv("COINRL_BINANCE_API_SECRET", SECRET)
-        wrong = _invoke([*base, "--symbol", "SOLL/USDT"])
+        wrong = _invoke([*base, "--symbol", "SOLL/USDT", "--allow-symbol-mismatch"])
         requests = len(server.requests("/api/v3/account"))
     assert bad_keys.exit_code == ExitCode.CRITICAL
     assert "API key" in bad_keys.output
@@ -118,3 +122,99 @@ def test_live_session_trades_on_the_emulator(bundle, tmp_path, keys):
     info = json.loads(_invoke(["status", "--journal", str(journal), "--json"]).stdout)
     assert info["mode"] == "live"
     assert info["decisions"] == 3
+
+
+def _one_error_line(output: str) -> str:
+    """The one line the error is (log records of the steps before it aside)."""
+    import re
+
+    log = re.compile(r"^\d{4}-\d\d-\d\dT\S+ +(DEBUG|INFO|WARNING) ")
+    lines = [ln for ln in output.splitlines() if ln.strip() and not log.match(ln)]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_a_bundle_trained_on_another_symbol_is_refused_unless_allowed(bundle, tmp_path):
+    from live_helpers import MARKET, ohlcv
+
+    from coinrl.live.emulator import EmulatorServer, MarketSpec
+    from coinrl.live.journal import Journal
+
+    other = "AVAX/USDT"
+    spec = MarketSpec(**{**MARKET.__dict__, "symbol": other, "base": "AVAX"})
+    server = EmulatorServer({SYMBOL: ohlcv(FRAME), other: ohlcv(FRAME)}, clock=_replay(),
+                            markets={SYMBOL: MARKET, other: spec})
+    server.start()
+    try:
+        base = ["paper", str(bundle), "--exchange-url", server.base_url, "--no-clock-check",
+                "--reload-every-bars", "0", "--symbol", other, "--max-bars", "2"]
+        refused = _invoke([*base, "--journal", str(tmp_path / "a.sqlite")])
+        allowed = _invoke([*base, "--journal", str(tmp_path / "b.sqlite"), "--allow-symbol-mismatch"])
+    finally:
+        server.stop()
+    assert refused.exit_code == ExitCode.CONFIG
+    line = _one_error_line(refused.output)
+    assert "trained on SOL/USDT" in line
+    assert "--allow-symbol-mismatch" in line
+    assert not (tmp_path / "a.sqlite").exists()
+    assert allowed.exit_code == ExitCode.OK, allowed.output
+    with Journal(tmp_path / "b.sqlite") as j:
+        note = j.events("model")[0].payload
+    assert (note["status"], note["bundle_symbol"], note["symbol"]) == ("symbol_mismatch", SYMBOL, other)
+
+
+def _rehash(folder: Path, name: str) -> None:
+    import hashlib
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_corrupted_bundle_is_one_clear_line_and_exit_2(bundle, tmp_path):
+    import shutil
+
+    from coinrl.agents.bundle import load_model, save_model
+
+    zipped = save_model(load_model(bundle), tmp_path / "b.zip")
+    blob = bytearray(Path(zipped).read_bytes())
+    blob[len(blob) // 2: len(blob) // 2 + 64] = b"\x00" * 64
+    Path(zipped).write_bytes(bytes(blob))
+    rehashed = tmp_path / "rehashed"
+    shutil.copytree(bundle, rehashed)
+    model = bytearray((rehashed / "model.zip").read_bytes())
+    model[len(model) // 2: len(model) // 2 + 256] = b"\xff" * 256
+    (rehashed / "model.zip").write_bytes(bytes(model))
+    _rehash(rehashed, "model.zip")  # the manifest agrees with the damaged file
+    for damaged in (zipped, rehashed):
+        res = _invoke(["paper", str(damaged), "--exchange-url", "http://127.0.0.1:9",
+                       "--journal", str(tmp_path / "j.sqlite"), "--no-clock-check"])
+        assert res.exit_code == ExitCode.CONFIG, res.output
+        assert str(damaged) in _one_error_line(res.output)
+
+
+def test_an_unreachable_exchange_is_a_connection_failure_not_config(bundle, tmp_path):
+    with emulator(FRAME, K0) as (server, _):
+        server.faults.server_error(503, count=None)
+        res = _invoke(["paper", str(bundle), "--exchange-url", server.base_url, "--journal",
+                       str(tmp_path / "j.sqlite"), "--no-clock-check"])
+    assert res.exit_code == ExitCode.UNREACHABLE, res.output
+    assert "could not be reached" in _one_error_line(res.output)
+
+
+def test_a_session_whose_decisions_were_all_blocked_by_stale_data_ends_as_a_data_halt(bundle, tmp_path):
+    journal = tmp_path / "stale.sqlite"
+    from live_helpers import public
+
+    with emulator(FRAME, K0, clock=_replay()) as (server, clock):
+        server.faults.stale()  # the candles stop advancing; the clock runs on
+        public(server).fetch_closed_candles(SYMBOL, "1h", limit=5, max_stale_bars=None)
+        clock.advance(4 * HOUR)  # the data is stale before the first decision
+        res = _invoke(["paper", str(bundle), "--exchange-url", server.base_url, "--journal",
+                       str(journal), "--max-bars", "2", "--no-clock-check",
+                       "--reload-every-bars", "0"])
+    assert res.exit_code == ExitCode.DATA_HALT, res.output
+    info = json.loads(_invoke(["status", "--journal", str(journal), "--json"]).stdout)
+    assert info["stopped"]["exit_name"] == "DATA_HALT"
+    assert info["halts"] == info["decisions"] == 2

@@ -327,12 +327,20 @@ def test_open_and_all_orders(emu, clock):
 
 
 # -- rejections -------------------------------------------------------------------------------
-def test_a_duplicate_client_order_id_is_rejected_and_no_second_order_exists(emu, clock):
-    assert order(emu, quantity="0.1", newClientOrderId="dup").status_code == 200
-    clock.set(ts(2))  # even after the first one filled
+def test_a_client_order_id_of_an_open_order_is_rejected_and_no_second_order_exists(emu, clock):
+    assert order(emu, quantity="0.1", newClientOrderId="dup").status_code == 200  # rests mid-bar
     r = order(emu, quantity="0.1", newClientOrderId="dup")
     assert (r.status_code, r.json()) == (400, {"code": -2010, "msg": "Duplicate order sent."})
     assert emu.order_count() == 1
+
+
+def test_a_filled_orders_client_id_is_accepted_again_as_binance_does(emu, clock):
+    """Binance documents newClientOrderId as unique among OPEN orders: a re-send after the first
+    order filled is a second order. The brokers must prove absence before re-sending."""
+    assert order(emu, quantity="0.1", newClientOrderId="dup").status_code == 200
+    clock.set(ts(2))  # the first one filled
+    assert order(emu, quantity="0.1", newClientOrderId="dup").status_code == 200
+    assert emu.order_count() == 2
 
 
 @pytest.mark.parametrize(

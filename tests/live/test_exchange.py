@@ -26,6 +26,7 @@ from coinrl.envs.execution import ExecutionModel
 from coinrl.live.emulator import EmulatorServer, FixedClock, MarketSpec
 from coinrl.live.exchange import ExchangeClient, connect_to_exchange
 from coinrl.live.keys import Credentials, load_credentials, read_key_file
+from coinrl.live.orders import DuplicateClientOrderId, FilterFailure
 from coinrl.pipeline.errors import (
     AuthenticationError,
     BadSymbol,
@@ -187,7 +188,7 @@ def test_cancel_order_by_client_id(client):
 
 def test_duplicate_client_order_id_is_invalid_order(client, emu):
     client.create_order(SYMBOL, "buy", 0.001, client_order_id="dup-1")
-    with pytest.raises(InvalidOrder, match="already used"):
+    with pytest.raises(DuplicateClientOrderId, match="already used"):
         client.create_order(SYMBOL, "buy", 0.001, client_order_id="dup-1")
     assert emu.order_count() == 1
 
@@ -216,7 +217,7 @@ def test_quantity_and_price_are_rounded_to_lot_and_tick(client, emu):
 def test_exchange_side_filter_failure_is_invalid_order(client, emu):
     # without a reference price the client cannot check a market order's notional: the
     # exchange does, and its -1013 "Filter failure: NOTIONAL" becomes InvalidOrder
-    with pytest.raises(InvalidOrder, match="Filter failure: NOTIONAL"):
+    with pytest.raises(FilterFailure, match="Filter failure: NOTIONAL"):
         client.create_order(SYMBOL, "buy", 0.0001)
 
 
@@ -365,3 +366,34 @@ def test_secrets_never_reach_any_log_line(emu, clock, candles, caplog):
     assert KEY not in text  # the key is masked too
     assert SECRET not in str(e.value)
     assert KEY not in str(e.value)
+
+
+# -- cancels and re-sends mirror Binance ----------------------------------------------------------
+def test_a_cancel_is_booked_under_the_cancelled_orders_id_not_the_cancel_requests(client, emu):
+    """Binance answers a cancel with the cancel request's own clientOrderId (the original is in
+    origClientOrderId); the order is the original one."""
+    placed = client.create_order(SYMBOL, "buy", 0.001, client_order_id="rest-1")  # rests mid-bar
+    assert placed.status == "open"
+    done = client.cancel_order("rest-1", SYMBOL)
+    raw = emu.orders()[0]
+    assert (done.client_order_id, done.order_id, done.status) == ("rest-1", placed.order_id, "canceled")
+    assert raw.client_order_id == "rest-1"
+    assert client._cid_of[placed.order_id] == "rest-1"  # later fills map to the real order
+
+
+def test_a_lost_order_is_never_re_sent_on_a_lookup_by_id_alone(emu, clock, candles):
+    """The first send is accepted and FILLS (sent at the bar's open), its answer is lost, and the
+    lookup by client id says "does not exist" (-2013). Binance would accept a re-send with the
+    same id (unique among open orders only): the exchange's order list since the intent shows
+    the order, so nothing is re-sent."""
+    clock.set(ts(candles, 11))  # a market order fills on arrival
+    emu.faults.drop_after(count=1)
+    emu.faults.reject(code=-2013, message="Order does not exist.", method="GET", count=None)
+    with connect(emu) as ex:
+        got = ex.create_order(SYMBOL, "buy", 0.001, client_order_id="lost-2",
+                              since_ms=ts(candles, 11) - 1000)
+    assert got.client_order_id == "lost-2"
+    assert got.status == "closed"
+    assert emu.order_count() == 1
+    # the lookups (GET) were all answered "does not exist"; the only other request is the one POST
+    assert [r.fault for r in emu.requests("/api/v3/order") if r.fault != "reject"] == ["drop_after"]

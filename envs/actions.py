@@ -34,6 +34,12 @@ from gymnasium import spaces
 
 from .config import PortfolioEnvConfig
 
+
+def _compiled() -> Any:
+    from .portfolio_kernel import compiled
+
+    return compiled()
+
 F64 = npt.NDArray[np.float64]
 
 
@@ -111,30 +117,16 @@ class ActionMap:
                     f"discrete action for {self.symbols[col]} must be in [0, {len(self.positions)}), "
                     f"got {int(idx[np.nonzero(bad)][0])}"
                 )
-            y = np.asarray(self.positions, dtype=np.float64)[idx]
+            y = np.ascontiguousarray(np.asarray(self.positions, dtype=np.float64)[idx])
+            _compiled().project_rows(y, self.gross, self.net, self.allow_short)
+            return y
         else:
-            y = a.astype(np.float64)
-            finite = np.isfinite(y)
-            if not finite.all():
-                col = int(np.nonzero(~finite)[1][0])
+            y = np.array(a, dtype=np.float64, order="C")  # a copy: projected in place
+            first_bad = _compiled().project_rows(y, self.gross, self.net, self.allow_short)
+            if first_bad >= 0:
+                i, col = divmod(first_bad, n_assets)
                 raise ValueError(
-                    f"the action for {self.symbols[col]} is {y[np.nonzero(~finite)][0]}; the policy "
-                    "must output finite numbers"
+                    f"the action for {self.symbols[col]} is {y[i, col]}; the policy must output "
+                    "finite numbers"
                 )
-            if n_assets == 1:  # the single-asset env's rule, bit for bit
-                lo = -self.gross if self.allow_short else 0.0
-                return np.minimum(np.maximum(y, lo), min(self.gross, self.net))
-            if not self.allow_short:
-                y = np.maximum(y, 0.0)
-        return self._project(y)
-
-    def _project(self, y: F64) -> F64:
-        """Radial scaling onto ``sum |w| <= gross`` and ``|sum w| <= net``."""
-        gross = np.abs(y).sum(axis=1)
-        net = np.abs(y.sum(axis=1))
-        scale = np.ones(len(y))
-        np.divide(self.gross, gross, out=scale, where=gross > self.gross)
-        over_net = net > self.net
-        if over_net.any():
-            scale = np.where(over_net, np.minimum(scale, self.net / np.where(over_net, net, 1.0)), scale)
-        return y * scale[:, None]
+        return y

@@ -104,7 +104,7 @@ def asset_params(config: PortfolioEnvConfig, symbols: tuple[str, ...]) -> F64:
     rows = []
     for sym in symbols:
         over = config.asset_costs.get(sym)
-        cfg = config
+        cfg: EnvConfig = config
         if over is not None:
             upd = {k: v for k, v in over.model_dump().items() if v is not None}
             cfg = EnvConfig.model_validate({**config.model_dump(include=set(EnvConfig.model_fields)), **upd})
@@ -191,7 +191,7 @@ class PortfolioEnv(gym.Env[Any, Any]):
     def _new_block(self) -> None:
         # each observation is its own row of a block, never written again (Gymnasium's contract)
         self._block = np.empty((OBS_BLOCK_ROWS, self._obs_dim), dtype=np.float32)
-        self._rows: list[F32] = list(self._block)
+        self._rows = list(self._block)
         self._row = 0
 
     def _next_row(self) -> int:
@@ -250,12 +250,24 @@ class PortfolioEnv(gym.Env[Any, Any]):
         t += 1
         self._t = t
         i = self._next_row()
-        reward = self._kernel.pf_env_step(self._state, self._params, self._pa, self.arrays.bars,
-                                          self.arrays.feats_flat, self._block, t, w, i)
-        liq = self._state[kernel.LIQUIDATED, 0] != 0.0
+        a = self.n_assets
+        qty = np.empty(a)
+        weights = np.empty(a)
+        s = self._state
+        reward = self._kernel.pf_env_step(s, self._params, self._pa, self.arrays.bars,
+                                          self.arrays.feats_flat, self._block, t, w, i, qty, weights)
+        liq = s[kernel.LIQUIDATED, 0] != 0.0
         if liq:
             self._last = t
-        return self._rows[i], reward, bool(liq), bool(t >= self._last and not liq), self._info(t)
+        info = {
+            "ts_ms": int(self.arrays.ts_ms[t]),
+            "equity_quote": float(s[kernel.EQUITY, 0]),
+            "position_base": qty,
+            "weights": weights,
+            "fees_paid_quote": float(s[kernel.FEES, 0]),
+            "scaled_rebalances": int(s[pk.SCALED, 0]),
+        }
+        return self._rows[i], reward, bool(liq), bool(t >= self._last and not liq), info
 
     @property
     def t(self) -> int:

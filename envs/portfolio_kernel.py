@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -427,6 +428,46 @@ def _pobserve(s: F64, j: int, p: F64, pa: F64, bars: F64, feats: F32, t: int, ou
     dst[col + 3] = dist
 
 
+# ---------------------------------------------------------------------- action map
+def project_rows(y: F64, gross: float, net: float, allow_short: bool) -> int:
+    """:class:`~coinrl.envs.actions.ActionMap`'s continuous map, in place on rows of ``y``
+    (N, A): negatives to 0 without shorting, then radial scaling onto ``sum |w| <= gross`` and
+    ``|sum w| <= net``; one asset: the clip to ``[lo, min(gross, net)]``. Returns -1, or the
+    flat index of the first NaN/inf entry (nothing is changed then)."""
+    n, a_n = y.shape
+    for i in range(n):
+        for a in range(a_n):
+            v = y[i, a]
+            if v != v or v == math.inf or v == -math.inf:
+                return i * a_n + a
+    lo = -gross if allow_short else 0.0
+    for i in range(n):
+        if a_n == 1:
+            hi = gross if gross < net else net
+            v = y[i, 0]
+            y[i, 0] = hi if v > hi else (lo if v < lo else v)
+            continue
+        g = 0.0
+        t = 0.0
+        for a in range(a_n):
+            v = y[i, a]
+            if not allow_short and v < 0.0:
+                v = 0.0
+                y[i, a] = 0.0
+            g += abs(v)
+            t += v
+        scale = 1.0
+        if g > gross:
+            scale = gross / g
+        if abs(t) > net:
+            k = net / abs(t)
+            scale = k if k < scale else scale
+        if scale != 1.0:
+            for a in range(a_n):
+                y[i, a] = y[i, a] * scale
+    return -1
+
+
 # ---------------------------------------------------------------------- entry points
 def pf_books_step(s: F64, p: F64, pa: F64, w: F64, bars: F64, t: I64, liq_out: BoolArr) -> None:
     """One bar of every account ``j`` at its own bar ``t[j]`` toward weights ``w[j]`` (N, A)."""
@@ -435,14 +476,26 @@ def pf_books_step(s: F64, p: F64, pa: F64, w: F64, bars: F64, t: I64, liq_out: B
         liq_out[j] = _pbar(s, j, p, pa, w[j], bars, t[j], scratch)
 
 
-def pf_env_step(s: F64, p: F64, pa: F64, bars: F64, feats: F32, out: F32, t: int, w: F64, row_: int) -> float:
+def pf_env_step(
+    s: F64, p: F64, pa: F64, bars: F64, feats: F32, out: F32, t: int, w: F64, row_: int,
+    info_qty: F64, info_w: F64,
+) -> float:
     """One PortfolioEnv step of account 0: bar ``t``, the reward (returned), the observation
-    for decision ``t`` into ``out[row_]``."""
-    scratch = np.empty((3, pa.shape[0]))
+    for decision ``t`` into ``out[row_]``, the positions and weights into ``info_qty`` and
+    ``info_w`` (A,)."""
+    n = pa.shape[0]
+    scratch = np.empty((3, n))
     eq_prev = s[EQUITY, 0]
     _pbar(s, 0, p, pa, w, bars, t, scratch)
     r = _reward(s, 0, p, eq_prev, s[EQUITY, 0])
     _pobserve(s, 0, p, pa, bars, feats, t, out, row_)
+    eq = s[EQUITY, 0]
+    floor = p[P_EQ_FLOOR]
+    eqs = eq if eq > floor else floor
+    for a in range(n):
+        q = s[N_ACCT_ROWS + a * N_ASSET_ROWS + A_QTY, 0]
+        info_qty[a] = q
+        info_w[a] = q * bars[t, a, B_CLOSE] / eqs
     return r
 
 
@@ -494,7 +547,7 @@ def pf_vec_step(
 
 
 _HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve)
-ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_observe", "pf_vec_step")
+ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_observe", "pf_vec_step", "project_rows")
 
 
 @functools.cache
@@ -521,7 +574,8 @@ def compiled() -> Any:
     f8v, i8v, b1v = nt.float64[::1], nt.int64[::1], nt.boolean[::1]
     sigs = {
         "pf_books_step": nt.void(state, params, pmat, pmat, bars, i8v, b1v),
-        "pf_env_step": f8(state, params, pmat, bars, feats, out, i8, f8v, i8),
+        "pf_env_step": f8(state, params, pmat, bars, feats, out, i8, f8v, i8, f8v, f8v),
+        "project_rows": i8(pmat, f8, f8, nt.boolean),
         "pf_observe": nt.void(state, params, pmat, bars, feats, i8v, out, i8),
         "pf_vec_step": i8(state, params, pmat, bars, feats, i8v, i8v, i8v, pmat, b1v, b1v, b1v,
                           out, f8v, b1v, b1v, i8v, f8v, pmat, f8v),

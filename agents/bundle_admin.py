@@ -67,20 +67,22 @@ def _edited(path: Path, out: Path | None = None) -> Iterator[Path]:
 def sign_bundle(filename: str | Path, key_file: str | Path) -> dict[str, Any]:
     """Sign a bundle folder or zip in place with the ed25519 key in ``key_file``.
 
-    The bundle's hashes are verified first (a damaged bundle is never signed); the manifest
-    then records the signer and ``signature.json`` holds the signature over its bytes.
+    The bundle is verified and loaded first (a damaged bundle, or one holding pickled objects,
+    is never signed); the manifest then records the signer and ``signature.json`` holds the
+    signature over its bytes.
 
     Returns:
         The signature record (``key_id``, ``public_key``, ``signature``, ...).
 
     Raises:
-        DataError: not a bundle, or files that fail their sha256.
+        DataError: not a bundle, files that fail their sha256, or a bundle that does not load.
         ConfigError: an unusable key file.
     """
     key = load_private_key(key_file)
     path = Path(filename)
     with _edited(path) as work:
         verify_bundle(work)
+        _load_dir(work, "cpu", allow_version_mismatch=True)  # only a bundle that loads as data
         (work / SIGNATURE_FILE).unlink(missing_ok=True)
         return sign_manifest(work, key)
 

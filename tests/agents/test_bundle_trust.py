@@ -10,7 +10,6 @@ refused when trusted keys are given.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import pickle
@@ -338,12 +337,17 @@ def test_signing_a_zip_keeps_it_loadable_and_keys_are_never_overwritten(
         load_model(zipped, trusted_keys=bad)
 
 
-def test_migrating_drops_a_signature(trained: TrainedAgent, tmp_path: Path) -> None:
+def test_only_plain_bundles_are_signed_and_migrating_drops_a_signature(
+    trained: TrainedAgent, tmp_path: Path
+) -> None:
     generate_keypair(tmp_path / "me.key")
-    bundle = old_format_bundle(trained, tmp_path / "old")
+    old = old_format_bundle(trained, tmp_path / "old")
+    with pytest.raises(DataError, match="pickled"):
+        sign_bundle(old, tmp_path / "me.key")
+    assert not (old / SIGNATURE_FILE).exists()
+    bundle = save_model(trained, tmp_path / "new")
     sign_bundle(bundle, tmp_path / "me.key")
-    migrate_bundle(bundle)
+    assert migrate_bundle(bundle) == []
     assert not (bundle / SIGNATURE_FILE).exists()
     assert "signer" not in json.loads((bundle / MANIFEST).read_text())
     assert load_model(bundle).algo == "ppo"
-    assert dataclasses.is_dataclass(load_model(bundle))

@@ -204,3 +204,19 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     assert "interrupted" in err
     assert "--resume" in err
     assert f"--out {out}" in err
+
+
+def test_evaluate_prints_the_backtest_table_format(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    bundle = run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, False, out)
+    res = _coinrl("evaluate", str(bundle), "--split", "test")
+    assert res.returncode == 0, res.stderr
+    # backtest's layout: one row per metric, one column per strategy, percentages for returns
+    rows = [line for line in res.stdout.splitlines() if "│" in line or "┃" in line]
+    labels = [r.split("│")[1].strip() if "│" in r else "" for r in rows]
+    for label in ("total return", "ann. return", "Sharpe", "max drawdown", "turnover", "fees"):
+        assert label in labels, res.stdout
+    header = next(r for r in rows if "┃" in r)
+    for name in ("agent", "buy_and_hold", "flat", "random"):
+        assert name in header
+    assert "%" in rows[labels.index("total return")]

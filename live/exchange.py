@@ -50,7 +50,12 @@ from coinrl.pipeline.errors import (
     InvalidOrder,
     TemporaryExchangeError,
 )
-from coinrl.pipeline.exchange_client import call_exchange, create_exchange
+from coinrl.pipeline.exchange_client import (
+    RETRY_AFTER_MAX_S,
+    RateLimitedError,
+    call_exchange,
+    create_exchange,
+)
 from coinrl.pipeline.timeframes import timeframe_to_ms
 
 from .keys import Credentials, credential_hint, load_credentials
@@ -107,6 +112,23 @@ class _RedactSecrets(logging.Filter):
 _CCXT_LOGGER = logging.getLogger(f"{__name__}.ccxt")
 _REDACT = _RedactSecrets()
 _CCXT_LOGGER.addFilter(_REDACT)
+
+
+class RetryAfterBeyondDeadline(RateLimitedError):
+    """The exchange asked to wait (``Retry-After``) past the next decision's deadline: the
+    decision cannot be taken in time and is skipped explicitly (journalled); nothing is sent
+    before ``until_ms``.
+
+    Attributes:
+        retry_after_s: what the exchange asked, seconds.
+        until_ms: the exchange time before which nothing may be asked, UTC ms.
+        deadline_ms: the decision's deadline, UTC ms (None when none was set).
+    """
+
+    def __init__(self, message: str, retry_after_s: float, until_ms: int, deadline_ms: int | None) -> None:
+        super().__init__(message, retry_after_s)
+        self.until_ms = until_ms
+        self.deadline_ms = deadline_ms
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -278,12 +300,56 @@ class ExchangeClient:
         self._symbol_of: dict[str, str] = {}  # client order id -> symbol
         self._cid_of: dict[str, str] = {}  # exchange order id -> client order id
         self.clock_skew_ms: float | None = None
+        self.decision_deadline_ms: int | None = None
+        """Exchange time (UTC ms) by which the current decision must be taken: a longer
+        ``Retry-After`` than :data:`RETRY_AFTER_MAX_S` is waited for when it ends before this,
+        else :class:`RetryAfterBeyondDeadline` is raised (None: never waited)."""
+        self.sleep: Callable[[float], None] = time.sleep
+        """How a Retry-After is waited for, seconds (tests record it instead)."""
+        self._last_server_ms: tuple[int, float] | None = None  # (server ms, local monotonic s)
 
     def __repr__(self) -> str:
         return f"ExchangeClient(exchange={self.exchange_id!r}, api_key={self._masked_key!r})"
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _now_estimate_ms(self) -> int | None:
+        """The exchange's clock now, from the last time it was read (None: never read)."""
+        if self._last_server_ms is None:
+            return None
+        ms, t = self._last_server_ms
+        return ms + int((time.monotonic() - t) * 1000.0)
+
     def _call(self, fn: Callable[[], T], what: str, *, max_retries: int | None = None) -> T:
+        """:meth:`_call_once`, honouring a long ``Retry-After`` up to the decision deadline.
+
+        ``Retry-After`` up to :data:`RETRY_AFTER_MAX_S` is waited by the retry loop; a longer
+        one is waited (once) when it ends before :attr:`decision_deadline_ms`, else the call
+        fails with :class:`RetryAfterBeyondDeadline` (the runner skips the decision explicitly).
+        """
+        waited = False
+        while True:
+            try:
+                return self._call_once(fn, what, max_retries=max_retries)
+            except RateLimitedError as e:
+                ra = e.retry_after_s
+                if ra is None or ra <= RETRY_AFTER_MAX_S or isinstance(e, RetryAfterBeyondDeadline):
+                    raise
+                now = self._now_estimate_ms()
+                until = (now if now is not None else time.time_ns() // 1_000_000) + int(ra * 1000)
+                deadline = self.decision_deadline_ms
+                if not waited and deadline is not None and until < deadline:
+                    logger.warning("rate limited: waiting Retry-After %.0f s (before the decision "
+                                   "deadline ts_ms=%d) what=%s", ra, deadline, what)
+                    self.sleep(float(ra))
+                    waited = True
+                    continue
+                raise RetryAfterBeyondDeadline(
+                    f"{e}; the exchange asks to wait {ra:g} s, past the decision deadline "
+                    f"ts_ms={deadline}: the decision is skipped, nothing is sent before "
+                    f"ts_ms={until}", float(ra), until, deadline,
+                ) from e
+
+    def _call_once(self, fn: Callable[[], T], what: str, *, max_retries: int | None = None) -> T:
         """Run one ccxt call: translate its errors (with our hints) and retry temporary ones."""
         def attempt() -> T:
             try:
@@ -383,7 +449,9 @@ class ExchangeClient:
         """The exchange's clock, UTC epoch ms (the local clock if the exchange has no time call)."""
         if not self._client.has.get("fetchTime"):
             return time.time_ns() // 1_000_000
-        return int(self._call(self._client.fetch_time, "fetch_time"))
+        ms = int(self._call(self._client.fetch_time, "fetch_time"))
+        self._last_server_ms = (ms, time.monotonic())
+        return ms
 
     def measure_clock_skew_ms(self) -> float:
         """Exchange time minus local time at the middle of the round trip, ms."""
@@ -941,6 +1009,7 @@ __all__ = [
     "ExchangeClient",
     "ExchangeOrder",
     "ExchangeTrade",
+    "RetryAfterBeyondDeadline",
     "connect_to_exchange",
     "new_client_order_id",
 ]

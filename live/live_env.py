@@ -327,7 +327,21 @@ class LiveTradingEnv(gym.Env[Any, Any]):
                 self.journal.append("reconciliation", ts_ms=now_ms, bar_ts_ms=rev["bar_ts_ms"],
                                     payload=rev)
 
+    def _set_deadline(self, deadline_ms: int | None) -> None:
+        """Tell the exchange client(s) by when the coming decision must be taken (exchange ms):
+        a long Retry-After is honoured up to it, else the decision is skipped explicitly."""
+        for client in {id(c): c for c in (getattr(self.feed, "client", None),
+                                          getattr(self.broker, "client", None))
+                       if c is not None}.values():
+            if hasattr(client, "decision_deadline_ms"):
+                client.decision_deadline_ms = deadline_ms
+
     def _refresh(self, wait_for_bar: int | None) -> None:
+        bar_ms = int(getattr(self.feed, "bar_ms", 0) or 0)
+        if wait_for_bar is not None:  # the decision on that bar is due until the next bar closes
+            self._set_deadline(wait_for_bar + 2 * bar_ms)
+        else:
+            self._set_deadline(self.clock.now_ms() + bar_ms if bar_ms else None)
         data = self.feed.update()
         polls = 0
         while wait_for_bar is not None and data.last_bar_ts_ms < wait_for_bar and polls < self.max_wait_polls:

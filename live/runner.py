@@ -64,7 +64,7 @@ from coinrl.pipeline.splits import Normaliser
 
 from .brokers import Broker, ExchangeBroker, OrderContext, PaperBroker
 from .data import LiveDataFeed
-from .exchange import ExchangeClient
+from .exchange import ExchangeClient, RetryAfterBeyondDeadline
 from .journal import Journal
 from .live_env import BarClock, ExchangeBarClock, LiveTradingEnv
 from .risk import RiskConfig, RiskGuard
@@ -476,6 +476,9 @@ class Runner:
                 try:
                     obs, reward, term, trunc, info = self.env.step(self._act(obs))
                     errors = 0
+                except RetryAfterBeyondDeadline as e:
+                    self._skip_rate_limited(e)
+                    continue
                 except TemporaryExchangeError as e:
                     errors += 1
                     self._error("temporary", e)
@@ -573,6 +576,26 @@ class Runner:
                                                              "message": str(e)[:2000]})
         except CoinrlError:  # the journal itself failing must not mask the error
             logger.exception("journal append failed")
+
+    def _skip_rate_limited(self, e: RetryAfterBeyondDeadline) -> None:
+        """The exchange asked to wait past the decision's deadline: skip that decision
+        explicitly (journalled), wait out the Retry-After on the exchange's clock, resync."""
+        self.skipped_bars += 1
+        data = self.env.data
+        now = self.env.clock.now_ms()
+        bar = None if data is None else data.last_bar_ts_ms + data.bar_ms
+        logger.warning("decision skipped: rate limited until ts_ms=%d (Retry-After %.0f s, "
+                       "deadline ts_ms=%s)", e.until_ms, e.retry_after_s or 0.0, e.deadline_ms)
+        self.journal.append("halt", ts_ms=now, bar_ts_ms=bar, payload={
+            "verdict": "skipped", "rule": "rate_limited", "skipped": True,
+            "retry_after_s": e.retry_after_s, "until_ms": e.until_ms,
+            "deadline_ms": e.deadline_ms, "reason": str(e)[:2000],
+        })
+        try:
+            self.env.clock.sleep_until(e.until_ms)
+            self.env.resync()
+        except (TemporaryExchangeError, DataError) as err:
+            logger.warning("resync after a rate limit failed: %s", err)
 
     def _resync(self) -> None:
         """After a failure: wait a moment on the exchange's clock, then refresh data and books."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from .errors import (
     AuthenticationError,
@@ -181,8 +182,14 @@ def translate_error(err: BaseException, what: str, client: ccxt.Exchange | None 
     )
 
 
+_JITTER = random.Random(int.from_bytes(os.urandom(16), "big"))  # noqa: S311 - jitter, not crypto
+"""The jitter's own generator: never Python's global ``random``, which loading a bundle seeds
+(every runner process would then back off in lockstep)."""
+
+
 def _wait(retry_state: RetryCallState) -> float:
-    backoff = wait_random_exponential(multiplier=RETRY_INITIAL_S, max=RETRY_MAX_S)(retry_state)
+    ceiling = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** max(0, retry_state.attempt_number - 1))
+    backoff = _JITTER.uniform(0.0, ceiling)  # full jitter
     exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
     after = exc.retry_after_s if isinstance(exc, RateLimitedError) else None
     return max(backoff, after or 0.0)

@@ -34,11 +34,16 @@ from gymnasium import spaces
 
 from .config import PortfolioEnvConfig
 
+_KERNEL: list[Any] = []
+
 
 def _compiled() -> Any:
-    from .portfolio_kernel import compiled
+    """The compiled portfolio kernel (imported on first use: numba loads lazily)."""
+    if not _KERNEL:
+        from .portfolio_kernel import compiled
 
-    return compiled()
+        _KERNEL.append(compiled())
+    return _KERNEL[0]
 
 F64 = npt.NDArray[np.float64]
 
@@ -91,6 +96,11 @@ class ActionMap:
         Raises:
             ValueError: wrong shape, NaN/inf (naming the asset), or an out-of-range index.
         """
+        if self.kind == "continuous":  # the env's per-step path: one copy, one compiled call
+            y = np.array(action, dtype=np.float64, ndmin=2)
+            if y.shape == (1, self.n_assets):
+                if _compiled().project_rows(y, self.gross, self.net, self.allow_short) < 0:
+                    return y[0]
         return self.weights_batch(np.asarray(action)[None, ...])[0]
 
     def weights_batch(self, actions: Any) -> F64:

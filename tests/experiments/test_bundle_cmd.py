@@ -180,3 +180,27 @@ def test_hot_reloads_are_checked_against_the_same_trusted_keys(good: Path, tmp_p
     with pytest.raises(DataError, match="is not signed"):
         reload(unsigned)
     assert reload(signed).algo == "ppo"
+
+
+@pytest.mark.slow  # two training runs through the console entry point (~90 s on 2 cores)
+def test_train_resume_refuses_a_crafted_checkpoint_and_never_runs_it(tmp_path: Path) -> None:
+    from bundle_helpers import plant_payload
+
+    from coinrl.agents.train import latest_checkpoint
+
+    config = str(Path(__file__).resolve().parents[2] / "experiments" / "configs" / "ppo_btc_1h.yaml")
+    micro = ["train.n_envs=4", "train.ppo.n_steps=64", "train.ppo.batch_size=128",
+             "train.ppo.n_epochs=1", "train.eval_every_steps=0", "train.checkpoint_every_steps=256",
+             "train.progress_bar=false", "tracking.mode=disabled"]
+    out = tmp_path / "runs"
+    first = _main("train", config, *micro, "train.total_timesteps=256", "--out", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    ckpt = latest_checkpoint(out / "ppo_btc_1h")
+    assert ckpt is not None
+    marker = tmp_path / "MARKER"
+    plant_payload(ckpt / "model.zip", marker, field="clip_range")
+    res = _main("train", config, *micro, "train.total_timesteps=512", "--out", str(out), "--resume")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "never unpickles a run folder" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not marker.exists()

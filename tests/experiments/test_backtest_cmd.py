@@ -28,7 +28,8 @@ from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.synthetic import planted_pattern
 
 runner = CliRunner()
-REPORT = {"report.html", "backtest.png", "equity.parquet", "fills.parquet", "metrics.json"}
+REPORT = {"report.html", "backtest.png", "equity.parquet", "fills.parquet", "metrics.json", "fills.csv",
+          "trades.csv"}
 
 
 def _same(a: float | None, b: float | None) -> bool:

@@ -351,3 +351,32 @@ def test_only_plain_bundles_are_signed_and_migrating_drops_a_signature(
     assert not (bundle / SIGNATURE_FILE).exists()
     assert "signer" not in json.loads((bundle / MANIFEST).read_text())
     assert load_model(bundle).algo == "ppo"
+
+
+@pytest.mark.parametrize(
+    ("algo", "env_kw", "extra"),
+    [
+        ("a2c", {}, {}),
+        ("sac", {"action": "continuous"},
+         {"sac": {"learning_starts": 128, "buffer_size": 2048, "batch_size": 64}}),
+        ("recurrent_ppo", {}, {"recurrent_ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 1,
+                                                 "lstm_hidden_size": 16}}),
+    ],
+)
+def test_every_algorithm_round_trips_as_plain_data(
+    planted: PreparedData, tmp_path: Path, algo: str, env_kw: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    if algo == "recurrent_ppo":
+        pytest.importorskip("sb3_contrib")
+    env = EnvConfig(window=8, episode_length_bars=256, **env_kw)
+    cfg = TrainConfig.model_validate({
+        "algo": algo, "total_timesteps": 512, "n_envs": 8, "seed": 0, "eval_every_steps": 0,
+        "checkpoint_every_steps": 0, "early_stopping_patience": None, **extra,
+    })
+    agent = train_model(planted, cfg, env)
+    loaded = load_model(save_model(agent, tmp_path / "bundle"))
+    a = rollout_policy(agent.model, planted.test, env)
+    b = rollout_policy(loaded.model, planted.test, env)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    for name, tensor in agent.model.policy.state_dict().items():
+        assert loaded.model.policy.state_dict()[name].equal(tensor), name

@@ -176,23 +176,41 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._state = pk.new_state(1, self.n_assets, cfg.initial_cash_quote)
         self._obs_dim = int(obs_space.shape[0])
         self._kernel = pk.compiled()
+        self._status = np.zeros(1, dtype=np.int64)
+        self._project = cfg.action == "continuous"
+        self._views()
         self._new_block()
         self._t = -1
         self._last = -1
 
+    def _views(self) -> None:
+        """Python-float views of the state and the open times (fast item access)."""
+        self._cells: Any = memoryview(self._state.reshape(-1))  # type: ignore[arg-type]
+        self._ts: Any = memoryview(self.arrays.ts_ms)  # type: ignore[arg-type]
+
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_kernel", "_rows")}
+        drop = ("_kernel", "_rows", "_qty_rows", "_w_rows", "_cells", "_ts")
+        return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._kernel = pk.compiled()
-        self._rows = list(self._block)
+        self._views()
+        self._row_views()
 
     def _new_block(self) -> None:
-        # each observation is its own row of a block, never written again (Gymnasium's contract)
+        # each observation (and each info array) is its own row of a block, never written again
+        # (Gymnasium's contract: the caller may keep them), without a per-step allocation
         self._block = np.empty((OBS_BLOCK_ROWS, self._obs_dim), dtype=np.float32)
-        self._rows = list(self._block)
+        self._iblock = np.empty((OBS_BLOCK_ROWS, 2 * self.n_assets))
+        self._row_views()
         self._row = 0
+
+    def _row_views(self) -> None:
+        a = self.n_assets
+        self._rows = list(self._block)
+        self._qty_rows = list(self._iblock[:, :a])
+        self._w_rows = list(self._iblock[:, a:])
 
     def _next_row(self) -> int:
         if self._row == OBS_BLOCK_ROWS:
@@ -246,28 +264,39 @@ class PortfolioEnv(gym.Env[Any, Any]):
         t = self._t
         if t >= self._last:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
-        w = self.action_map.weights(action)
+        a = action
+        project = self._project
+        if not (project and type(a) is np.ndarray and a.dtype == np.float32 and a.shape == (self.n_assets,)
+                and a.flags.c_contiguous):
+            a = self.action_map.weights(action)  # validated and projected already
+            project = False
         t += 1
-        self._t = t
         i = self._next_row()
-        a = self.n_assets
-        qty = np.empty(a)
-        weights = np.empty(a)
-        s = self._state
-        reward = self._kernel.pf_env_step(s, self._params, self._pa, self.arrays.bars,
-                                          self.arrays.feats_flat, self._block, t, w, i, qty, weights)
-        liq = s[kernel.LIQUIDATED, 0] != 0.0
+        amap = self.action_map
+        reward = self._kernel.pf_env_step(
+            self._state, self._params, self._pa, self.arrays.bars, self.arrays.feats_flat,
+            self._block, t, a, project, amap.gross, amap.net, amap.allow_short, i, self._iblock,
+            self._status,
+        )
+        bad = int(self._status[0])
+        if bad >= 0:
+            self._row = i  # nothing happened
+            raise ValueError(f"the action for {self.symbols[bad]} is {a[bad]}; the policy must "
+                             "output finite numbers")
+        self._t = t
+        cells = self._cells
+        liq = cells[kernel.LIQUIDATED] != 0.0
         if liq:
             self._last = t
         info = {
-            "ts_ms": int(self.arrays.ts_ms[t]),
-            "equity_quote": float(s[kernel.EQUITY, 0]),
-            "position_base": qty,
-            "weights": weights,
-            "fees_paid_quote": float(s[kernel.FEES, 0]),
-            "scaled_rebalances": int(s[pk.SCALED, 0]),
+            "ts_ms": self._ts[t],
+            "equity_quote": cells[kernel.EQUITY],
+            "position_base": self._qty_rows[i],
+            "weights": self._w_rows[i],
+            "fees_paid_quote": cells[kernel.FEES],
+            "scaled_rebalances": int(cells[pk.SCALED]),
         }
-        return self._rows[i], reward, bool(liq), bool(t >= self._last and not liq), info
+        return self._rows[i], reward, liq, t >= self._last and not liq, info
 
     @property
     def t(self) -> int:

@@ -429,6 +429,44 @@ def _pobserve(s: F64, j: int, p: F64, pa: F64, bars: F64, feats: F32, t: int, ou
 
 
 # ---------------------------------------------------------------------- action map
+def _project_row(y: F64, gross: float, net: float, allow_short: bool) -> None:
+    """One row of :func:`project_rows`, in place (entries known finite)."""
+    a_n = y.shape[0]
+    if a_n == 1:
+        lo = -gross if allow_short else 0.0
+        hi = gross if gross < net else net
+        v = y[0]
+        y[0] = hi if v > hi else (lo if v < lo else v)
+        return
+    g = 0.0
+    t = 0.0
+    for a in range(a_n):
+        v = y[a]
+        if not allow_short and v < 0.0:
+            v = 0.0
+            y[a] = 0.0
+        g += abs(v)
+        t += v
+    scale = 1.0
+    if g > gross:
+        scale = gross / g
+    if abs(t) > net:
+        k = net / abs(t)
+        scale = k if k < scale else scale
+    if scale != 1.0:
+        for a in range(a_n):
+            y[a] = y[a] * scale
+
+
+def _first_bad(y: F64) -> int:
+    """Flat index of the first NaN/inf of ``y`` (1-D), or -1."""
+    for a in range(y.shape[0]):
+        v = y[a]
+        if v != v or v == math.inf or v == -math.inf:
+            return a
+    return -1
+
+
 def project_rows(y: F64, gross: float, net: float, allow_short: bool) -> int:
     """:class:`~coinrl.envs.actions.ActionMap`'s continuous map, in place on rows of ``y``
     (N, A): negatives to 0 without shorting, then radial scaling onto ``sum |w| <= gross`` and
@@ -436,55 +474,43 @@ def project_rows(y: F64, gross: float, net: float, allow_short: bool) -> int:
     flat index of the first NaN/inf entry (nothing is changed then)."""
     n, a_n = y.shape
     for i in range(n):
-        for a in range(a_n):
-            v = y[i, a]
-            if v != v or v == math.inf or v == -math.inf:
-                return i * a_n + a
-    lo = -gross if allow_short else 0.0
+        bad = _first_bad(y[i])
+        if bad >= 0:
+            return i * a_n + bad
     for i in range(n):
-        if a_n == 1:
-            hi = gross if gross < net else net
-            v = y[i, 0]
-            y[i, 0] = hi if v > hi else (lo if v < lo else v)
-            continue
-        g = 0.0
-        t = 0.0
-        for a in range(a_n):
-            v = y[i, a]
-            if not allow_short and v < 0.0:
-                v = 0.0
-                y[i, a] = 0.0
-            g += abs(v)
-            t += v
-        scale = 1.0
-        if g > gross:
-            scale = gross / g
-        if abs(t) > net:
-            k = net / abs(t)
-            scale = k if k < scale else scale
-        if scale != 1.0:
-            for a in range(a_n):
-                y[i, a] = y[i, a] * scale
+        _project_row(y[i], gross, net, allow_short)
     return -1
 
 
 # ---------------------------------------------------------------------- entry points
 def pf_books_step(s: F64, p: F64, pa: F64, w: F64, bars: F64, t: I64, liq_out: BoolArr) -> None:
     """One bar of every account ``j`` at its own bar ``t[j]`` toward weights ``w[j]`` (N, A)."""
-    scratch = np.empty((3, pa.shape[0]))
+    scratch = np.empty((4, pa.shape[0]))
     for j in range(s.shape[1]):
         liq_out[j] = _pbar(s, j, p, pa, w[j], bars, t[j], scratch)
 
 
 def pf_env_step(
-    s: F64, p: F64, pa: F64, bars: F64, feats: F32, out: F32, t: int, w: F64, row_: int,
-    info_qty: F64, info_w: F64,
+    s: F64, p: F64, pa: F64, bars: F64, feats: F32, out: F32, t: int, action: Any, project: bool,
+    gross: float, net: float, allow_short: bool, row_: int, info: F64, status: I64,
 ) -> float:
-    """One PortfolioEnv step of account 0: bar ``t``, the reward (returned), the observation
-    for decision ``t`` into ``out[row_]``, the positions and weights into ``info_qty`` and
-    ``info_w`` (A,)."""
+    """One PortfolioEnv step of account 0: the action to weights (``project``: the ActionMap's
+    continuous map, :func:`project_rows`; else ``action`` already holds the weights), bar ``t``,
+    the reward (returned), the observation for decision ``t`` into ``out[row_]``, the positions
+    and weights into ``info[row_, :A]`` and ``info[row_, A:]``. ``status[0]``: -1, or the
+    index of a NaN/inf action entry (then nothing happened)."""
     n = pa.shape[0]
-    scratch = np.empty((3, n))
+    scratch = np.empty((4, n))
+    w = scratch[3]
+    for a in range(n):
+        w[a] = action[a]
+    if project:
+        bad = _first_bad(w)
+        if bad >= 0:
+            status[0] = bad
+            return 0.0
+        _project_row(w, gross, net, allow_short)
+    status[0] = -1
     eq_prev = s[EQUITY, 0]
     _pbar(s, 0, p, pa, w, bars, t, scratch)
     r = _reward(s, 0, p, eq_prev, s[EQUITY, 0])
@@ -494,8 +520,8 @@ def pf_env_step(
     eqs = eq if eq > floor else floor
     for a in range(n):
         q = s[N_ACCT_ROWS + a * N_ASSET_ROWS + A_QTY, 0]
-        info_qty[a] = q
-        info_w[a] = q * bars[t, a, B_CLOSE] / eqs
+        info[row_, a] = q
+        info[row_, n + a] = q * bars[t, a, B_CLOSE] / eqs
     return r
 
 
@@ -514,7 +540,7 @@ def pf_vec_step(
     """One PortfolioVectorEnv step of N envs (NEXT_STEP autoreset as
     :func:`coinrl.envs.kernel.vec_step`); returns how many ended. ``info_qty`` is (N, A)."""
     n = pa.shape[0]
-    scratch = np.empty((3, n))
+    scratch = np.empty((4, n))
     n_done = 0
     for j in range(s.shape[1]):
         tj = t[j]
@@ -546,7 +572,7 @@ def pf_vec_step(
     return n_done
 
 
-_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve)
+_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, _project_row, _first_bad)
 ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_observe", "pf_vec_step", "project_rows")
 
 
@@ -570,12 +596,13 @@ def compiled() -> Any:
     bars = nt.float64[:, :, ::1]
     feats = nt.float32[::1]
     out = nt.float32[:, ::1]
-    f8, i8 = nt.float64, nt.int64
+    f8, i8, b1 = nt.float64, nt.int64, nt.boolean
     f8v, i8v, b1v = nt.float64[::1], nt.int64[::1], nt.boolean[::1]
     sigs = {
         "pf_books_step": nt.void(state, params, pmat, pmat, bars, i8v, b1v),
-        "pf_env_step": f8(state, params, pmat, bars, feats, out, i8, f8v, i8, f8v, f8v),
-        "project_rows": i8(pmat, f8, f8, nt.boolean),
+        "pf_env_step": [f8(state, params, pmat, bars, feats, out, i8, act, b1, f8, f8, b1, i8, pmat, i8v)
+                        for act in (nt.float32[::1], f8v)],
+        "project_rows": i8(pmat, f8, f8, b1),
         "pf_observe": nt.void(state, params, pmat, bars, feats, i8v, out, i8),
         "pf_vec_step": i8(state, params, pmat, bars, feats, i8v, i8v, i8v, pmat, b1v, b1v, b1v,
                           out, f8v, b1v, b1v, i8v, f8v, pmat, f8v),

@@ -56,7 +56,8 @@ def test_one_asset_portfolio_equals_the_scalar_kernel_to_the_last_bit(
         t = i + w - 1
         x = float(np.clip(tgt, lo, hi))
         r1 = ks.env_step(s1, p, bars6, feats, out1, t, x, 0)
-        r2 = pks.pf_env_step(s2, p, pa, bars7, feats, out2, t, np.array([x]), 0, np.empty(1), np.empty(1))
+        r2 = pks.pf_env_step(s2, p, pa, bars7, feats, out2, t, np.array([x]), False, 0.0, 0.0, False, 0,
+                             np.empty((1, 2)), np.zeros(1, dtype=np.int64))
         assert r1 == r2 or (math.isnan(r1) and math.isnan(r2))
         for rw in ACCOUNT_ROWS:
             assert s1[rw, 0] == s2[rw, 0] or (math.isnan(s1[rw, 0]) and math.isnan(s2[rw, 0])), rw

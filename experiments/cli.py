@@ -367,7 +367,7 @@ def evaluate(
         warnings.append("the data differs from what the bundle was trained on")
     print_metrics_table(
         f"{bundle} on the {split} split (fees and slippage included)",
-        {"agent": rep["agent"], **rep["baselines"]}, (), warnings,
+        {"agent": rep["agent"], **rep["baselines"]}, (), warnings, rep.get("policy"),
     )
     if json_out is not None:
         json_out.write_text(json.dumps(rep, indent=2, sort_keys=True))

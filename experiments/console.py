@@ -46,6 +46,7 @@ def print_metrics_table(
     columns: Mapping[str, Mapping[str, Any]],
     verdicts: Sequence[str] = (),
     warnings: Sequence[str] = (),
+    policy: Mapping[str, Any] | None = None,
 ) -> None:
     """The metrics table of ``coinrl backtest`` (one column per strategy), verdicts, warnings.
 
@@ -57,7 +58,10 @@ def print_metrics_table(
         columns: strategy name -> metrics (``total_return``, ``sharpe``, ... as fractions).
         verdicts: plain-text verdict lines printed under the table.
         warnings: warning lines printed under the verdicts.
+        policy: the agent's policy metrics; their ``direction/*`` keys (the directional
+            quality of its calls) are printed under the table.
     """
     from .backtest_cmd import _print_summary
 
-    _print_summary(title, {k: dict(v) for k, v in columns.items()}, verdicts, warnings)
+    _print_summary(title, {k: dict(v) for k, v in columns.items()}, verdicts, warnings,
+                   dict(policy) if policy else None)

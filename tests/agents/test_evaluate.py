@@ -51,3 +51,46 @@ def test_agent_evaluation_uses_its_own_env_config(trained: TrainedAgent, planted
 def test_a_bare_policy_needs_the_env_config(trained: TrainedAgent, planted: PreparedData) -> None:
     with pytest.raises(ConfigError, match="env_config"):
         evaluate_model(trained.model, planted.validation)
+
+
+def test_directional_quality_scores_calls_against_the_move_net_of_costs() -> None:
+    from coinrl.agents.evaluate import directional_lines, directional_quality
+    from coinrl.agents.rollout import Rollout
+
+    def rollout(targets: list[float]) -> Rollout:
+        z = np.zeros(5)
+        return Rollout(
+            ts_ms=np.arange(5, dtype=np.int64), equity_quote=np.ones(5), exposure=z, position_base=z,
+            close_quote=np.array([100.0, 110.0, 99.0, 99.05, 120.0]), actions=np.zeros(4),
+            target_exposure=np.array(targets), rewards=np.zeros(4), fees_paid_quote=0.0,
+            slippage_paid_quote=0.0, turnover_quote=0.0, liquidated=False, timeframe="1h",
+            open_quote=np.array([100.0, 100.0, 110.0, 99.0, 100.0]),
+        )
+
+    cfg = EnvConfig(window=1, action="continuous")  # cost 0.1 % fee + 1 bp slippage
+    # held bars move +10 %, -10 %, +0.05 % (less than the cost: flat is right), +20 %
+    perfect = directional_quality(rollout([1.0, -1.0, 0.0, 1.0]), cfg)
+    assert perfect["direction/accuracy"] == 1.0
+    assert perfect["direction/n"] == 4.0
+    assert perfect["direction/actual_long"] == 0.5
+    assert perfect["direction/actual_flat"] == 0.25
+    assert perfect["direction/baseline_accuracy"] == 0.5
+    wrong = directional_quality(rollout([1.0, -1.0, 0.0, -0.5]), cfg)
+    assert wrong["direction/accuracy"] == 0.75
+    assert wrong["direction/precision_short"] == 0.5
+    assert wrong["direction/recall_long"] == 0.5
+    assert wrong["direction/precision_long"] == 1.0
+    assert wrong["direction/called_short"] == 0.5
+    lines = directional_lines(wrong)
+    assert lines[0].startswith("directional calls: accuracy 75% over 4 decisions")
+
+
+def test_evaluate_model_reports_directional_quality_beside_trading_metrics(
+    planted: PreparedData, small_env: EnvConfig, signal_policy: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    rep = evaluate_model(signal_policy, planted.test, small_env, n_random=1)
+    assert 0.0 <= rep.policy["direction/accuracy"] <= 1.0
+    assert rep.policy["direction/n"] == rep.rollout.n_steps - (small_env.delay_bars - 1)
+    balance = sum(rep.policy[f"direction/actual_{c}"] for c in ("long", "short", "flat"))
+    assert balance == pytest.approx(1.0)
+    assert "eval/policy/direction/accuracy" in rep.flat("eval")  # what W&B receives

@@ -223,3 +223,20 @@ def test_metrics_go_to_the_tracker_with_live_keys(tmp_path, agent):
         assert runner.run() == ExitCode.OK
     assert [s for _, s in logged] == [1, 2, 3]
     assert set(logged[0][0]) >= {"live/equity_quote", "live/position_base", "live/fees_paid_quote"}
+
+
+def test_a_candle_revised_mid_session_is_journalled_and_trading_goes_on(tmp_path, agent):
+    """A closed candle the exchange corrects (or one that was never really closed) used to halt
+    the session for good ("the exchange revised a closed candle" on every update)."""
+    bar = int(FRAME.ts_ms.iloc[K0 - 2])
+    with emulator(FRAME, K0) as (server, clock):
+        def revise() -> None:
+            server.revise_candle(SYMBOL, bar, close=float(FRAME.close.iloc[K0 - 2]) + 0.25)
+
+        runner = session(server, clock, tmp_path, agent, mode="paper", hooks={3: revise}, max_bars=6)
+        assert runner.run() == ExitCode.OK
+    with Journal(tmp_path / "j.sqlite") as j:
+        revised = [e for e in j.events("reconciliation") if e.payload.get("what") == "candle_revised"]
+        assert j.count("decision") == 6
+        assert j.count("error") == 0
+    assert [e.bar_ts_ms for e in revised] == [bar]

@@ -199,7 +199,8 @@ def build_model(
     model.action_space = action_space
     model.n_envs = int(n_envs or config.n_envs)
     if getattr(model, "target_entropy", None) == "auto":  # SAC reads it off the env it lacks
-        model.target_entropy = float(-np.prod(action_space.shape).astype(np.float32))  # type: ignore[attr-defined]
+        shape = tuple(action_space.shape or ())
+        model.target_entropy = float(-np.prod(shape).astype(np.float32))  # type: ignore[attr-defined]
     model._setup_model()
     return model
 

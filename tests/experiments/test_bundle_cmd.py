@@ -204,3 +204,23 @@ def test_train_resume_refuses_a_crafted_checkpoint_and_never_runs_it(tmp_path: P
     assert "never unpickles a run folder" in res.stderr
     assert "Traceback" not in res.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated_zip", "garbage_model_zip_rehashed"])
+def test_a_damaged_bundle_is_one_clear_line_and_exit_2(good: Path, tmp_path: Path, damage: str) -> None:
+    from coinrl.agents.bundle import save_model
+
+    if damage == "truncated_zip":
+        target = save_model(load_model(good), tmp_path / "b.zip")
+        raw = target.read_bytes()
+        target.write_bytes(raw[: len(raw) // 2])
+    else:
+        target = shutil.copytree(good, tmp_path / "b")
+        (target / "model.zip").write_bytes(b"PK\x03\x04 not really a zip")
+        rehash(target)
+    res = _main("backtest", str(target), "--out", str(tmp_path / "runs"), "--no-track")
+    assert res.returncode == 2, res.stdout + res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    assert "damaged" in errors[0]
+    assert "Traceback" not in res.stderr

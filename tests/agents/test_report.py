@@ -329,3 +329,32 @@ def test_the_tear_sheet_renders_in_headless_chromium(busy: BacktestResult, tmp_p
     # the return histogram (second plotly figure) and the coloured heatmap cells were drawn
     lower = img[3000:]
     assert (lower[..., :3] < 0.9).any(axis=-1).mean() > 0.02
+
+
+def test_walk_forward_annualises_the_aggregate_and_flags_short_folds(tmp_path: Path) -> None:
+    # 3 folds of 300 hourly bars (12.5 days each): too short to annualise one by one
+    results = []
+    for fold in range(3):
+        md = _market(300, seed=20 + fold)
+        results.append([simulate_trading_strategy(_crossover(md, f, 4 * f), md, n_random=2) for f in (6, 12)])
+    wf = summarise(results, [0, 1])
+    assert all(np.isnan(r.metrics["annualised_return"]) for row in results for r in row)
+    ann = wf.summary["agent"]["annualised_return"]
+    assert ann["aggregate"] == 1.0
+    assert np.isnan(ann["mean"])  # 900 bars < a quarter of a year: no annualised figure at all
+    assert "median" in wf.summary["agent"]["total_return"]
+    assert any(w.startswith("SMALL SAMPLE") for w in wf.warnings)
+    assert all("SMALL SAMPLE" in line for line in wf.verdict_lines())
+    assert all("out of sample (walk-forward test folds)" in line for line in wf.verdict_lines())
+    page = (save_walk_forward(wf, tmp_path / "wf") / "report.html").read_text()
+    assert "n/a (short sample)" in page
+    # long enough folds: the aggregate is the fold means compounded, annualised over all bars
+    results = []
+    for fold in range(2):
+        md = _market(1500, seed=30 + fold)
+        results.append([simulate_trading_strategy(_crossover(md), md, n_random=1)])
+    wf = summarise(results, [0])
+    totals = [row[0].metrics["total_return"] for row in results]
+    bars = sum(row[0].rollout.n_steps for row in results)
+    expected = float(np.prod(1.0 + np.array(totals)) ** (8760.0 / bars) - 1.0)
+    assert wf.summary["agent"]["annualised_return"]["mean"] == pytest.approx(expected, rel=1e-12)

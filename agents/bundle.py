@@ -380,7 +380,7 @@ def _load_dir(
             f"{root}/{MODEL_FILE} holds pickled Python objects ({', '.join(e.fields)}) and "
             "coinrl never unpickles a bundle (that would run code); a bundle from an older "
             "coinrl (format v1) is rewritten as plain data, without running them, by "
-            "`coinrl bundle migrate BUNDLE`; otherwise do not use it"
+            f"`coinrl bundle migrate {root}`; otherwise do not use it"
         ) from e
     training = _read_json(root / TRAINING_FILE)
     data = _read_json(root / DATA_FILE)
@@ -461,7 +461,10 @@ def load_model(
     if path.is_file() and zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory(prefix="coinrl-bundle-") as tmp:
             _unzip(path, Path(tmp))
-            agent = _load_dir(Path(tmp), device, allow_version_mismatch, trusted)
+            try:
+                agent = _load_dir(Path(tmp), device, allow_version_mismatch, trusted)
+            except (DataError, ConfigError) as e:  # name the zip, not the temp folder
+                raise type(e)(str(e).replace(str(tmp), str(path))) from e
             agent.info["bundle"] = str(path)
             return agent
     raise DataError(f"{path} is neither a bundle folder nor a bundle zip; pass what save_model wrote")

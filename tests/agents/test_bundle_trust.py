@@ -80,8 +80,9 @@ def test_crafted_bundle_is_refused_and_its_payload_never_runs(
         with zipfile.ZipFile(target, "w") as zf:
             for p in bundle.iterdir():
                 zf.write(p, arcname=p.name)
-    with pytest.raises(DataError, match="pickled Python objects .*observation_space.*bundle migrate"):
+    with pytest.raises(DataError, match="pickled Python objects .*observation_space.*bundle migrate") as err:
         load_model(target)
+    assert f"`coinrl bundle migrate {target}`" in str(err.value)  # the path the user passed
     assert not marker.exists()
 
 

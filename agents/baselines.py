@@ -21,6 +21,7 @@ config, so agent and baselines pay the same fees, slippage and rules.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +185,14 @@ def _mean_metrics(rollouts: list[Rollout]) -> dict[str, float]:
         finite = vals[np.isfinite(vals)]
         out[key] = float(finite.mean()) if len(finite) else float(vals[0])
     totals = np.asarray([m["total_return"] for m in ms], dtype=np.float64)
+    # growth is annualised from the mean total return, never averaged after annualising
+    # (compounding is convex: the mean of annualised returns overstates the typical draw)
+    if math.isfinite(out.get("annualised_return", math.nan)):
+        n_bars, ppy = rollouts[0].n_steps, rollouts[0].periods_per_year
+        growth = 1.0 + float(totals.mean())
+        out["annualised_return"] = -1.0 if growth <= 0 else float(growth ** (ppy / n_bars) - 1.0)
+        mdd = out["max_drawdown"]
+        out["calmar"] = out["annualised_return"] / mdd if mdd > 0 else math.nan
     out["total_return_std"] = float(np.std(totals))
     out["n_draws"] = float(len(ms))
     out["draws_mean_total_return"] = float(totals.mean())

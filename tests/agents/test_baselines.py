@@ -140,3 +140,15 @@ def test_the_planted_signal_is_worth_trading_net_of_fees(
     assert ro.fees_paid_quote > 0
     assert ro.metrics()["total_return"] > metrics["buy_and_hold"]["total_return"] + 0.05
     assert ro.metrics()["total_return"] > metrics["random"]["total_return"] + 0.05
+
+
+def test_random_baseline_annualises_its_mean_total_return(planted: PreparedData, small_env: EnvConfig) -> None:
+    md = planted.full
+    t = n_decisions(md, small_env)
+    agent = np.where(np.arange(t) % 50 < 25, 1.0, -1.0)
+    runs = play_baselines(md, small_env, agent_targets=agent, n_random=4, seed=2)
+    m = runs.metrics["random"]
+    if m["short_sample"]:
+        pytest.skip("the planted market is shorter than a quarter of a year")
+    ppy = runs.random_draws[0].periods_per_year
+    assert m["annualised_return"] == pytest.approx((1.0 + m["total_return"]) ** (ppy / t) - 1.0, rel=1e-12)

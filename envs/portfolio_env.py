@@ -43,6 +43,7 @@ from .trading_env import EQUITY_FLOOR_FRAC, OBS_BLOCK_ROWS
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+_F32 = np.dtype(np.float32)
 
 
 class PortfolioArrays:
@@ -176,8 +177,8 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._state = pk.new_state(1, self.n_assets, cfg.initial_cash_quote)
         self._obs_dim = int(obs_space.shape[0])
         self._kernel = pk.compiled()
-        self._status = np.zeros(1, dtype=np.int64)
         self._project = cfg.action == "continuous"
+        self._ashape = (self.n_assets,)
         self._views()
         self._new_block()
         self._t = -1
@@ -189,7 +190,7 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._ts: Any = memoryview(self.arrays.ts_ms)  # type: ignore[arg-type]
 
     def __getstate__(self) -> dict[str, Any]:
-        drop = ("_kernel", "_rows", "_qty_rows", "_w_rows", "_cells", "_ts")
+        drop = ("_kernel", "_rows", "_qty_rows", "_w_rows", "_cells", "_ts", "_ctx")
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -207,10 +208,17 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._row = 0
 
     def _row_views(self) -> None:
+        """Row views of the blocks, and the kernel's context (the arrays' addresses: rebuilt
+        with every block, and on a copy, whose arrays live elsewhere)."""
         a = self.n_assets
         self._rows = list(self._block)
         self._qty_rows = list(self._iblock[:, :a])
         self._w_rows = list(self._iblock[:, a:])
+        m = self.arrays
+        am = self.action_map
+        self._amap_vec = np.array([am.gross, am.net, 1.0 if am.allow_short else 0.0])
+        self._ctx = pk.context(self._state, self._params, self._pa, m.bars, m.feats_flat,
+                               self._block, self._iblock, self._amap_vec)
 
     def _next_row(self) -> int:
         if self._row == OBS_BLOCK_ROWS:
@@ -264,27 +272,26 @@ class PortfolioEnv(gym.Env[Any, Any]):
         t = self._t
         if t >= self._last:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
-        a = action
-        project = self._project
-        if not (project and type(a) is np.ndarray and a.dtype == np.float32 and a.shape == (self.n_assets,)
-                and a.flags.c_contiguous):
-            a = self.action_map.weights(action)  # validated and projected already
-            project = False
         t += 1
-        i = self._next_row()
-        amap = self.action_map
-        reward = self._kernel.pf_env_step(
-            self._state, self._params, self._pa, self.arrays.bars, self.arrays.feats_flat,
-            self._block, t, a, project, amap.gross, amap.net, amap.allow_short, i, self._iblock,
-            self._status,
-        )
-        bad = int(self._status[0])
-        if bad >= 0:
-            self._row = i  # nothing happened
-            raise ValueError(f"the action for {self.symbols[bad]} is {a[bad]}; the policy must "
-                             "output finite numbers")
-        self._t = t
+        i = self._row
+        if i == OBS_BLOCK_ROWS:
+            self._new_block()
+            i = 0
+        self._row = i + 1
+        a = action
+        if (type(a) is np.ndarray and a.dtype is _F32 and self._project and a.shape == self._ashape
+                and a.flags.c_contiguous):
+            reward = self._kernel.pf_env_step_at(self._ctx, t, a, i)
+        else:
+            a = self.action_map.weights(action)  # validated and projected already
+            reward = self._kernel.pf_env_weights_at(self._ctx, t, a, i)
         cells = self._cells
+        bad = cells[pk.BAD_ACTION]
+        if bad >= 0.0:
+            self._row = i  # nothing happened
+            raise ValueError(f"the action for {self.symbols[int(bad)]} is {a[int(bad)]}; the "
+                             "policy must output finite numbers")
+        self._t = t
         liq = cells[kernel.LIQUIDATED] != 0.0
         if liq:
             self._last = t

@@ -107,7 +107,9 @@ SCALED = N_ROWS
 """Rebalances scaled down to fit the gross budget, so far (a count)."""
 SCALE_LAST = N_ROWS + 1
 """The last bar's scale factor ``lambda`` (1.0 when the rebalance fitted)."""
-N_ACCT_ROWS = N_ROWS + 2
+BAD_ACTION = N_ROWS + 2
+"""-1.0, or the index of the asset whose action was NaN/inf in the last env step (no step)."""
+N_ACCT_ROWS = N_ROWS + 3
 
 # ---------------------------------------------------------------------- asset rows (offsets)
 A_QTY = 0
@@ -139,6 +141,7 @@ def new_state(n: int, n_assets: int, initial_cash_quote: float) -> F64:
     s[CASH] = initial_cash_quote
     s[EQUITY] = initial_cash_quote
     s[SCALE_LAST] = 1.0
+    s[BAD_ACTION] = -1.0
     return s
 
 
@@ -492,13 +495,13 @@ def pf_books_step(s: F64, p: F64, pa: F64, w: F64, bars: F64, t: I64, liq_out: B
 
 def pf_env_step(
     s: F64, p: F64, pa: F64, bars: F64, feats: F32, out: F32, t: int, action: Any, project: bool,
-    gross: float, net: float, allow_short: bool, row_: int, info: F64, status: I64,
+    gross: float, net: float, allow_short: bool, row_: int, info: F64,
 ) -> float:
     """One PortfolioEnv step of account 0: the action to weights (``project``: the ActionMap's
     continuous map, :func:`project_rows`; else ``action`` already holds the weights), bar ``t``,
     the reward (returned), the observation for decision ``t`` into ``out[row_]``, the positions
-    and weights into ``info[row_, :A]`` and ``info[row_, A:]``. ``status[0]``: -1, or the
-    index of a NaN/inf action entry (then nothing happened)."""
+    and weights into ``info[row_, :A]`` and ``info[row_, A:]``. A NaN/inf action entry: the
+    state's ``BAD_ACTION`` row gets its asset index and nothing else happens."""
     n = pa.shape[0]
     scratch = np.empty((4, n))
     w = scratch[3]
@@ -507,10 +510,10 @@ def pf_env_step(
     if project:
         bad = _first_bad(w)
         if bad >= 0:
-            status[0] = bad
+            s[BAD_ACTION, 0] = bad
             return 0.0
         _project_row(w, gross, net, allow_short)
-    status[0] = -1
+    s[BAD_ACTION, 0] = -1.0
     eq_prev = s[EQUITY, 0]
     _pbar(s, 0, p, pa, w, bars, t, scratch)
     r = _reward(s, 0, p, eq_prev, s[EQUITY, 0])
@@ -523,6 +526,58 @@ def pf_env_step(
         info[row_, a] = q
         info[row_, n + a] = q * bars[t, a, B_CLOSE] / eqs
     return r
+
+
+def context(
+    state: F64, params: F64, pa: F64, bars: F64, feats: F32, out: F32, info: F64, amap: F64
+) -> I64:
+    """The int64 vector of :func:`pf_env_step_at`: the arrays' addresses and shapes (the caller
+    keeps them alive and makes a new vector when it replaces one). ``amap`` is the action map's
+    ``[gross, net, allow_short]``.
+
+    Raises:
+        ValueError: an array of the wrong dtype, shape or layout (C-contiguous only).
+    """
+    for arr, dtype in ((state, np.float64), (params, np.float64), (pa, np.float64),
+                       (bars, np.float64), (feats, np.float32), (out, np.float32),
+                       (info, np.float64), (amap, np.float64)):
+        if arr.dtype != dtype or not arr.flags.c_contiguous:
+            raise ValueError(f"the kernel takes C-contiguous {np.dtype(dtype)} arrays, got {arr.dtype}")
+    if state.shape[1] != 1 or params.shape != (kernel.N_PARAMS,) or pa.shape[1] != kernel.N_PARAMS:
+        raise ValueError("one account's state, the params vector and the (A, N_PARAMS) matrix")
+    n = pa.shape[0]
+    if bars.shape[1:] != (n, N_BAR_COLS) or info.shape != (out.shape[0], 2 * n) or amap.shape != (3,):
+        raise ValueError(f"bars must be (T, {n}, {N_BAR_COLS}), info ({out.shape[0]}, {2 * n}), amap (3,)")
+    return np.array([state.ctypes.data, state.shape[0], params.ctypes.data, pa.ctypes.data, n,
+                     bars.ctypes.data, bars.shape[0], feats.ctypes.data, feats.size,
+                     out.ctypes.data, out.shape[0], out.shape[1], info.ctypes.data,
+                     amap.ctypes.data], dtype=np.int64)
+
+
+def _step_ctx(ctx: I64, t: int, action: Any, project: bool, row_: int) -> float:
+    n = ctx[4]
+    s = kernel._f64_at(ctx[0], ctx[1]).reshape((ctx[1], 1))
+    p = kernel._f64_at(ctx[2], kernel.N_PARAMS)
+    pa = kernel._f64_at(ctx[3], n * kernel.N_PARAMS).reshape((n, kernel.N_PARAMS))
+    bars = kernel._f64_at(ctx[5], ctx[6] * n * N_BAR_COLS).reshape((ctx[6], n, N_BAR_COLS))
+    feats = kernel._f32_at(ctx[7], ctx[8])
+    out = kernel._f32_at(ctx[9], ctx[10] * ctx[11]).reshape((ctx[10], ctx[11]))
+    info = kernel._f64_at(ctx[12], ctx[10] * 2 * n).reshape((ctx[10], 2 * n))
+    am = kernel._f64_at(ctx[13], 3)
+    return pf_env_step(s, p, pa, bars, feats, out, t, action, project, am[0], am[1], am[2] != 0.0,
+                       row_, info)
+
+
+def pf_env_step_at(ctx: I64, t: int, action: F32, row_: int) -> float:
+    """:func:`pf_env_step` of a float32 continuous action (projected by the action map in the
+    kernel), its arrays passed by address (:func:`context`): numba's dispatcher checks each
+    argument of a call from Python, so four arguments cost about half of fifteen."""
+    return _step_ctx(ctx, t, action, True, row_)
+
+
+def pf_env_weights_at(ctx: I64, t: int, weights: F64, row_: int) -> float:
+    """:func:`pf_env_step_at` given target weights already mapped by the ActionMap."""
+    return _step_ctx(ctx, t, weights, False, row_)
 
 
 def pf_observe(s: F64, p: F64, pa: F64, bars: F64, feats: F32, t: I64, out: F32, row0: int) -> None:
@@ -572,8 +627,10 @@ def pf_vec_step(
     return n_done
 
 
-_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, _project_row, _first_bad)
-ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_observe", "pf_vec_step", "project_rows")
+_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, _project_row, _first_bad, pf_env_step,
+            _step_ctx)
+ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_env_step_at", "pf_env_weights_at",
+                "pf_observe", "pf_vec_step", "project_rows")
 
 
 @functools.cache
@@ -600,8 +657,10 @@ def compiled() -> Any:
     f8v, i8v, b1v = nt.float64[::1], nt.int64[::1], nt.boolean[::1]
     sigs = {
         "pf_books_step": nt.void(state, params, pmat, pmat, bars, i8v, b1v),
-        "pf_env_step": [f8(state, params, pmat, bars, feats, out, i8, act, b1, f8, f8, b1, i8, pmat, i8v)
+        "pf_env_step": [f8(state, params, pmat, bars, feats, out, i8, act, b1, f8, f8, b1, i8, pmat)
                         for act in (nt.float32[::1], f8v)],
+        "pf_env_step_at": f8(i8v, i8, nt.float32[::1], i8),
+        "pf_env_weights_at": f8(i8v, i8, f8v, i8),
         "project_rows": i8(pmat, f8, f8, b1),
         "pf_observe": nt.void(state, params, pmat, bars, feats, i8v, out, i8),
         "pf_vec_step": i8(state, params, pmat, bars, feats, i8v, i8v, i8v, pmat, b1v, b1v, b1v,

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,15 +59,23 @@ def verify(
 ) -> None:
     """Check a bundle's hashes (and signature) and that it loads; exit 2 when it does not."""
     from coinrl.agents.bundle import load_model
+    from coinrl.pipeline.errors import DataError
 
     from .console import console
 
-    agent = load_model(bundle, trusted_keys=trusted_keys, allow_version_mismatch=True)
     signer = _signer(bundle)
+    keys: Any = trusted_keys
+    if trusted_keys is None and signer:  # integrity only: its own key, not a trusted one
+        try:
+            keys = {signer["key_id"]: base64.b64decode(signer["public_key"], validate=True)}
+        except ValueError as e:
+            raise DataError(f"{bundle}: the signer's key in its manifest is not base64") from e
+    agent = load_model(bundle, trusted_keys=keys, allow_version_mismatch=True)
     if trusted_keys is not None:
-        how = f"signed by trusted key {signer}"
+        how = f"signed by trusted key {signer['key_id']}"
     elif signer:
-        how = f"signed by key {signer} (not checked: pass --trusted-keys)"
+        how = (f"signed by key {signer['key_id']}, signature valid (the key is not checked: "
+               "pass --trusted-keys)")
     else:
         how = "unsigned"
     console.print(f"ok: {bundle} ({agent.algo}), files match the manifest, {how}")
@@ -90,8 +99,8 @@ def migrate(
         console.print(f"{bundle} holds no pickled field; rewritten as {dest}")
 
 
-def _signer(bundle: Path) -> str:
-    """The key id a bundle's manifest records as signer ('' when unsigned)."""
+def _signer(bundle: Path) -> dict[str, str]:
+    """The signer a bundle's manifest records (empty when unsigned or unreadable)."""
     import json
     import zipfile
 
@@ -102,9 +111,10 @@ def _signer(bundle: Path) -> str:
             with zipfile.ZipFile(bundle) as zf:
                 text = zf.read("manifest.json").decode("utf-8")
         signer = json.loads(text).get("signer") or {}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return ""
-    return str(signer.get("key_id", ""))
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return {}
+    ok = isinstance(signer, dict) and all(isinstance(signer.get(k), str) for k in ("key_id", "public_key"))
+    return {k: str(v) for k, v in signer.items()} if ok else {}
 
 
 def register(app: typer.Typer) -> None:

@@ -131,10 +131,11 @@ def test_verify_fails_a_tampered_signed_bundle_with_one_line(good: Path, tmp_pat
     assert _invoke(["bundle", "sign", str(bundle), "--key", str(tmp_path / "me.key")]).exit_code == 0  # type: ignore[attr-defined]
     (bundle / "data.json").write_text('{"symbol": "ETH/USDT"}')
     rehash(bundle)
-    res = _main("bundle", "verify", str(bundle), "--trusted-keys", str(tmp_path / "me.key.pub"))
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "modified after" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    for extra in (["--trusted-keys", str(tmp_path / "me.key.pub")], []):  # without: its own key
+        res = _main("bundle", "verify", str(bundle), *extra)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "modified after" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_readme_trust_model_commands_run_as_shown(

@@ -211,17 +211,20 @@ def _pct(v: Any) -> str:
     return f"{100.0 * float(v):.1f}%" if isinstance(v, int | float) else "-"
 
 
-def probability_text(p: Any, n_trials: int | None = None) -> str:
-    """A probabilistic/deflated Sharpe ratio in words: ``"31.0% (below the 95% bar: ...)"``.
-
-    Both are probabilities that the true Sharpe ratio is above zero (PSR) or above the best
-    Sharpe that ``n_trials`` tries of a skill-less strategy would reach by luck (DSR).
-    """
+def probability_text(p: Any) -> str:
+    """A probabilistic or deflated Sharpe ratio in words: ``"3.1% (below 95%: not evidence of
+    skill)"`` (both are probabilities; :data:`SHARPE_NOTE` says of what)."""
     if not isinstance(p, int | float) or p != p:  # None or NaN
         return "- (not computed)"
-    luck = "zero" if n_trials is None else f"what {n_trials} trials reach by luck"
-    verdict = "evidence of skill" if p >= 0.95 else "not evidence of skill (needs 95%)"
-    return f"{_pct(p)} that the true Sharpe beats {luck}: {verdict}"
+    verdict = "evidence of skill" if p >= 0.95 else "below 95%: not evidence of skill"
+    return f"{_pct(p)} ({verdict})"
+
+
+SHARPE_NOTE = (
+    "PSR: the probability that the true Sharpe ratio is above 0; DSR (deflated): the "
+    "probability that it beats the best Sharpe that {n} trials of a skill-less strategy reach "
+    "by luck. 95% or more is evidence of skill."
+)
 
 
 def _print_run(run: TuneRun) -> None:
@@ -245,8 +248,6 @@ def _print_run(run: TuneRun) -> None:
     table.add_row("worker processes", str(s.workers))
     b = run.best
     if b is not None:
-        made = "reused: made earlier for this trial" if b.reused_bundle else "trained now"
-        table.add_row("best bundle", f"{b.bundle} ({made})")
         if b.test is not None:
             agent = b.test.get("agent", {})
             st = b.test.get("sharpe_stats", {})
@@ -254,12 +255,16 @@ def _print_run(run: TuneRun) -> None:
             table.add_row("test Sharpe (annualised)", _fmt(agent.get("sharpe")))
             table.add_row("test probabilistic Sharpe (PSR)", probability_text(st.get("psr")))
             table.add_row(
-                f"test deflated Sharpe (DSR, {b.n_trials} trials)",
-                probability_text(st.get("dsr"), b.n_trials),
+                f"test deflated Sharpe (DSR, {b.n_trials} trials)", probability_text(st.get("dsr"))
             )
             if b.reused_test:
                 table.add_row("", "test result reused from the study (no second look)")
     console.print(table)
+    if b is not None:
+        made = "reused: made earlier for this trial" if b.reused_bundle else "trained now"
+        console.print(f"best bundle: {b.bundle} ({made})")
+        if b.test is not None:
+            console.print(SHARPE_NOTE.format(n=b.n_trials))
     for number, err in sorted(s.failed_errors.items())[:5]:
         console.print(f"[yellow]trial {number} failed:[/yellow] {err.splitlines()[0][:200]}")
     console.print(f"study folder: {run.study_dir}")
@@ -368,6 +373,7 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = [
+    "SHARPE_NOTE",
     "SUMMARY_FILE",
     "TuneRun",
     "probability_text",

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from coinrl.experiments.cli import app
 from coinrl.experiments.config import load_experiment_config
 from coinrl.experiments.tune_cmd import (
+    SHARPE_NOTE,
     SUMMARY_FILE,
     probability_text,
     run_tune,
@@ -75,13 +76,11 @@ def test_help_lists_the_tune_options() -> None:
 
 
 def test_the_deflated_sharpe_is_printed_as_a_probability_in_words() -> None:
-    assert probability_text(0.0312, 12) == (
-        "3.1% that the true Sharpe beats what 12 trials reach by luck: "
-        "not evidence of skill (needs 95%)"
-    )
-    assert probability_text(0.97) == "97.0% that the true Sharpe beats zero: evidence of skill"
-    assert probability_text(None, 3) == "- (not computed)"
-    assert probability_text(float("nan"), 3) == "- (not computed)"
+    assert probability_text(0.0312) == "3.1% (below 95%: not evidence of skill)"
+    assert probability_text(0.97) == "97.0% (evidence of skill)"
+    assert probability_text(None) == "- (not computed)"
+    assert probability_text(float("nan")) == "- (not computed)"
+    assert "12 trials of a skill-less strategy" in SHARPE_NOTE.format(n=12)
 
 
 def test_study_location_defaults_to_a_sqlite_file_in_the_study_folder(tmp_path: Path) -> None:
@@ -110,14 +109,14 @@ def test_tune_command_runs_resumes_and_bundles_the_best_trial(tmp_path: Path) ->
     assert best["test"]["sharpe_stats"]["n_trials"] == 2.0
     assert (folder / "best" / "bundle").exists()
     assert "deflated Sharpe" in result.output
-    assert "that the true Sharpe beats what 2 trials reach by luck" in result.output
+    assert "that it beats the best Sharpe that 2 trials of a skill-less strategy" in result.output
     assert "optuna-dashboard" in result.output
     # progress: one line per finished trial, with the budget, best so far and pruned count
     assert "trials 0/2 · no complete trial yet · pruned 0" in result.output
     assert "trials 1/2 · best " in result.output
     assert "trials 2/2 · best " in result.output
     assert "Using an existing study" not in result.output
-    assert "(trained now)" in result.output
+    assert "/best/bundle (trained now)" in result.output
 
     # tune-best after tune: the bundle tune made for the best trial is reused, not retrained
     manifest = (folder / "best" / "bundle" / "manifest.json").read_bytes()
@@ -128,7 +127,7 @@ def test_tune_command_runs_resumes_and_bundles_the_best_trial(tmp_path: Path) ->
     assert (folder / "best" / "bundle" / "manifest.json").read_bytes() == manifest
     shown = runner.invoke(app, ["tune-best", str(config), "--out", str(out)])
     assert shown.exit_code == 0, shown.output
-    assert "reused: made earlier for this trial" in shown.output
+    assert "/best/bundle (reused: made earlier for this trial)" in shown.output
 
     # rerun with a larger budget: the same study continues (trials 0 and 1 kept)
     again = run_tune(config, n_trials=3, out_dir=out, best=False)

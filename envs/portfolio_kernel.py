@@ -637,14 +637,13 @@ ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_env_step_at", "pf_env_weight
 def compiled() -> Any:
     """The entry points compiled by numba (no fastmath, cached next to this file), after the
     scalar kernel registered its shared helpers; interpreted without numba (a warning)."""
-    base = kernel.compiled()  # registers _trade, _size_order_eq, _reward for inlining
+    kernel.compiled()  # registers _trade, _size_order_eq, _reward for inlining
     try:
         from numba import njit
         from numba import types as nt
         from numba.extending import register_jitable
     except ImportError:
         return SimpleNamespace(**{name: globals()[name] for name in ENTRY_POINTS})
-    del base
     for helper in _HELPERS:
         register_jitable(helper)
     state = nt.float64[:, ::1]
@@ -655,7 +654,7 @@ def compiled() -> Any:
     out = nt.float32[:, ::1]
     f8, i8, b1 = nt.float64, nt.int64, nt.boolean
     f8v, i8v, b1v = nt.float64[::1], nt.int64[::1], nt.boolean[::1]
-    sigs = {
+    sigs: dict[str, Any] = {
         "pf_books_step": nt.void(state, params, pmat, pmat, bars, i8v, b1v),
         "pf_env_step": [f8(state, params, pmat, bars, feats, out, i8, act, b1, f8, f8, b1, i8, pmat)
                         for act in (nt.float32[::1], f8v)],

@@ -179,6 +179,8 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._kernel = pk.compiled()
         self._project = cfg.action == "continuous"
         self._ashape = (self.n_assets,)
+        # at most ~4 MB per block (a 64-asset window is 123 KB per observation)
+        self._block_rows = max(8, min(OBS_BLOCK_ROWS, (4 << 20) // (4 * self._obs_dim)))
         self._views()
         self._new_block()
         self._t = -1
@@ -202,8 +204,8 @@ class PortfolioEnv(gym.Env[Any, Any]):
     def _new_block(self) -> None:
         # each observation (and each info array) is its own row of a block, never written again
         # (Gymnasium's contract: the caller may keep them), without a per-step allocation
-        self._block = np.empty((OBS_BLOCK_ROWS, self._obs_dim), dtype=np.float32)
-        self._iblock = np.empty((OBS_BLOCK_ROWS, 2 * self.n_assets))
+        self._block = np.empty((self._block_rows, self._obs_dim), dtype=np.float32)
+        self._iblock = np.empty((self._block_rows, 2 * self.n_assets))
         self._row_views()
         self._row = 0
 
@@ -221,7 +223,7 @@ class PortfolioEnv(gym.Env[Any, Any]):
                                self._block, self._iblock, self._amap_vec)
 
     def _next_row(self) -> int:
-        if self._row == OBS_BLOCK_ROWS:
+        if self._row == self._block_rows:
             self._new_block()
         i = self._row
         self._row = i + 1
@@ -274,7 +276,7 @@ class PortfolioEnv(gym.Env[Any, Any]):
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
         t += 1
         i = self._row
-        if i == OBS_BLOCK_ROWS:
+        if i == self._block_rows:
             self._new_block()
             i = 0
         self._row = i + 1

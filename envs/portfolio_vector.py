@@ -41,6 +41,10 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
         num_envs: N.
         data, config, **overrides: as for :class:`~coinrl.envs.portfolio_env.PortfolioEnv`.
         autoreset_mode: ``NEXT_STEP`` (default) or ``SAME_STEP``.
+        copy: True (default): every step returns a fresh observation array (the caller may keep
+            it). False: one buffer, overwritten by the next step (no allocation: at N = 256,
+            A = 16, window 24 the observations are 7.9 MB per step, and a fresh allocation of
+            that size costs page faults every step); the SB3 adapter copies what it keeps.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -53,6 +57,7 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
         *,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
         **overrides: Any,
     ) -> None:
         mode = AutoresetMode(autoreset_mode)
@@ -91,6 +96,8 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
         self._kernel = pk.compiled()
         self._mask = np.ones(n, dtype=bool)
         self._mask.flags.writeable = False
+        self._copy = bool(copy)
+        self._buf = np.empty((n, self._obs_dim), dtype=np.float32)
         self._started = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -141,8 +148,13 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
         self._started = True
         return self._observe(), self._infos()
 
+    def _obs_buffer(self) -> npt.NDArray[np.float32]:
+        if self._copy:
+            return np.empty((self.num_envs, self._obs_dim), dtype=np.float32)
+        return self._buf
+
     def _observe(self) -> Any:
-        out = np.empty((self.num_envs, self._obs_dim), dtype=np.float32)
+        out = self._obs_buffer()
         self._kernel.pf_observe(self._state, self._params, self._pa, self.arrays.bars,
                                 self.arrays.feats_flat, self._t, out, 0)
         return out
@@ -172,7 +184,7 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
         same_step = self.autoreset_mode is AutoresetMode.SAME_STEP
         fresh = self._autoreset if auto else self._none
         done = self._done if same_step else self._autoreset
-        out = np.empty((n, self._obs_dim), dtype=np.float32)
+        out = self._obs_buffer()
         rewards = np.empty(n)
         terminated = np.empty(n, dtype=bool)
         truncated = np.empty(n, dtype=bool)

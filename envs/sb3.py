@@ -178,7 +178,7 @@ class PortfolioSB3VecEnv(TradingSB3VecEnv):
         from .portfolio_vector import PortfolioVectorEnv
 
         self.venv = PortfolioVectorEnv(  # type: ignore[assignment]
-            num_envs, data, config, autoreset_mode=AutoresetMode.SAME_STEP, **overrides
+            num_envs, data, config, autoreset_mode=AutoresetMode.SAME_STEP, copy=False, **overrides
         )
         self.render_mode = None
         VecEnv.__init__(self, num_envs, self.venv.single_observation_space, self.venv.single_action_space)

@@ -50,15 +50,30 @@ MAX_MARKERS = 3000
 def marker_style(n_fills: int) -> tuple[float, float]:
     """``(plotly marker size in px, opacity)`` that keeps trade markers readable.
 
-    Up to 100 fills: 9 px, opaque. More fills shrink the markers with ``1/sqrt(n)`` (down to
-    3 px at 900+) and make them translucent, so 400+ fills show as a readable density of
-    small triangles instead of an overlapping band that hides the price line. The matplotlib
-    marker area is the square of the size.
+    Up to 100 fills: 10 px, opaque. More fills shrink the markers with ``1/sqrt(n)`` (down to
+    5 px at 400+) and make them translucent, so 400+ fills show as a readable density of
+    small triangles; :func:`marker_offsets` moves them off the price line (buys below it,
+    sells above it), so they never hide it. The matplotlib marker area is the square of the
+    size.
     """
     n = max(int(n_fills), 1)
-    size = 9.0 if n <= 100 else max(3.0, 9.0 * math.sqrt(100.0 / n))
-    opacity = 1.0 if n <= 100 else (0.8 if n <= 400 else 0.6)
+    size = 10.0 if n <= 100 else max(5.0, 10.0 * math.sqrt(100.0 / n))
+    opacity = 1.0 if n <= 100 else (0.85 if n <= 400 else 0.7)
     return size, opacity
+
+
+MARKER_OFFSET_FRAC = 0.025
+"""Trade markers sit this fraction of the chart's price range below (buys) or above (sells)
+the fill price."""
+
+
+def marker_offsets(fills: pd.DataFrame, close: Any) -> npt.NDArray[np.float64]:
+    """Where to draw each fill's marker: the fill price moved by :data:`MARKER_OFFSET_FRAC` of
+    the price range, down for a buy and up for a sell (hover still shows the fill price)."""
+    c = np.asarray(close, dtype=np.float64)
+    span = float(np.nanmax(c) - np.nanmin(c)) if len(c) else 0.0
+    sign = np.where(fills["side"].to_numpy() == "buy", -1.0, 1.0)
+    return fills["price_quote"].to_numpy(dtype=np.float64) + sign * MARKER_OFFSET_FRAC * span
 
 
 def equity_curve_figure(report: EvaluationReport, title: str | None = None) -> Any:
@@ -176,7 +191,7 @@ def backtest_figure(
         for side, marker, color in (("buy", "^", BUY_COLOR), ("sell", "v", SELL_COLOR)):
             sel = fi[fi["side"] == side]
             if len(sel):
-                ax_p.scatter(utc_times(sel["ts_ms"]), sel["price_quote"], marker=marker,
+                ax_p.scatter(utc_times(sel["ts_ms"]), marker_offsets(sel, equity["close_quote"]), marker=marker,
                              s=(size * 0.8) ** 2, alpha=alpha, linewidths=0, color=color,
                              label=f"{side} ({int((fills['side'] == side).sum())})", zorder=3)
     ax_p.set_ylabel("price (quote)")
@@ -227,12 +242,12 @@ def backtest_plotly(
             sel = fi[fi["side"] == side]
             if len(sel):
                 fig.add_trace(go.Scatter(
-                    x=utc_times(sel["ts_ms"]), y=sel["price_quote"], mode="markers",
+                    x=utc_times(sel["ts_ms"]), y=marker_offsets(sel, equity["close_quote"]), mode="markers",
                     name=f"{side} ({int((fills['side'] == side).sum())})",
                     marker={"symbol": symbol, "color": color, "size": size, "opacity": opacity,
                             "line": {"width": 0}},
-                    customdata=np.stack([sel["qty_base"], sel["fee_quote"]], axis=1),
-                    hovertemplate="%{x}<br>price %{y:.6g}<br>qty %{customdata[0]:.6g}"
+                    customdata=np.stack([sel["qty_base"], sel["fee_quote"], sel["price_quote"]], axis=1),
+                    hovertemplate="%{x}<br>price %{customdata[2]:.6g}<br>qty %{customdata[0]:.6g}"
                                   "<br>fee %{customdata[1]:.4g}<extra>" + side + "</extra>",
                 ), 1, 1)
     fig.add_trace(go.Scatter(x=t, y=eq["exposure"], name="exposure", line={"color": POSITION_COLOR, "width": 1, "shape": "hv"}), 2, 1)
@@ -295,6 +310,7 @@ __all__ = [
     "backtest_figure",
     "backtest_plotly",
     "equity_curve_figure",
+    "marker_offsets",
     "marker_style",
     "plot_backtest_results",
     "plotly_html",

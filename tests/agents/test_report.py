@@ -18,6 +18,7 @@ from coinrl.agents.config import TrackingConfig
 from coinrl.agents.metrics import simple_returns, trade_returns
 from coinrl.agents.plots import (
     AGENT_COLOR,
+    marker_offsets,
     marker_style,
     plot_backtest_results,
     rolling_sharpe,
@@ -294,13 +295,18 @@ def test_the_tear_sheet_lists_trades_all_fills_calendar_drawdowns_tail_and_bench
     assert list(trades_csv.columns) == list(TRADE_COLUMNS)
 
 
-def test_trade_markers_shrink_and_fade_as_fills_grow() -> None:
-    assert marker_style(10) == (9.0, 1.0)
-    size400, op400 = marker_style(400)
+def test_trade_markers_shrink_fade_and_leave_the_price_line_as_fills_grow(busy: BacktestResult) -> None:
+    assert marker_style(10) == (10.0, 1.0)
+    size200, op200 = marker_style(200)
     size2000, op2000 = marker_style(2000)
-    assert 3.0 <= size2000 < size400 < 9.0
-    assert op2000 < 1.0
-    assert op400 < 1.0
+    assert 5.0 <= size2000 < size200 < 10.0
+    assert op2000 < op200 < 1.0
+    fills = busy.fills
+    close = busy.equity_frame()["close_quote"]
+    y = marker_offsets(fills, close)
+    buys = (fills["side"] == "buy").to_numpy()
+    assert (y[buys] < fills["price_quote"].to_numpy()[buys]).all()  # buys below the price line
+    assert (y[~buys] > fills["price_quote"].to_numpy()[~buys]).all()  # sells above it
 
 
 def test_a_short_backtest_shows_no_annualised_growth_and_says_so(tmp_path: Path) -> None:

@@ -312,7 +312,7 @@ def bench_kill_soak(kills: int, tmp: Path, seed: int = 11) -> dict[str, Any]:
     clock.set(int(frame.ts_ms.iloc[K0]) + HOUR_MS // 3)
     f = server.faults
     f.reseed(seed)
-    f.clock_jump(HOUR_MS // 2, probability=0.05, path_prefix="/api/v3/klines")
+    f.clock_jump(HOUR_MS, probability=0.05, path_prefix="/api/v3/klines")  # passes a boundary
     f.partial_fill(0.5, probability=0.1)
     f.drop_after(probability=0.03)
     f.server_error(503, count=None, probability=0.01, path_prefix="/api/v3")

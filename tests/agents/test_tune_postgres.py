@@ -7,8 +7,8 @@ skipped, except in CI (``CI=true``), where a missing server is a failure.
 
 from __future__ import annotations
 
+import logging
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -28,6 +28,7 @@ from coinrl.agents.tune import (
     retried_numbers,
     summarize_study,
 )
+from coinrl.agents.tune.workers import WorkerJob, write_job
 from coinrl.experiments.config import ExperimentConfig, experiment_config_from
 from coinrl.pipeline.synthetic import planted_pattern
 
@@ -136,11 +137,12 @@ def test_two_worker_processes_share_one_study_without_duplicate_or_lost_trials(
 
 
 _WORKER = """
-import pickle, sys
+import sys
+from pathlib import Path
 from coinrl.agents.tune import optimize_parameters
-with open(sys.argv[1], "rb") as fh:
-    cfg, candles, url, name = pickle.load(fh)
-optimize_parameters(cfg, candles, storage=url, study_name=name)
+from coinrl.agents.tune.workers import read_job
+job = read_job(Path(sys.argv[1]))
+optimize_parameters(job.config, job.candles, storage=job.storage_url, study_name=job.study_name)
 """
 
 
@@ -149,8 +151,7 @@ def test_a_sigkilled_worker_leaves_the_study_usable_and_a_restart_continues(
 ) -> None:
     cfg = pg_config(total_timesteps=8192, n_trials=3)
     assert cfg.tune is not None
-    job = tmp_path / "job.pkl"
-    job.write_bytes(pickle.dumps((cfg, candles, URL, study_name)))
+    job = write_job(WorkerJob(cfg, candles, URL, study_name, 3, None, logging.INFO), tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(job)])  # noqa: S603
     killed: optuna.trial.FrozenTrial | None = None
     try:

@@ -2,7 +2,7 @@
 env-steps/s at N = 256 for A = 4 and 16; a bare numpy rebalancing loop (the practical limit);
 A = 1 against TradingEnv on the same data; memory per env; the peers' portfolio envs.
 
-Usage: python benchmarks/bench_portfolio.py [--quick]
+Usage: python benchmarks/bench_portfolio.py [--quick] [--peers-dir DIR]
 
 Data: the seeded synthetic correlated assets (:func:`coinrl.pipeline.synthetic_assets.correlated_assets`,
 hourly, default features, per-asset normalisers), window 24, continuous actions drawn in
@@ -13,8 +13,11 @@ The bare numpy loop keeps cash + A positions, charges the fee on traded notional
 marks at the close, with no observation, no margin, no funding: the practical floor of a
 Python-level rebalancing loop.
 
-Peers (rlportfolio 0.3.0, FinRL 0.3.7, TensorTrade 1.0.4) are timed when importable; otherwise a
-line ``skipped: <reason>`` is printed and their entry is absent from ``peer_steps_per_s``.
+Peers, on the same synthetic data at A = 4 and 16: rlportfolio 0.3.0 ``PortfolioOptimizationEnv``
+and FinRL 0.3.7 ``StockPortfolioEnv``, installed with ``pip install --no-deps --target DIR``
+and their env modules loaded by path (``--peers-dir DIR``); both fill at the close of the bar
+they just observed. A peer that cannot run prints ``skipped: <reason>`` and is absent from
+``peer_steps_per_s`` (TensorTrade 1.0.4 needs Python 3.12).
 
 Prints tables, then one line of JSON with keys ``steps_per_s`` (A -> steps/s),
 ``asset_steps_per_s``, ``batched_asset_steps_per_s`` (A -> at N = 256),
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import logging
 import sys
 import time
@@ -49,8 +51,6 @@ from coinrl.pipeline.synthetic_assets import correlated_assets  # noqa: E402
 
 WINDOW = 24
 N_BATCH = 256
-PEERS = (("rlportfolio", "rlportfolio 0.3.0 PortfolioOptimizationEnv"),
-         ("finrl", "FinRL 0.3.7 StockPortfolioEnv"), ("tensortrade", "TensorTrade 1.0.4"))
 
 
 def portfolio(n_assets: int, n_bars: int) -> PortfolioData:
@@ -124,23 +124,114 @@ def bytes_of(make: Any) -> int:
     return int(used)
 
 
-def peers() -> dict[str, dict[str, float]]:
-    """The peers' portfolio envs where importable; a ``skipped:`` line otherwise."""
+def _load_by_path(name: str, path: Path) -> Any:
+    """A peer's env module loaded from its file (its package ``__init__`` imports its whole
+    trading stack)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _long_frame(data: PortfolioData) -> Any:
+    """The portfolio as a long (date, tic) frame, the peers' input format."""
+    import pandas as pd
+
+    t, a = len(data), data.n_assets
+    return pd.DataFrame({
+        "date": np.repeat(pd.to_datetime(data.ts_ms, unit="ms", utc=True).tz_localize(None), a),
+        "tic": np.tile(np.array(data.symbols), t),
+        "close": data.close.reshape(-1), "high": data.high.reshape(-1), "low": data.low.reshape(-1),
+        "open": data.open.reshape(-1), "volume": data.volume.reshape(-1),
+    })
+
+
+def _time_peer(env: Any, actions: np.ndarray, min_s: float) -> float:
+    import contextlib
+    import io
+
+    env.reset()
+    steps = 0
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        while True:
+            for a in actions:
+                out = env.step(a)
+                if out[2] or out[3]:
+                    env.reset()
+            steps += len(actions)
+            dt = time.perf_counter() - t0
+            if dt >= min_s:
+                return steps / dt
+
+
+def peers(peers_dir: Path | None, datas: dict[int, PortfolioData], sizes: tuple[int, ...],
+          min_s: float) -> dict[str, dict[str, float]]:
+    """The peers' portfolio envs on the same synthetic data, where ``peers_dir`` holds them
+    (``pip install --no-deps --target DIR rlportfolio==0.3.0 finrl==0.3.7``); ``skipped:``
+    lines otherwise."""
+    import os
+    import tempfile
+
     out: dict[str, dict[str, float]] = {}
-    for mod, label in PEERS:
+    print("skipped: TensorTrade 1.0.4: PyPI offers 1.0.3 at most for this Python (3.11); "
+          "1.0.4 needs Python 3.12")
+    if peers_dir is None or not peers_dir.is_dir():
+        print("skipped: rlportfolio 0.3.0, FinRL 0.3.7: no --peers-dir (pip install --no-deps "
+              "--target DIR rlportfolio==0.3.0 finrl==0.3.7)")
+        return out
+    rng = np.random.default_rng(1)
+    path = peers_dir / "rlportfolio" / "environment" / "portfolio_optimization_env.py"
+    try:
+        mod = _load_by_path("peer_rlportfolio_env", path)
+        res = {}
+        for a in sizes:
+            env = mod.PortfolioOptimizationEnv(
+                _long_frame(datas[a]), initial_amount=10_000.0, comission_fee_pct=0.001,
+                features=["close", "high", "low"], time_window=WINDOW, print_metrics=False,
+                plot_graphs=False, cwd=tempfile.mkdtemp())
+            w = rng.random((200, a + 1)).astype(np.float32)
+            res[str(a)] = round(_time_peer(env, w / w.sum(axis=1, keepdims=True), min_s))
+        out["rlportfolio"] = res
+    except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
+        print(f"skipped: rlportfolio 0.3.0: {type(e).__name__}: {e}")
+    path = peers_dir / "finrl" / "meta" / "env_portfolio_allocation" / "env_portfolio.py"
+    try:
+        mod = _load_by_path("peer_finrl_env", path)
+        res = {}
+        cwd = os.getcwd()
+        scratch = tempfile.mkdtemp()
+        os.makedirs(os.path.join(scratch, "results"), exist_ok=True)
+        os.chdir(scratch)  # it saves plots to results/ at each episode end
         try:
-            importlib.import_module(mod)
-        except Exception as e:  # noqa: BLE001 - any import failure means the peer is absent
-            print(f"skipped: {label}: not importable here ({type(e).__name__}: {e}); install it "
-                  "into a separate venv (pip install --no-deps) to time it")
-            continue
-        print(f"skipped: {label}: importable, but its driver is not written yet in this benchmark")
+            for a in sizes:
+                df = _long_frame(datas[a])
+                days = df["date"].factorize()[0]
+                df.index = days
+                cov = np.eye(a)  # the state's covariance block: its values do not change the timing
+                df["cov_list"] = [cov] * len(df)
+                df["macd"] = 0.0
+                env = mod.StockPortfolioEnv(df, stock_dim=a, hmax=100, initial_amount=10_000,
+                                            transaction_cost_pct=0.001, reward_scaling=1e-4,
+                                            state_space=a, action_space=a, tech_indicator_list=["macd"])
+                res[str(a)] = round(_time_peer(env, rng.normal(size=(200, a)), min_s))
+        finally:
+            os.chdir(cwd)
+        out["finrl_stock_portfolio_env"] = res
+    except Exception as e:  # noqa: BLE001
+        print(f"skipped: FinRL 0.3.7 StockPortfolioEnv: {type(e).__name__}: {e}")
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    ap.add_argument("--peers-dir", type=Path, default=None,
+                    help="folder where the peers were installed with pip --no-deps --target")
     args = ap.parse_args(argv)
     logging.disable(logging.INFO)
     min_s = 0.3 if args.quick else 2.0
@@ -189,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         share = max(0.0, 1.0 - batched[16] / fast)
     bytes_batched = bytes_of(lambda: PortfolioVectorEnv(N_BATCH, datas[bsizes[-1]], window=WINDOW,
                                                         episode_length_bars=None, copy=False)) // N_BATCH
-    peer = peers()
+    peer = peers(args.peers_dir, datas, tuple(a for a in (4, 16) if a in datas), min_s)
     rows = [[a, f"{steps[a]:,.0f}", f"{asset_steps[a]:,.0f}", f"{limit[a]:,.0f}",
              f"{steps[a] / limit[a]:.2f}", f"{mem[a] / 1e6:.2f}"] for a in sizes]
     print(f"\nmachine: {machine()}; window {WINDOW}, {n_bars} hourly bars, default features")

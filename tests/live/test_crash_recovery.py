@@ -5,8 +5,10 @@ ever sent twice, no fill is lost or booked twice, and at the end the journal and
 agree.
 
 The emulator runs in this process on a FixedClock; the runner process moves it bar by bar over
-the emulator's admin endpoint (so the market waits while the runner is dead, and a restart
-lands in the very bar it died in: the dangerous case for duplicates).
+the emulator's admin endpoint, landing inside each bar (so the market waits while the runner is
+dead, a restart lands in the very bar it died in, the dangerous case for duplicates, and its
+working order still rests on the book: it must be adopted, not cancelled and dropped). At the end
+the journal's order statuses equal the exchange's.
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ CHILD = textwrap.dedent("""
         def now_ms(self):
             return self._post({"advance_ms": 0})
         def sleep_until(self, ts_ms):
+            # lands 20 minutes INTO the bar: market orders rest on the book until the next
+            # open, so a restart in the same bar meets its own working order
             if self.stopped:
                 return False
-            if self.now_ms() < ts_ms:
-                self._post({"set_ms": int(ts_ms)})
+            if self.now_ms() < ts_ms + 1_200_000:
+                self._post({"set_ms": int(ts_ms) + 1_200_000})
             return True
         def stop(self):
             self.stopped = True
@@ -155,6 +159,14 @@ def test_sigkilled_runner_restarts_without_duplicates_or_lost_fills(tmp_path):
         last = j.last("balance").payload
         assert j.integrity_check() == "ok"
         assert j.last("stop").payload["exit_name"] == "OK"
+        journal_status = {c: p["status"] for c, p in j.orders().items() if p["status"] != "skipped"}
+    exchange_status = {o.client_order_id: {"FILLED": "closed", "CANCELED": "canceled",
+                                           "NEW": "open", "EXPIRED": "expired"}[o.status]
+                       for o in orders}
+    assert {c: s for c, s in journal_status.items() if s not in ("not_found", "rejected")} == exchange_status
+    # no decision dropped: every decision bar with an order has one that filled
+    assert all(o.status == "FILLED" or o.executed_base > 0 for o in orders), [
+        (o.client_order_id, o.status) for o in orders if o.status != "FILLED"]
     assert sorted(f.fill_id for f in fills) == sorted(str(t.trade_id) for t in trades)
     assert last["cash_quote"] == pytest.approx(balances["USDT"], rel=1e-12)
     assert last["position_base"] == pytest.approx(balances.get("SOL", 0.0), abs=1e-12)

@@ -97,6 +97,7 @@ MICRO = [
 ]
 
 
+@pytest.mark.slow
 def test_a_new_run_over_an_existing_run_is_refused_and_overwrite_starts_clean(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, False, out)
@@ -115,6 +116,7 @@ def test_a_new_run_over_an_existing_run_is_refused_and_overwrite_starts_clean(tm
     assert _training_info(run_dir / "bundle")["num_timesteps"] == 256
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_run_and_accepts_a_bigger_budget(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     run_train(CONFIGS / "ppo_btc_1h.yaml", [*MICRO, "train.total_timesteps=256"], False, out)
@@ -163,6 +165,7 @@ def _coinrl(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_train_ends_with_a_results_table_and_keeps_metric_dumps_in_the_log_file(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     res = _coinrl("train", str(CONFIGS / "ppo_btc_1h.yaml"), *MICRO, "--out", str(out))
@@ -179,6 +182,7 @@ def test_train_ends_with_a_results_table_and_keeps_metric_dumps_in_the_log_file(
     assert "coinrl.agents.metrics" in res.stderr  # -v shows them
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     args = [*MICRO, "train.total_timesteps=10000000", "train.eval_every_steps=0"]
@@ -206,6 +210,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     assert f"--out {out}" in err
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_backtest_table_format(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     bundle = run_train(CONFIGS / "ppo_btc_1h.yaml", MICRO, False, out)

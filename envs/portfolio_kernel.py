@@ -14,7 +14,7 @@ the vector env to ``A = 1`` of this kernel and deletes the scalar ``_bar``.
 One bar of account ``j`` (decision taken at the previous close), per asset ``a`` in asset order:
 
 1. **Funding** at the open on each position held into a funding time:
-   ``pay_a = funding_a * qty_a * open_a`` (longs pay positive rates).
+   ``pay_a = funding_a * qty_a * open_a`` (longs pay positive rates); none on an untradable bar.
 2. **Gap liquidation** (cross margin): if ``cash + sum_a (qty_a - mmr_a |qty_a|) open_a <= 0``
    every position is closed at its open, taker fee charged; cash floors at 0 and the uncovered
    loss goes to ``shortfall`` (the loss is capped at the account's margin).
@@ -25,7 +25,9 @@ One bar of account ``j`` (decision taken at the previous close), per asset ``a``
    ``sum |x_a| open_a <= L (E - sum cf_a |x_a - qty_a| open_a)``; a rebalance that breaks it is
    scaled down (all targets times ``lambda``, the closed form below) and counted in
    ``SCALED`` (``SCALE_LAST`` holds ``lambda``), never skipped. Sells fill before buys.
-   An asset whose ``tradable`` flag is 0 on this bar is not traded (its position is kept).
+   An asset whose ``tradable`` flag is 0 on this bar is not traded (its position is kept and
+   marked at the bar's prices, which the data holds at its last tradable close). Only a
+   liquidation (2, 4) touches it: every position is closed, a masked one at that price.
 4. **Wick liquidation**: every position at its adverse extreme within the bar (low for longs,
    high for shorts): if ``cash + sum_a (qty_a - mmr_a |qty_a|) adverse_a <= 0`` the account is
    liquidated. One open position: at its liquidation price ``-cash / (qty - mmr |qty|)`` (the
@@ -233,7 +235,7 @@ def _pbar(s: F64, j: int, p: F64, pa: F64, w: F64, bars: F64, t: int, scratch: F
     if p[P_CHARGE_FUNDING] != 0.0:
         for a in range(n):
             f = bars[t, a, B_FUNDING]
-            if f != 0.0:
+            if f != 0.0 and bars[t, a, B_TRADABLE] != 0.0:
                 r = base + a * N_ASSET_ROWS
                 pay = f * s[r + A_QTY, j] * bars[t, a, B_OPEN]
                 cash -= pay

@@ -57,7 +57,7 @@ def test_one_asset_portfolio_equals_the_scalar_kernel_to_the_last_bit(
         x = float(np.clip(tgt, lo, hi))
         r1 = ks.env_step(s1, p, bars6, feats, out1, t, x, 0)
         r2 = pks.pf_env_step(s2, p, pa, bars7, feats, out2, t, np.array([x]), False, 0.0, 0.0, False, 0,
-                             np.empty((1, 2)), np.zeros(1, dtype=np.int64))
+                             np.empty((1, 2)))
         assert r1 == r2 or (math.isnan(r1) and math.isnan(r2))
         for rw in ACCOUNT_ROWS:
             assert s1[rw, 0] == s2[rw, 0] or (math.isnan(s1[rw, 0]) and math.isnan(s2[rw, 0])), rw
@@ -134,3 +134,66 @@ def test_money_is_conserved_and_equity_is_cash_plus_positions(n_assets: int) -> 
                                 (kernel.TURNOVER, pk.A_TURNOVER), (kernel.SLIPPAGE, pk.A_SLIPPAGE)):
             per_asset = sum(s[pk.row(a, a_row)] for a in range(n_assets))
             np.testing.assert_allclose(s[acct_row], per_asset, rtol=1e-12)
+
+
+@st.composite
+def portfolio_paths(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    a_n = draw(st.integers(1, 4))
+    n = draw(st.integers(2, 25))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    vol = draw(st.sampled_from([0.01, 0.1, 0.3]))
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, vol, (n, a_n)), axis=0))
+    bars = np.empty((n, a_n, 7))
+    bars[:, :, 0] = close * np.exp(rng.normal(0, vol / 2, close.shape))
+    bars[:, :, 3] = close
+    wick = np.abs(rng.normal(0, vol, (2, n, a_n)))
+    bars[:, :, 1] = np.maximum(bars[:, :, 0], close) * (1 + wick[0])
+    bars[:, :, 2] = np.minimum(bars[:, :, 0], close) * (1 - wick[1])
+    bars[:, :, 4] = rng.lognormal(3, 1, (n, a_n))
+    bars[:, :, 5] = rng.choice([0.0, 0.0, 1e-3, -2e-3], (n, a_n))
+    bars[:, :, 6] = rng.random((n, a_n)) > draw(st.sampled_from([0.0, 0.3, 0.7]))
+    targets = rng.normal(0, draw(st.sampled_from([0.3, 2.0, 20.0])), (n, a_n))
+    return bars, targets
+
+
+@settings(max_examples=150, deadline=None)
+@given(path=portfolio_paths(), cfg_kw=configs)
+def test_books_conserve_money_and_never_fill_a_masked_asset(
+    path: tuple[np.ndarray, np.ndarray], cfg_kw: dict[str, object]
+) -> None:
+    """On random bars, masks, targets and configs: equity = cash + sum qty * close; equity =
+    initial + realised + unrealised - costs + shortfall; a masked asset's position changes only
+    when the account is liquidated (which closes every position, a masked one at its bar's
+    price, the last tradable close), and it pays no funding."""
+    bars, targets = path
+    n_bars, a_n = targets.shape
+    cfg = EnvConfig(positions=(0.0, 1.0), **cfg_kw)  # type: ignore[arg-type]
+    p, pa = _params(cfg, a_n)
+    s = pk.new_state(1, a_n, cfg.initial_cash_quote)
+    liq = np.zeros(1, dtype=bool)
+    ks = pk.compiled()
+    for t in range(n_bars):
+        before = np.array([s[pk.row(a, pk.A_QTY), 0] for a in range(a_n)])
+        turnover = np.array([s[pk.row(a, pk.A_TURNOVER), 0] for a in range(a_n)])
+        funding = np.array([s[pk.row(a, pk.A_FUNDING), 0] for a in range(a_n)])
+        ks.pf_books_step(s, p, pa, np.ascontiguousarray(targets[t : t + 1]), bars,
+                         np.array([t], dtype=np.int64), liq)
+        qty = np.array([s[pk.row(a, pk.A_QTY), 0] for a in range(a_n)])
+        avg = np.array([s[pk.row(a, pk.A_AVG), 0] for a in range(a_n)])
+        c = bars[t, :, 3]
+        eq = s[kernel.EQUITY, 0]
+        scale = max(1.0, abs(eq), float(np.abs(qty * c).sum()))
+        assert abs(eq - (s[kernel.CASH, 0] + float(qty @ c))) <= 1e-9 * scale
+        expected = (cfg.initial_cash_quote + s[kernel.REALISED, 0] + float(((c - avg) * qty).sum())
+                    - s[kernel.FEES, 0] - s[kernel.SLIPPAGE, 0] - s[kernel.FUNDING, 0]
+                    - s[kernel.BORROW, 0] + s[kernel.SHORTFALL, 0])
+        assert abs(eq - expected) <= 1e-7 * max(scale, cfg.initial_cash_quote)
+        if not liq[0]:
+            masked = bars[t, :, 6] == 0.0
+            assert np.array_equal(qty[masked], before[masked])
+            now = np.array([s[pk.row(a, pk.A_TURNOVER), 0] for a in range(a_n)])
+            assert np.array_equal(now[masked], turnover[masked])
+        masked = bars[t, :, 6] == 0.0
+        paid = np.array([s[pk.row(a, pk.A_FUNDING), 0] for a in range(a_n)])
+        assert np.array_equal(paid[masked], funding[masked])  # no funding on an untradable bar
+        assert s[kernel.CASH, 0] >= 0.0 or not liq[0]

@@ -283,3 +283,16 @@ def test_backtest_never_replaces_another_backtests_folder(quick_bundle: Path, tm
     # other data, other split: other folders
     val, _ = run_backtest(quick_bundle, split="validation", out_dir=tmp_path, track=False)
     assert val.name == "quickstart-backtest-validation"
+
+
+@pytest.mark.slow
+def test_evaluate_prints_the_directional_quality_beside_the_table(quick_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    cli = runner.invoke(app, ["evaluate", str(quick_bundle), "--split", "test", "--json", str(out)],
+                        terminal_width=200)
+    assert cli.exit_code == 0, cli.output
+    assert "directional calls: accuracy" in cli.output
+    for call in ("long", "short", "flat"):
+        assert f"  {call}" in cli.output
+    rep = json.loads(out.read_text())
+    assert 0.0 <= rep["policy"]["direction/accuracy"] <= 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -329,18 +330,13 @@ def train(
     config and data) or --overwrite.
     """
     import json
-    import shlex
 
     from coinrl.experiments.train_cmd import EVALUATION_FILE, run_train
 
     try:
         bundle = run_train(config, list(overrides or []), resume, out, overwrite=overwrite)
     except KeyboardInterrupt:
-        again = shlex.join(["coinrl", "train", str(config), *(overrides or []), "--out", str(out), "--resume"])
-        err_console.print(
-            "interrupted; the run continues from its latest checkpoint (train.checkpoint_every_steps) "
-            f"with:\n  {again}", markup=False,
-        )
+        err_console.print(_resume_hint(config, list(overrides or []), out), markup=False)
         raise typer.Exit(130) from None
     report = json.loads((bundle.parent / EVALUATION_FILE).read_text(encoding="utf-8"))
     print_metrics_table(
@@ -348,6 +344,20 @@ def train(
         {"agent": report["agent"], **report["baselines"]}, (), (),
     )
     console.print(f"bundle written to {bundle}")
+
+
+def _resume_hint(config: Path, overrides: list[str], out: Path) -> str:
+    """What an interrupted ``coinrl train`` says: where it can continue from, and the command."""
+    from coinrl.agents.train import latest_checkpoint
+    from coinrl.experiments.config import load_experiment_config
+
+    again = shlex.join(["coinrl", "train", str(config), *overrides, "--out", str(out), "--resume"])
+    ckpt = latest_checkpoint(out / load_experiment_config(config, overrides).name)
+    where = (
+        f"its latest checkpoint, step {int(ckpt.name.removeprefix('step_')):,}" if ckpt is not None
+        else "the start (no checkpoint yet: train.checkpoint_every_steps)"
+    )
+    return f"interrupted; the run continues from {where} with:\n  {again}"
 
 
 @app.command("evaluate")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from coinrl.agents.bundle import load_model
+from coinrl.agents.train import latest_checkpoint
 from coinrl.experiments.train_cmd import retrain_from_bundle, run_evaluate, run_train
 from coinrl.pipeline.errors import ConfigError, DataError
 
@@ -192,9 +193,8 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        ckpts = out / "ppo_btc_1h" / "checkpoints"
         deadline = time.monotonic() + 180
-        while not (ckpts.is_dir() and any(ckpts.iterdir())):  # training is under way
+        while latest_checkpoint(out / "ppo_btc_1h") is None:  # training is under way, one checkpoint done
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "no checkpoint within 180 s"
             time.sleep(0.5)
@@ -206,6 +206,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted" in err
+    assert "from its latest checkpoint, step " in err
     assert "--resume" in err
     assert f"--out {out}" in err
 

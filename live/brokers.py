@@ -844,8 +844,8 @@ class ExchangeBroker(Broker):
         for seq in range(MAX_LEGS):  # decided before (a restart in the same bar): never send twice
             cid = client_order_id(self.run_id, ctx.bar_ts_ms, seq)
             known = self._orders.get(cid)
-            if known is None or known.status in ("skipped", "rejected", "not_found"):
-                break  # nothing of this leg is on the exchange: this id may be used
+            if known is None or known.status in ("skipped", "rejected"):
+                break  # nothing of this leg reached the exchange: this id may be used
             try:
                 found = self._locate(cid, ctx.now_ms)
             except AbsenceUnproven as e:

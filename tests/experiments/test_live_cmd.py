@@ -66,6 +66,14 @@ def test_paper_session_runs_and_status_reads_it_back(bundle, tmp_path):
     assert info["stopped"]["exit_name"] == "OK"
     assert info["integrity"] == "ok"
     assert (tmp_path / "j.parquet").is_file()
+    # times in UTC ISO, the PnL since the first sync
+    assert info["started_utc"].endswith("+00:00")
+    assert info["stopped"]["time_utc"].endswith("+00:00")
+    assert info["last_decision"]["bar_utc"].startswith("20")
+    assert info["books"]["pnl_quote"] == pytest.approx(info["books"]["equity_quote"] - 10_000.0)
+    table = _invoke(["status", "--journal", str(journal)])
+    assert table.exit_code == 0, table.output
+    assert "+00:00" in table.stdout
 
 
 def test_live_without_the_flag_or_the_confirmation_sends_nothing(bundle, tmp_path, keys):

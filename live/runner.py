@@ -62,9 +62,10 @@ from coinrl.pipeline.errors import (
 from coinrl.pipeline.features import FeatureSpec
 from coinrl.pipeline.splits import Normaliser
 
-from .brokers import Broker, ExchangeBroker, OrderContext, PaperBroker
+from .brokers import Broker, OrderContext, PaperBroker
 from .data import LiveDataFeed
 from .exchange import ExchangeClient, RetryAfterBeyondDeadline
+from .exchange_broker import ExchangeBroker
 from .journal import Journal
 from .live_env import BarClock, ExchangeBarClock, LiveTradingEnv
 from .risk import RiskConfig, RiskGuard

@@ -15,7 +15,6 @@ from live_helpers import ENV, MARKET, SPEC, SYMBOL, candles, connect, emulator
 from coinrl.envs.domain import Order, Side
 from coinrl.envs.execution import ExecutionModel
 from coinrl.live.brokers import (
-    ExchangeBroker,
     OrderContext,
     PaperBroker,
     check_run_id,
@@ -26,6 +25,7 @@ from coinrl.live.brokers import (
 from coinrl.live.data import LiveDataFeed
 from coinrl.live.emulator import FaultRule
 from coinrl.live.exchange import CLIENT_ORDER_ID_PATTERN
+from coinrl.live.exchange_broker import ExchangeBroker
 from coinrl.live.journal import Journal
 from coinrl.pipeline.errors import ConfigError
 from coinrl.pipeline.splits import prepare_data_for_model

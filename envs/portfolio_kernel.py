@@ -592,10 +592,11 @@ def pf_vec_step(
     s: F64, p: F64, pa: F64, bars: F64, feats: F32, ts: I64, t: I64, last: I64, w: F64,
     fresh: BoolArr, done: BoolArr, liq_out: BoolArr, out: F32, rewards: F64,
     terminated: BoolArr, truncated: BoolArr, info_ts: I64, info_equity: F64, info_qty: F64,
-    info_fees: F64,
+    info_w: F64, info_fees: F64,
 ) -> int:
     """One PortfolioVectorEnv step of N envs (NEXT_STEP autoreset as
-    :func:`coinrl.envs.kernel.vec_step`); returns how many ended. ``info_qty`` is (N, A)."""
+    :func:`coinrl.envs.kernel.vec_step`); returns how many ended. ``info_qty`` (positions) and
+    ``info_w`` (weights at the closes) are (N, A)."""
     n = pa.shape[0]
     scratch = np.empty((4, n))
     n_done = 0
@@ -618,9 +619,13 @@ def pf_vec_step(
         truncated[j] = tr
         _pobserve(s, j, p, pa, bars, feats, tj, out, j)
         info_ts[j] = ts[tj]
-        info_equity[j] = s[EQUITY, j]
+        eq = s[EQUITY, j]
+        info_equity[j] = eq
+        eqs = eq if eq > p[P_EQ_FLOOR] else p[P_EQ_FLOOR]
         for a in range(n):
-            info_qty[j, a] = s[N_ACCT_ROWS + a * N_ASSET_ROWS + A_QTY, j]
+            q = s[N_ACCT_ROWS + a * N_ASSET_ROWS + A_QTY, j]
+            info_qty[j, a] = q
+            info_w[j, a] = q * bars[tj, a, B_CLOSE] / eqs
         info_fees[j] = s[FEES, j]
         d = te or tr
         done[j] = d
@@ -665,7 +670,7 @@ def compiled() -> Any:
         "project_rows": i8(pmat, f8, f8, b1),
         "pf_observe": nt.void(state, params, pmat, bars, feats, i8v, out, i8),
         "pf_vec_step": i8(state, params, pmat, bars, feats, i8v, i8v, i8v, pmat, b1v, b1v, b1v,
-                          out, f8v, b1v, b1v, i8v, f8v, pmat, f8v),
+                          out, f8v, b1v, b1v, i8v, f8v, pmat, pmat, f8v),
     }
     return SimpleNamespace(**{
         name: njit(sig, cache=True)(globals()[name]) for name, sig in sigs.items()

@@ -8,8 +8,8 @@ observations, rewards, flags and infos to ``PortfolioEnv.reset(seed=s + i)`` (te
 Autoreset: ``NEXT_STEP`` (Gymnasium's default: the step after an episode ends ignores that
 env's action and returns its first observation, reward 0) or ``SAME_STEP`` (the SB3 adapter:
 the ended env restarts in the same step; ``final_obs``/``final_info`` hold its last ones).
-``info``: arrays ``ts_ms`` (N,), ``equity_quote`` (N,), ``position_base`` (N, A),
-``fees_paid_quote`` (N,).
+``info``: arrays ``ts_ms`` (N,), ``equity_quote`` (N,), ``position_base`` (N, A), ``weights``
+(N, A, at the closes), ``fees_paid_quote`` (N,).
 """
 
 from __future__ import annotations
@@ -161,12 +161,16 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
 
     def _infos(self) -> dict[str, Any]:
         s, m = self._state, self._mask
+        qty = s[pk.N_ACCT_ROWS + pk.A_QTY :: pk.N_ASSET_ROWS].T.copy()
+        eq = s[kernel.EQUITY].copy()
+        close = self.arrays.bars[self._t, :, pk.B_CLOSE]
         return {
             "ts_ms": self.arrays.ts_ms[self._t],
-            "equity_quote": s[kernel.EQUITY].copy(),
-            "position_base": s[pk.N_ACCT_ROWS + pk.A_QTY :: pk.N_ASSET_ROWS].T.copy(),
+            "equity_quote": eq,
+            "position_base": qty,
+            "weights": qty * close / np.maximum(eq, self._params[kernel.P_EQ_FLOOR])[:, None],
             "fees_paid_quote": s[kernel.FEES].copy(),
-            **{f"_{k}": m for k in INFO_KEYS},
+            **{f"_{k}": m for k in (*INFO_KEYS, "weights")},
         }
 
     # ------------------------------------------------------------------ step
@@ -191,15 +195,17 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
         info_ts = np.empty(n, dtype=np.int64)
         info_eq = np.empty(n)
         info_q = np.empty((n, self.n_assets))
+        info_w = np.empty((n, self.n_assets))
         info_fees = np.empty(n)
         n_done = self._kernel.pf_vec_step(
             self._state, self._params, self._pa, self.arrays.bars, self.arrays.feats_flat,
             self.arrays.ts_ms, self._t, self._last, w, fresh, done, self._liq, out, rewards,
-            terminated, truncated, info_ts, info_eq, info_q, info_fees,
+            terminated, truncated, info_ts, info_eq, info_q, info_w, info_fees,
         )
         m = self._mask
         infos: dict[str, Any] = {"ts_ms": info_ts, "equity_quote": info_eq, "position_base": info_q,
-                                 "fees_paid_quote": info_fees, **{f"_{k}": m for k in INFO_KEYS}}
+                                 "weights": info_w, "fees_paid_quote": info_fees,
+                                 **{f"_{k}": m for k in (*INFO_KEYS, "weights")}}
         if same_step and n_done:
             ended = terminated | truncated
             idx = np.flatnonzero(ended)

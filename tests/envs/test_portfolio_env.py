@@ -72,6 +72,7 @@ def _rollout_single(data: Any, seeds: list[int], actions: np.ndarray, **kw: Any)
         trace.append((np.stack([r[0] for r in rows]), np.array([r[1] for r in rows]),
                       np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
                       np.stack([r[4]["position_base"] for r in rows]),
+                      np.stack([r[4]["weights"] for r in rows]),
                       np.array([r[4]["equity_quote"] for r in rows]),
                       np.array([r[4]["ts_ms"] for r in rows])))
     return trace
@@ -89,7 +90,8 @@ def test_single_and_batched_envs_give_identical_trajectories() -> None:
     assert np.array_equal(info["equity_quote"], single[0][2])
     for act, want in zip(actions, single[1:], strict=True):
         obs, r, te, tr, info = venv.step(act)
-        got = (obs, r, te, tr, info["position_base"], info["equity_quote"], info["ts_ms"])
+        got = (obs, r, te, tr, info["position_base"], info["weights"], info["equity_quote"],
+               info["ts_ms"])
         for g, w in zip(got, want, strict=True):
             assert np.array_equal(g, w)
 

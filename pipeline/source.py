@@ -16,11 +16,13 @@ from pydantic import Field
 
 from .clean import CleanConfig, preprocess_data
 from .config import FrozenModel
+from .errors import DataError
 from .features import FeatureSpec, default_feature_spec
 from .formats import read_ohlcv
 from .portfolio import PreparedPortfolio, prepare_portfolio
 from .sample import load_sample
 from .splits import NormConfig, PreparedData, SplitConfig, prepare_data_for_model
+from .store import iter_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -73,26 +75,60 @@ class PortfolioDataConfig(DataConfig):
 
     Attributes:
         sources: one source per asset (paths, or ``"sample"`` once for the packaged BTC/USD
-            sample as a one-asset portfolio). Empty: ``source`` alone, as A = 1.
+            sample as a one-asset portfolio).
+        symbols: asset symbols (``"ETH/BTC"``) looked up in the stored Parquet catalog under
+            ``data_dir`` (what ``coinrl data fetch`` writes), on ``timeframe`` when given.
+            ``sources`` and ``symbols`` may be combined; both empty: ``source`` alone (A = 1).
+        data_dir: the folder the symbols are looked up in.
+        timeframe: the timeframe the symbols must be stored on (None: any, when unique).
         norm_scope: ``per_asset`` (a normaliser per asset, fitted on its train rows) or
             ``pooled`` (one over all assets' train rows).
         market_features: add the market-wide ``basket_ret_1`` feature.
     """
 
     sources: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
+    data_dir: str = "coinrl_data"
+    timeframe: str | None = None
     norm_scope: Literal["per_asset", "pooled"] = "per_asset"
     market_features: bool = False
+
+
+def resolve_symbols(symbols: tuple[str, ...], data_dir: str | Path, timeframe: str | None = None) -> tuple[str, ...]:
+    """The stored file of each symbol in ``data_dir``'s catalog.
+
+    Raises:
+        DataError: a symbol stored nowhere, or on several files (naming it and the choices).
+    """
+    entries = list(iter_catalog(data_dir)) if Path(data_dir).is_dir() else []
+    paths = []
+    for sym in symbols:
+        hits = [e for e in entries if e.symbol == sym and (timeframe is None or e.timeframe == timeframe)]
+        if not hits:
+            on = f" on {timeframe}" if timeframe else ""
+            raise DataError(
+                f"{sym}{on} is not stored under {data_dir}; fetch it (coinrl data fetch) or pass its "
+                "file in sources"
+            )
+        if len(hits) > 1:
+            raise DataError(
+                f"{sym} is stored {len(hits)} times under {data_dir} "
+                f"({', '.join(f'{h.path} {h.timeframe}' for h in hits)}); set data.timeframe or pass "
+                "the file in sources"
+            )
+        paths.append(str(hits[0].path))
+    return tuple(paths)
 
 
 def load_portfolio_dataset(cfg: PortfolioDataConfig | None = None) -> PreparedPortfolio:
     """Each source's candles -> one clock -> per-asset features -> split -> train-only norm.
 
     Raises:
-        DataError: a source that cannot be read, assets on different timeframes or with no
-            overlap (the message names the asset).
+        DataError: a source that cannot be read, a symbol not stored, assets on different
+            timeframes or with no overlap (the message names the asset).
     """
     cfg = cfg or PortfolioDataConfig()
-    sources = cfg.sources or (cfg.source,)
-    frames = [load_candles(cfg.model_copy(update={"source": s})) for s in sources]
+    sources = cfg.sources + resolve_symbols(cfg.symbols, cfg.data_dir, cfg.timeframe)
+    frames = [load_candles(cfg.model_copy(update={"source": s})) for s in sources or (cfg.source,)]
     return prepare_portfolio(frames, spec=cfg.features, split=cfg.split, norm=cfg.norm,
                              norm_scope=cfg.norm_scope, market_features=cfg.market_features)

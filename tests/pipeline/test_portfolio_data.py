@@ -142,3 +142,15 @@ def test_correlated_assets_are_seeded_correlated_and_carry_the_planted_lead_lag(
     plain = correlated_assets(4, 20_000, seed=3)
     rp = np.stack([np.diff(np.log(f["close"].to_numpy())) for f in plain], axis=1)
     assert abs(np.corrcoef(rp[:-1, 0], rp[1:, 2])[0, 1]) < 0.03
+
+
+def test_symbols_are_looked_up_in_the_stored_catalog(tmp_path: Path) -> None:
+    from coinrl.pipeline.store import store_data
+
+    for f in correlated_assets(2, 600, seed=5):
+        store_data(f, tmp_path / f"{f.attrs['symbol'].replace('/', '_')}_1h.parquet")
+    cfg = PortfolioDataConfig(symbols=("SYN1/USD", "SYN0/USD"), data_dir=str(tmp_path), timeframe="1h")
+    pp = load_portfolio_dataset(cfg)
+    assert pp.full.symbols == ("SYN1/USD", "SYN0/USD")
+    with pytest.raises(DataError, match="NOPE/USD on 1h is not stored"):
+        load_portfolio_dataset(cfg.model_copy(update={"symbols": ("SYN0/USD", "NOPE/USD")}))

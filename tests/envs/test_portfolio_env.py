@@ -344,3 +344,18 @@ def test_the_planted_lead_lag_is_tradable_through_the_env() -> None:
     start = PortfolioEnv(data, **kw).config.initial_cash_quote
     assert info["equity_quote"] > 1.5 * start  # cash stays at start
     assert info["equity_quote"] > 1.5 * info_eq["equity_quote"]
+
+
+def test_lot_size_and_min_notional_apply_per_asset() -> None:
+    data = random_portfolio(200, 2)
+    env = PortfolioEnv(data, window=3, episode_length_bars=50, rebalance_threshold=0.0,
+                       asset_costs={"A0/USD": {"lot_size_base": 0.5},
+                                    "A1/USD": {"min_notional_quote": 5_000.0}})
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.array([0.33, 0.2], dtype=np.float32))
+    q0 = info["position_base"][0]
+    assert q0 > 0.0
+    assert q0 / 0.5 == pytest.approx(round(q0 / 0.5), abs=1e-9)  # whole lots of A0
+    assert info["position_base"][1] == 0.0  # ~2,000 quote of A1 is below its 5,000 minimum
+    _, _, _, _, info = env.step(np.array([0.33, 0.6], dtype=np.float32))
+    assert info["position_base"][1] > 0.0  # ~6,000 quote passes

@@ -583,7 +583,7 @@ class Runner:
         explicitly (journalled), wait out the Retry-After on the exchange's clock, resync."""
         self.skipped_bars += 1
         data = self.env.data
-        now = self.env.clock.now_ms()
+        now = e.until_ms - int((e.retry_after_s or 0.0) * 1000.0)  # no request during the ban
         bar = None if data is None else data.last_bar_ts_ms + data.bar_ms
         logger.warning("decision skipped: rate limited until ts_ms=%d (Retry-After %.0f s, "
                        "deadline ts_ms=%s)", e.until_ms, e.retry_after_s or 0.0, e.deadline_ms)
@@ -592,11 +592,17 @@ class Runner:
             "retry_after_s": e.retry_after_s, "until_ms": e.until_ms,
             "deadline_ms": e.deadline_ms, "reason": str(e)[:2000],
         })
-        try:
-            self.env.clock.sleep_until(e.until_ms)
-            self.env.resync()
-        except (TemporaryExchangeError, DataError) as err:
-            logger.warning("resync after a rate limit failed: %s", err)
+        for _ in range(3):
+            try:
+                self.env.clock.sleep_until(e.until_ms)
+                self.env.resync()
+                return
+            except RetryAfterBeyondDeadline as again:  # a clock that asks the exchange its time
+                client = getattr(self.env.feed, "client", None)  # is banned too: wait in wall time
+                getattr(client, "sleep", time.sleep)(float(again.retry_after_s or 0.0))
+            except (TemporaryExchangeError, DataError) as err:
+                logger.warning("resync after a rate limit failed: %s", err)
+                return
 
     def _resync(self) -> None:
         """After a failure: wait a moment on the exchange's clock, then refresh data and books."""

@@ -49,6 +49,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .config import FrozenModel, load_config, validate_config
 from .errors import ConfigError, DataError
+from .hmm import CovarianceType, HmmParams, filtered_state_probs, fit_gaussian_hmm
 
 logger = logging.getLogger(__name__)
 
@@ -489,6 +490,97 @@ class ColumnFeature(_Feature):
             raise DataError(f"column {self.name!r} is not numeric: {e}") from e
 
 
+class HmmRegimeFeature(_Feature):
+    """Regime probabilities of a Gaussian HMM: ``hmm{K}_w{window}_p{k}`` for states ``k < K``.
+
+    Each row is the FILTERED ``P(s_t = k | x_{t-window+1..t})`` (a forward pass over the last
+    ``window`` bars, :func:`~coinrl.pipeline.hmm.filtered_state_probs`), never hmmlearn's
+    smoothed ``predict_proba``. Inputs per bar: ``log_return`` (1-bar log return) and/or
+    ``volatility`` (rolling std of 1-bar log returns over ``vol_window`` bars). State 0 is the
+    lowest-volatility regime. The HMM is fitted on the TRAINING rows only by
+    :func:`fit_feature_spec` (which :func:`~coinrl.pipeline.splits.prepare_data_for_model`
+    calls); the fitted parameters are stored as plain data in ``fitted``, so the spec saved in a
+    bundle replays the same values live. Computing an unfitted entry is an error.
+    """
+
+    kind: Literal["hmm_regime"] = "hmm_regime"
+    n_states: int = Field(default=2, ge=2, le=8)
+    inputs: tuple[Literal["log_return", "volatility"], ...] = Field(
+        default=("log_return", "volatility"), min_length=1
+    )
+    vol_window: Window = 24
+    window: int = Field(default=256, ge=1, le=100_000)
+    covariance_type: CovarianceType = "diag"
+    n_iter: int = Field(default=50, ge=1, le=10_000)
+    seed: int = Field(default=0, ge=0)
+    fitted: HmmParams | None = None
+
+    @field_validator("inputs")
+    @classmethod
+    def _uniq(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"inputs must be unique, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fit_matches(self) -> HmmRegimeFeature:
+        f = self.fitted
+        if f is not None and (
+            f.n_states != self.n_states or len(f.input_center) != len(self.inputs)
+        ):
+            raise ValueError(
+                f"fitted has {f.n_states} states and {len(f.input_center)} inputs but the entry "
+                f"asks for {self.n_states} and {len(self.inputs)}; drop 'fitted' to refit"
+            )
+        return self
+
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(f"hmm{self.n_states}_w{self.window}_p{k}" for k in range(self.n_states))
+
+    def input_warmup(self) -> int:
+        """Leading bars whose inputs are undefined."""
+        return self.vol_window if "volatility" in self.inputs else 1
+
+    def warmup(self) -> int:
+        return self.input_warmup() + self.window - 1
+
+    def input_matrix(self, bars: _Bars) -> F64:
+        """``(rows, len(inputs))`` causal raw inputs; NaN inside the input warm-up."""
+        cols = []
+        for name in self.inputs:
+            if name == "log_return":
+                cols.append(bars.log_ret_1)
+            else:
+                r = pd.Series(bars.log_ret_1)
+                cols.append(
+                    r.rolling(self.vol_window, min_periods=self.vol_window).std().to_numpy()
+                )
+        return np.column_stack(cols).astype(np.float64)
+
+    def fit(self, bars: _Bars, train_rows: range) -> HmmRegimeFeature:
+        """This entry with ``fitted`` from the candle rows ``train_rows`` (inputs are causal,
+        so rows after ``train_rows.stop`` cannot reach the fit)."""
+        x = self.input_matrix(bars)[max(train_rows.start, self.input_warmup()) : train_rows.stop]
+        params = fit_gaussian_hmm(
+            x,
+            n_states=self.n_states,
+            covariance_type=self.covariance_type,
+            n_iter=self.n_iter,
+            seed=self.seed,
+            order_by=self.inputs.index("volatility") if "volatility" in self.inputs else None,
+        )
+        return self.model_copy(update={"fitted": params})
+
+    def compute(self, bars: _Bars) -> dict[str, F64]:
+        if self.fitted is None:
+            raise DataError(
+                "feature kind 'hmm_regime' is not fitted: fit it on the training rows with "
+                "prepare_data_for_model (or fit_feature_spec) and use the spec it returns"
+            )
+        p = filtered_state_probs(self.input_matrix(bars), self.fitted, self.window)
+        return {name: p[:, k] for k, name in enumerate(self.output_names())}
+
+
 FeatureEntry = Annotated[
     ReturnsFeature
     | SmaRatioFeature
@@ -500,7 +592,8 @@ FeatureEntry = Annotated[
     | VolatilityFeature
     | VolumeFeature
     | TimeFeature
-    | ColumnFeature,
+    | ColumnFeature
+    | HmmRegimeFeature,
     Field(discriminator="kind"),
 ]
 
@@ -516,6 +609,7 @@ FEATURE_KINDS: dict[str, type[_Feature]] = {
     "volume": VolumeFeature,
     "time": TimeFeature,
     "column": ColumnFeature,
+    "hmm_regime": HmmRegimeFeature,
 }
 """The registry of feature kinds, keyed by the ``kind`` tag used in YAML."""
 
@@ -555,6 +649,11 @@ class FeatureSpec(FrozenModel):
     def warmup_bars(self) -> int:
         """Leading bars :func:`feature_engineering` drops (the largest entry warm-up)."""
         return max(e.warmup() for e in self.features)
+
+    @property
+    def fitted_kinds(self) -> tuple[str, ...]:
+        """Kinds of the entries with parameters fitted on training rows (``hmm_regime``)."""
+        return tuple(e.kind for e in self.features if isinstance(e, HmmRegimeFeature))
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -741,6 +840,36 @@ def feature_engineering(
     return frame
 
 
+def fit_feature_spec(
+    data: pd.DataFrame, spec: FeatureSpec | Mapping[str, Any] | None, train_rows: range
+) -> FeatureSpec:
+    """The spec with every fitted entry (``hmm_regime``) fitted on the candle rows ``train_rows``.
+
+    Only candles before ``train_rows.stop`` are passed to the fit, so nothing after the
+    training rows can reach the fitted parameters. Existing ``fitted`` values are replaced.
+    A spec without fitted entries comes back unchanged.
+
+    Args:
+        data: cleaned candles (as for :func:`feature_engineering`).
+        spec: the spec (or a dict of one, or None for the default).
+        train_rows: candle row indices (NOT feature rows: add the warm-up) of the training part.
+
+    Raises:
+        DataError: bad candles, an empty range, or a fit that failed (the message says why).
+    """
+    spec = coerce_spec(spec)
+    if not spec.fitted_kinds:
+        return spec
+    check_candles(data, spec.required_columns)
+    if not 0 <= train_rows.start < train_rows.stop <= len(data):
+        raise DataError(f"train_rows {train_rows} is empty or outside the {len(data)} candles")
+    bars = _Bars(data.iloc[: train_rows.stop])
+    entries = tuple(
+        e.fit(bars, train_rows) if isinstance(e, HmmRegimeFeature) else e for e in spec.features
+    )
+    return spec.model_copy(update={"features": entries})
+
+
 __all__ = [
     "EWM_DECAY_TOL",
     "FEATURES_VERSION",
@@ -751,6 +880,7 @@ __all__ = [
     "EmaRatioFeature",
     "FeatureEntry",
     "FeatureSpec",
+    "HmmRegimeFeature",
     "MacdFeature",
     "ReturnsFeature",
     "RsiFeature",
@@ -763,5 +893,6 @@ __all__ = [
     "decay_bars",
     "default_feature_spec",
     "feature_engineering",
+    "fit_feature_spec",
     "wilder_atr",
 ]

@@ -4,7 +4,9 @@
 :class:`~coinrl.pipeline.dataset.MarketData` the envs consume:
 
 1. features from the :class:`~coinrl.pipeline.features.FeatureSpec` (causal, warm-up rows
-   dropped from features and candles alike, so row ``t`` of both is the same bar);
+   dropped from features and candles alike, so row ``t`` of both is the same bar); entries
+   with fitted parameters (``hmm_regime``) are fitted on the TRAIN rows first, and the fitted
+   spec is the one returned (and saved in bundles);
 2. a chronological train / validation / test split with ``embargo_bars`` dropped between
    consecutive parts (and walk-forward folds, if asked for);
 3. a :class:`Normaliser` fitted on the TRAIN rows only and applied to all three parts.
@@ -41,7 +43,13 @@ from pydantic import Field, model_validator
 from .config import Fraction, FrozenModel, validate_config
 from .dataset import MarketData
 from .errors import ConfigError, DataError
-from .features import FeatureSpec, coerce_spec, feature_engineering
+from .features import (
+    FeatureSpec,
+    check_candles,
+    coerce_spec,
+    feature_engineering,
+    fit_feature_spec,
+)
 from .timeframes import ms_to_timeframe
 
 logger = logging.getLogger(__name__)
@@ -495,13 +503,20 @@ def market_data_from_spec(
 
 @dataclass(frozen=True)
 class FoldData:
-    """One walk-forward fold as MarketData, normalised by a normaliser fitted on its train part."""
+    """One walk-forward fold as MarketData, normalised by a normaliser fitted on its train part.
+
+    ``spec`` is the feature spec with its fitted entries refitted on the fold's train rows and
+    ``raw_features`` the un-normalised features of all rows computed with it (the
+    :class:`PreparedData`'s own when the spec has no fitted entries).
+    """
 
     fold: Fold
     train: MarketData
     validation: MarketData
     test: MarketData
     normaliser: Normaliser
+    spec: FeatureSpec
+    raw_features: F64
 
 
 @dataclass(frozen=True, eq=False)
@@ -519,6 +534,8 @@ class PreparedData:
         main_fold: the single split's row ranges into ``full``.
         data_fingerprint: sha256 of the input candle arrays.
         warmup_rows_dropped: leading candles dropped for the feature warm-up.
+        candles: the input candles, kept when the spec has fitted entries so that
+            :meth:`fold_data` can refit them on each fold's train rows.
     """
 
     train: MarketData
@@ -534,6 +551,7 @@ class PreparedData:
     main_fold: Fold
     data_fingerprint: str
     warmup_rows_dropped: int
+    candles: pd.DataFrame | None = None
 
     def fold_data(self, i: int) -> FoldData:
         """Walk-forward fold ``i`` with its own normaliser fitted on that fold's train rows."""
@@ -541,17 +559,27 @@ class PreparedData:
             raise ConfigError(f"fold {i} does not exist; there are {len(self.folds)} folds")
         fold = self.folds[i]
         tr = fold.train
-        norm = Normaliser.fit(
-            self.raw_features[tr.start : tr.stop], self.spec.feature_names, self.norm
-        )
-        x = norm.transform(self.raw_features)
+        spec, raw = self.spec, self.raw_features
+        if spec.fitted_kinds and self.candles is not None:
+            w = self.warmup_rows_dropped
+            spec = fit_feature_spec(self.candles, spec, range(w + tr.start, w + tr.stop))
+            raw = feature_engineering(self.candles, spec)[list(spec.feature_names)].to_numpy(
+                dtype=np.float64
+            )
+        norm = Normaliser.fit(raw[tr.start : tr.stop], spec.feature_names, self.norm)
+        x = norm.transform(raw)
         al = _aligned_of(self.full)
-        base = {**self.full.meta, "fold": i, "normaliser_fingerprint": norm.fingerprint()}
+        base = {
+            **self.full.meta,
+            "fold": i,
+            "normaliser_fingerprint": norm.fingerprint(),
+            "feature_spec_fingerprint": spec.fingerprint(),
+        }
         parts = {
             name: _market_data(al, x, self.full.feature_names, rows, {**base, "split": name})
             for name, rows in fold.parts().items()
         }
-        return FoldData(fold, parts["train"], parts["validation"], parts["test"], norm)
+        return FoldData(fold, parts["train"], parts["validation"], parts["test"], norm, spec, raw)
 
 
 def _aligned_of(md: MarketData) -> _Aligned:
@@ -597,6 +625,8 @@ def prepare_data_for_model(
     spec = coerce_spec(spec)
     split_cfg = _coerce(SplitConfig, split)
     norm_cfg = _coerce(NormConfig, norm)
+    if spec.fitted_kinds:
+        spec = _fit_on_train(data, spec, split_cfg)
     frame = feature_engineering(data, spec)  # validates the candles too
     al = _align(data, frame)
     n = len(frame)
@@ -649,7 +679,29 @@ def prepare_data_for_model(
         main_fold=main,
         data_fingerprint=dfp,
         warmup_rows_dropped=warmup,
+        candles=data if spec.fitted_kinds else None,
     )
+
+
+def _fit_on_train(data: pd.DataFrame, spec: FeatureSpec, split_cfg: SplitConfig) -> FeatureSpec:
+    """``spec`` with its fitted entries fitted on the single split's TRAIN candle rows."""
+    check_candles(data, spec.required_columns)
+    warmup = spec.warmup_bars
+    n = len(data) - warmup
+    if n <= 0:
+        raise DataError(
+            f"{len(data)} candles are too few: the feature spec needs {warmup} warm-up bars plus "
+            "at least one more; load a longer history or use shorter windows"
+        )
+    tr = split_bounds(n, split_cfg).train
+    fitted = fit_feature_spec(data, spec, range(warmup + tr.start, warmup + tr.stop))
+    logger.info(
+        "fitted feature entries %s on candle rows [%d, %d)",
+        list(spec.fitted_kinds),
+        warmup + tr.start,
+        warmup + tr.stop,
+    )
+    return fitted
 
 
 __all__ = [

@@ -36,6 +36,21 @@ KIND_SPECS: dict[str, dict] = {
     "volume": {"kind": "volume", "windows": [2, 8]},
     "time": {"kind": "time"},
     "column": {"kind": "column", "name": "signal"},
+    # fitted by hand (prepare_data_for_model fits it on train rows; tests/pipeline/test_hmm_regime.py)
+    "hmm_regime": {
+        "kind": "hmm_regime",
+        "n_states": 2,
+        "vol_window": 3,
+        "window": 6,
+        "fitted": {
+            "input_center": [0.0, 0.005],
+            "input_scale": [0.005, 0.003],
+            "transmat": [[0.9, 0.1], [0.2, 0.8]],
+            "means": [[0.0, -0.5], [0.2, 1.0]],
+            "covars": [[[1.0, 0.0], [0.0, 0.5]], [[2.0, 0.3], [0.3, 1.5]]],
+            "train_rows": 100,
+        },
+    },
 }
 
 Compute = Callable[[pd.DataFrame], pd.DataFrame]

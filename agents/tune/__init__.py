@@ -28,12 +28,18 @@ study holds ``tune.n_trials`` trials. RDB storages run Optuna's heartbeat: the t
 worker is failed after ``grace_period_s`` and re-queued (``RetryHeartbeatStaleTrialCallback``), and
 a re-queued trial counts once against the budget. Claiming a trial slot happens under a lock (a
 PostgreSQL advisory lock, a file lock next to a SQLite file), so concurrent workers never
-overshoot the budget.
+overshoot the budget. Worker processes receive their job as plain data (``job.json`` and
+``candles.parquet`` in a private temporary folder), never a pickle.
+
+**The config.** The tuner reads an experiment config through the :class:`TunableConfig`
+protocol (``agents`` cannot import ``experiments``); ``ExperimentConfig`` satisfies it, and each
+trial's config is re-validated by the caller's own model class.
 
 **The best trial.** :func:`train_best` trains the best configuration again (on train, validated
 on validation, or on train + validation when configured), saves its bundle and evaluates it ONCE
 on the test split, with the deflated Sharpe ratio over the number of trials; the result is
-stored in the study, so a rerun reports it instead of looking at the test split again.
+stored in the study, so a rerun reports it instead of looking at the test split again. The
+bundle already made for the same best trial is reused instead of trained again.
 
 The dashboard reads either storage: ``optuna-dashboard sqlite:///runs/ppo_btc_1h_tune/ppo_btc_1h_tune.db``
 or ``optuna-dashboard postgresql://user:pass@host/db`` (``pip install optuna-dashboard``).

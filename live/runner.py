@@ -8,13 +8,14 @@ safe termination and restart recovery.
   emulator and a real exchange are driven the same way);
 * **decision**: the policy's deterministic action on the observation of the newest closed
   bar; the env passes it through the risk layer to the broker and journals everything;
-* **hot reload** (:func:`update_live_model`): the bundle's manifest is polled (its sha256);
-  a new bundle is loaded and validated (manifest hashes and library versions by
+* **hot reload** (:func:`update_live_model`, in :mod:`coinrl.live.reload`): the bundle's
+  manifest is polled (its sha256); a new bundle is loaded and validated (manifest hashes and library versions by
   :func:`~coinrl.agents.bundle.load_model`, the same feature spec, the same spaces, a dry
   prediction on the current candles) before it replaces the running one; on any failure the
   old model keeps trading and the reason is journalled;
 * **signals**: SIGINT and SIGTERM stop the session between bars (a sleeping wait is woken);
-* **termination** (:func:`terminate_trading`): on a signal, the kill-switch, a critical error
+* **termination** (:func:`terminate_trading` and :class:`ExitCode`, in
+  :mod:`coinrl.live.termination`): on a signal, the kill-switch, a critical error
   or the end: no new orders, open orders canceled, optionally flattened
   (``flatten_on_exit`` / ``flatten_on_kill``), the journal flushed, and an
   :class:`ExitCode` that says why;
@@ -33,15 +34,12 @@ filters) is journalled and the session goes on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, Protocol
@@ -62,36 +60,17 @@ from coinrl.pipeline.errors import (
 from coinrl.pipeline.features import FeatureSpec
 from coinrl.pipeline.splits import Normaliser
 
-from .brokers import Broker, OrderContext, PaperBroker
+from .brokers import Broker, PaperBroker
 from .data import LiveDataFeed
 from .exchange import ExchangeClient, RetryAfterBeyondDeadline
 from .exchange_broker import ExchangeBroker
 from .journal import Journal
 from .live_env import BarClock, ExchangeBarClock, LiveTradingEnv
+from .reload import ReloadResult, _batch, _unbatch, bundle_fingerprint, update_live_model
 from .risk import RiskConfig, RiskGuard
+from .termination import ExitCode, terminate_trading
 
 logger = logging.getLogger(__name__)
-
-
-class ExitCode(IntEnum):
-    """Why a session ended (the process exit status of ``coinrl paper/live``)."""
-
-    OK = 0
-    """Ran the bars it was asked to (``max_bars``)."""
-    CONFIG = 2
-    """Bad configuration, keys, symbol or bundle: fix it and rerun (never retried)."""
-    KILL_SWITCH = 3
-    """The risk kill-switch fired (daily loss, drawdown, bankruptcy)."""
-    CRITICAL = 4
-    """Repeated exchange failures, rejected keys or an unexpected error."""
-    DATA_HALT = 5
-    """Market data stayed stale or gapped for too long, or every decision was blocked by it."""
-    UNREACHABLE = 6
-    """The exchange could not be reached (network, timeouts, 5xx, rate limits) at start."""
-    INTERRUPTED = 130
-    """SIGINT (Ctrl-C)."""
-    TERMINATED = 143
-    """SIGTERM."""
 
 
 class RunnerConfig(FrozenModel):
@@ -124,213 +103,6 @@ class Policy(Protocol):
     def predict(self, observation: Any, deterministic: bool = True) -> Any:
         """Actions for a batch of observations."""
         ...
-
-
-# --------------------------------------------------------------------------- hot reload
-
-
-def bundle_fingerprint(path: str | Path) -> str:
-    """A fingerprint of a bundle folder or zip that changes whenever any of its files does.
-
-    sha256 over the manifest's bytes (it holds the sha256 of every other file) and the name,
-    size and modification time of every file (so a file changed behind the manifest's back is
-    noticed too, and then refused by the loader's hash check). "" when unreadable.
-    """
-    p = Path(path)
-    h = hashlib.sha256()
-    try:
-        if p.is_dir():
-            h.update((p / "manifest.json").read_bytes())
-            for f in sorted(x for x in p.iterdir() if x.is_file()):
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-        else:
-            h.update(p.read_bytes())
-    except OSError:
-        return ""
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class ReloadResult:
-    """Outcome of one :func:`update_live_model` attempt.
-
-    Attributes:
-        status: ``unchanged``, ``loaded`` or ``rejected``.
-        fingerprint: the bundle's fingerprint that was tried.
-        reason: why it was rejected.
-        agent: the new agent when loaded.
-    """
-
-    status: Literal["unchanged", "loaded", "rejected"]
-    fingerprint: str
-    reason: str = ""
-    agent: Any = None
-
-
-def update_live_model(
-    bundle: str | Path,
-    current: Any,
-    env: LiveTradingEnv,
-    *,
-    known_fingerprint: str,
-    loader: Callable[[Path], Any] | None = None,
-) -> ReloadResult:
-    """Load a changed bundle and validate it against the running session (the seed's name).
-
-    Validation, in order: the bundle loads (manifest hashes, library major versions and the
-    feature-spec fingerprint are checked by :func:`~coinrl.agents.bundle.load_model`); its
-    feature spec is the running one's (same features, so observations keep their meaning);
-    its env config gives the same observation and action spaces; a dry prediction on the
-    current candles (featured with ITS normaliser) gives a valid action. Nothing is swapped
-    here: the caller swaps on ``loaded``.
-
-    Args:
-        bundle: the bundle folder or zip being watched.
-        current: the running :class:`~coinrl.agents.agent.TrainedAgent`.
-        env: the running env (its feed's candles are used for the dry prediction).
-        known_fingerprint: the fingerprint already tried (loaded or rejected).
-        loader: bundle loader (default :func:`~coinrl.agents.bundle.load_model`).
-
-    Returns:
-        The :class:`ReloadResult`.
-    """
-    fp = bundle_fingerprint(bundle)
-    if not fp or fp == known_fingerprint:
-        return ReloadResult("unchanged", known_fingerprint)
-    if loader is None:
-        from coinrl.agents.bundle import load_model
-
-        loader = load_model
-    try:
-        new = loader(Path(bundle))
-        if new.feature_spec.fingerprint() != current.feature_spec.fingerprint():
-            raise ConfigError(
-                f"its feature spec ({list(new.feature_spec.feature_names)}) differs from the "
-                f"running one ({list(current.feature_spec.feature_names)}); restart the runner "
-                "to trade a model with other features"
-            )
-        from coinrl.envs.trading_env import build_spaces
-
-        old_spaces = build_spaces(current.env_config, len(current.feature_spec.feature_names))
-        new_spaces = build_spaces(new.env_config, len(new.feature_spec.feature_names))
-        if old_spaces != new_spaces:
-            raise ConfigError(
-                f"its observation/action spaces {new_spaces} differ from the running "
-                f"{old_spaces} (window, action mode or positions changed); restart to switch"
-            )
-        candles = env.feed.candles
-        state = env.broker_state
-        if candles is None or state is None or env.data is None:
-            raise ConfigError("no live data yet to validate it on")
-        from coinrl.pipeline.splits import market_data_from_spec
-
-        md = market_data_from_spec(candles, new.feature_spec, new.normaliser, split="live")
-        probe = type(env.data)(market=md, candles=candles, server_time_ms=env.data.server_time_ms,
-                               bar_ms=env.data.bar_ms)
-        obs = env.observe(probe, state)
-        action = np.asarray(new.predict(_batch(obs), deterministic=True))
-        if not np.all(np.isfinite(np.asarray(action, dtype=np.float64))):
-            raise ConfigError(f"its dry prediction is not finite: {action.tolist()}")
-        env.action_to_target(action.reshape(-1)[:1] if action.size else action)
-        if not env.action_space.contains(_unbatch(action, env)):
-            raise ConfigError(f"its dry prediction {action.tolist()} is outside the action space")
-    except (CoinrlError, ValueError, OSError, RuntimeError) as e:
-        return ReloadResult("rejected", fp, f"{type(e).__name__}: {e}")
-    return ReloadResult("loaded", fp, agent=new)
-
-
-def _batch(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {k: np.asarray(v)[None] for k, v in obs.items()}
-    return np.asarray(obs)[None]
-
-
-def _unbatch(action: Any, env: LiveTradingEnv) -> Any:
-    a = np.asarray(action)
-    if env.config.action == "discrete":
-        return int(a.reshape(-1)[0])
-    return a.reshape(-1)[:1].astype(np.float32)
-
-
-# --------------------------------------------------------------------------- termination
-
-
-def terminate_trading(
-    env: LiveTradingEnv,
-    *,
-    code: ExitCode,
-    reason: str,
-    flatten: bool,
-    journal: Journal | None = None,
-    timeout_s: float = 10.0,
-) -> ExitCode:
-    """Stop trading safely (the seed's name) and return ``code``.
-
-    No new decision is taken after this is called. In order: the broker's open orders are
-    canceled; with ``flatten`` the position is closed (a market order with its own client
-    order id; paper books close at the last close); the exchange broker syncs once more (fills
-    since the last decision, final balances); the final books and the reason are journalled
-    (``stop``) and the journal is flushed. Failures of these steps are journalled
-    and do not hide the original reason.
-    """
-    broker = env.broker
-    steps: dict[str, Any] = {"canceled": [], "flatten": None, "errors": []}
-    try:
-        steps["canceled"] = broker.cancel_all()
-    except CoinrlError as e:
-        steps["errors"].append(f"cancel_all: {e}")
-    if flatten:
-        try:
-            steps["flatten"] = _flatten(env, timeout_s)
-        except CoinrlError as e:
-            steps["errors"].append(f"flatten: {e}")
-    if env.data is not None and broker.state is not None and not isinstance(broker, PaperBroker):
-        try:  # the final word of the exchange: fills since the last decision, balances
-            broker.sync(env.data)
-        except CoinrlError as e:
-            steps["errors"].append(f"final sync: {e}")
-    st = broker.state
-    now = env.data.server_time_ms if env.data is not None else 0
-    payload = {"exit_code": int(code), "exit_name": code.name, "reason": reason, **steps,
-               "final": None if st is None else st.to_dict()}
-    if journal is not None:
-        journal.append("stop", ts_ms=now, payload=payload)
-        journal.flush()
-    log = logger.info if code in (ExitCode.OK, ExitCode.INTERRUPTED, ExitCode.TERMINATED) else logger.error
-    log("trading stopped exit_code=%d (%s) reason=%s canceled=%d flatten=%s", int(code), code.name,
-        reason, len(steps["canceled"]), steps["flatten"])
-    return code
-
-
-def _flatten(env: LiveTradingEnv, timeout_s: float) -> dict[str, Any]:
-    broker, data, st = env.broker, env.data, env.broker_state
-    if data is None or st is None or st.position_base == 0.0:
-        return {"status": "flat"}
-    if isinstance(broker, PaperBroker):
-        a = broker.account
-        c = float(data.market.close[-1])
-        a.step_bar(0.0, c, c, c, c, float(data.market.volume[-1]))
-        return {"status": "closed at the last close (paper)", "position_base": a.position_base}
-    ctx = OrderContext(bar_ts_ms=data.last_bar_ts_ms + 1, now_ms=data.server_time_ms,
-                       price_quote=float(data.market.close[-1]),
-                       volume_base=float(data.market.volume[-1]))
-    reports = broker.submit_target(0.0, ctx)
-    out: dict[str, Any] = {"orders": [r.__dict__ for r in reports]}
-    # wait for the order itself (a sync would cancel it as a leftover of an earlier decision):
-    # a real exchange fills a market order at once, an emulator at the next bar's open
-    waiting = [r.client_order_id for r in reports if r.status in ("sent", "found", "unknown")]
-    client = getattr(broker, "client", None)
-    deadline = time.monotonic() + timeout_s
-    while waiting and client is not None and time.monotonic() < deadline:
-        found = [client.find_order(cid, broker.symbol) for cid in waiting]
-        waiting = [cid for cid, o in zip(waiting, found, strict=True) if o is not None and o.status == "open"]
-        if waiting:
-            time.sleep(min(0.25, max(0.01, timeout_s / 40)))
-    out["unfilled"] = waiting
-    state = broker.sync(env.feed.update())
-    out["position_base"] = state.position_base
-    return out
 
 
 # --------------------------------------------------------------------------- runner

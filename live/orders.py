@@ -6,7 +6,7 @@ re-open; a cancelled one does not fill) with :class:`OrderStateError`: a broker 
 has misread the exchange, and must not book it silently.
 
 The exchange's refusals are translated ONCE, at the exchange boundary
-(:mod:`coinrl.live.exchange`), into the typed errors below, from a per-exchange table of quirks
+(:mod:`coinrl.live.exchange_calls`), into the typed errors below, from a per-exchange table of quirks
 (:data:`QUIRKS`: which codes or messages mean "duplicate client id", "filter failure",
 "insufficient funds", and where a cancel answer keeps the original client order id). No broker
 code reads an exchange's message text.

@@ -27,8 +27,10 @@ from coinrl.agents.bundle import CONFIG_FILE, load_model, save_model
 from coinrl.agents.report import METRICS_FILE, render_report, save_backtest_results
 from coinrl.agents.walkforward import (
     SUMMARY_FILE,
+    WalkForwardResult,
     render_walk_forward_report,
     save_walk_forward,
+    summary_means,
     walk_forward,
 )
 from coinrl.pipeline.errors import ConfigError, DataError
@@ -240,7 +242,7 @@ def run_walkforward(
     embargo_bars: int | None = None,
     track: bool = True,
     progress: ProgressFn | None = None,
-) -> tuple[Path, Any]:
+) -> tuple[Path, WalkForwardResult]:
     """``coinrl walkforward CONFIG.yaml --folds K --seeds S [key=value ...] [--trials N]``.
 
     Args:
@@ -428,7 +430,7 @@ def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Seq
     from rich.table import Table
 
     from coinrl.agents.evaluate import directional_lines
-    from coinrl.agents.report import fmt_money, fmt_num, fmt_pct, fmt_value
+    from coinrl.agents.report import fmt_money, fmt_num, fmt_pct, fmt_value, metric_cell
 
     from .console import console
 
@@ -440,14 +442,9 @@ def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Seq
     for name in columns:
         table.add_column(name, justify="right")
 
-    def cell(m: dict[str, Any], key: str, fmt: Any) -> str:
-        if key == "annualised_return" and m.get("short_sample") and fmt_value(m.get(key)) in ("n/a", "-"):
-            return "n/a (short sample)"
-        return fmt_value(m.get(key), fmt)
-
     for key, label, fmt in rows:
         if any(key in m for m in columns.values()):
-            table.add_row(label, *(cell(m, key, fmt) for m in columns.values()))
+            table.add_row(label, *(metric_cell(m, key, fmt) for m in columns.values()))
     random = next((m for n, m in columns.items() if n == "random" and m.get("n_draws")), None)
     if random is not None:
         table.add_row(
@@ -479,6 +476,14 @@ def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Seq
             console.print(line, markup=False)
     for line in warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(line)}")
+
+
+def print_walkforward(wf: WalkForwardResult) -> None:
+    """The walk-forward's table (means over runs, cells formatted as on its HTML page: an
+    annualised figure the folds are too short for is ``n/a (short sample)`` in both), its
+    verdicts and warnings, on the CLI console."""
+    _print_summary(f"{wf.n_folds} folds x {len(wf.seeds)} seeds, out of sample (means)",
+                   summary_means(wf.summary), wf.verdict_lines(), wf.warnings)
 
 
 class _Bars:
@@ -552,9 +557,7 @@ def register(app: typer.Typer) -> None:
         with progress_bar() as prog:
             folder, wf = run_walkforward(config, folds, seeds, list(overrides or []), out, n_trials=trials,
                                          embargo_bars=embargo_bars, track=track, progress=_Bars(prog))
-        means = {name: {k: v.get("mean") for k, v in ms.items()} for name, ms in wf.summary.items()}
-        _print_summary(f"{wf.n_folds} folds x {len(wf.seeds)} seeds, out of sample (means)", means,
-                       wf.verdict_lines(), wf.warnings)
+        print_walkforward(wf)
         console.print(f"report: {folder / 'report.html'}")
 
     @app.command("report")
@@ -587,6 +590,7 @@ def register(app: typer.Typer) -> None:
 
 __all__ = [
     "QUICKSTART_TIMESTEPS",
+    "print_walkforward",
     "quickstart_config",
     "register",
     "run_backtest",

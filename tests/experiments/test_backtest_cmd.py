@@ -52,6 +52,29 @@ def test_run_report_finds_the_kind_of_folder(tmp_path: Path) -> None:
         run_report(tmp_path / "single" / "report" / "missing")
 
 
+def test_walkforward_table_says_short_sample_as_its_page_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coinrl.experiments.console import console
+
+    # two test folds of 300 hourly bars: together far too short to annualise
+    results = []
+    for seed in (1, 2):
+        candles = planted_pattern(300, seed=seed)
+        results.append([simulate_trading_strategy(np.sign(candles["signal"].to_numpy()), candles, n_random=1)])
+    wf = summarise(results, [0])
+    assert wf.summary["agent"]["annualised_return"]["aggregate"] == 1.0
+    page = (save_walk_forward(wf, tmp_path / "wf") / "report.html").read_text()
+    monkeypatch.setattr(console, "width", 240)
+    with console.capture() as cap:
+        backtest_cmd.print_walkforward(wf)
+    table = cap.get()
+    row = next(line for line in table.splitlines() if "ann. return" in line)
+    assert row.count("n/a (short sample)") == len(wf.summary)  # every strategy, as on the page
+    page_row = next(r for r in page.split("<tr>") if r.startswith("<td>annualised return"))
+    assert page_row.count("n/a (short sample)") == len(wf.summary)
+
+
 def test_quickstart_config_is_small_and_validated() -> None:
     cfg = quickstart_config(4096)
     assert cfg.data.source == "sample"

@@ -501,6 +501,18 @@ class HmmRegimeFeature(_Feature):
     :func:`fit_feature_spec` (which :func:`~coinrl.pipeline.splits.prepare_data_for_model`
     calls); the fitted parameters are stored as plain data in ``fitted``, so the spec saved in a
     bundle replays the same values live. Computing an unfitted entry is an error.
+
+    Attributes:
+        n_states: hidden states ``K`` (one probability column each).
+        inputs: per-bar observations of the HMM: ``log_return`` and/or ``volatility``.
+        vol_window: bars of the rolling volatility input.
+        window: bars of filter memory: row t is filtered over bars ``t-window+1..t``, starting
+            from the chain's stationary distribution (what live replays from a short tail).
+        covariance_type: hmmlearn's state covariance form (``full``, ``diag``, ...).
+        n_iter: EM iterations of the fit (at most).
+        seed: the fit's random seed (same seed, same data: same parameters).
+        fitted: the parameters fitted on the training rows (plain data, filled in by
+            ``prepare_data_for_model``; any value given is replaced there by a fresh fit).
     """
 
     kind: Literal["hmm_regime"] = "hmm_regime"

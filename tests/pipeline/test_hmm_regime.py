@@ -5,8 +5,12 @@ Causality per bar is proven by the hypothesis test over every kind in test_featu
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from hmmlearn.hmm import GaussianHMM
 
 from coinrl.pipeline.errors import DataError
@@ -178,3 +182,12 @@ def test_fitted_spec_round_trips_as_data_and_replays_identical_features_from_a_t
         rtol=1e-9,
         atol=1e-12,
     )
+
+
+def test_the_readme_example_spec_validates():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Regime features (HMM)") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    spec = FeatureSpec.from_dict(yaml.safe_load(block.group(1))["data"]["features"])
+    assert spec.fitted_kinds == ("hmm_regime",)

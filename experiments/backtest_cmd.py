@@ -36,6 +36,7 @@ from coinrl.agents.walkforward import (
 from coinrl.pipeline.errors import ConfigError, DataError
 
 from .config import ExperimentConfig, experiment_config_from, load_experiment_config
+from .report_dir import backtest_folder_name, bundle_id, check_replace, walkforward_identity
 
 logger = logging.getLogger(__name__)
 
@@ -70,59 +71,6 @@ def _split_data(agent: Any, cfg: ExperimentConfig, split: str) -> Any:
     md = full.slice(rows.start, rows.stop)
     md.meta["split"] = split
     return md, candles
-
-
-def bundle_id(bundle: Path) -> str:
-    """Short identity of a bundle: sha256 of its manifest (a folder) or of the zip, 12 hex."""
-    import hashlib
-
-    from coinrl.agents.bundle import MANIFEST
-
-    path = Path(bundle)
-    target = path / MANIFEST if path.is_dir() else path
-    try:
-        return hashlib.sha256(target.read_bytes()).hexdigest()[:12]
-    except OSError:
-        return "unknown"
-
-
-def backtest_folder_name(name: str, split: str, data: Path | None, costs: dict[str, Any]) -> str:
-    """``<name>-backtest-[<data file stem>-]<split>[-costs-<hash>]``: one folder per (bundle,
-    data, split, cost overrides); the identity recorded inside is checked before replacing."""
-    import hashlib
-    import json
-    import re
-
-    parts = [f"{name}-backtest"]
-    if data is not None:
-        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).stem))
-    parts.append(split)
-    if costs:
-        digest = hashlib.sha256(json.dumps(costs, sort_keys=True).encode()).hexdigest()[:8]
-        parts.append(f"costs-{digest}")
-    return "-".join(parts)
-
-
-def _check_replace(folder: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to replace a report folder that holds another backtest (unless ``overwrite``)."""
-    import json
-
-    if overwrite or not folder.exists():
-        return
-    try:
-        old = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8")).get("meta", {})
-    except (OSError, ValueError):
-        old = None
-    if old is not None and all(old.get(k) == v for k, v in identity.items()):
-        return  # the same backtest again: its report is replaced by the new one
-    what = (
-        ", ".join(f"{k} {old.get(k)!s:.16} -> {v!s:.16}" for k, v in identity.items() if old.get(k) != v)
-        if old is not None else "it is not a backtest report folder"
-    )
-    raise ConfigError(
-        f"{folder} already holds another backtest ({what}); pass --out to write elsewhere, or "
-        "--overwrite to replace it"
-    )
 
 
 def run_backtest(
@@ -201,7 +149,7 @@ def run_backtest(
         "split": split,
         "cost_overrides": costs,
     }
-    _check_replace(folder, identity, overwrite)
+    check_replace(folder, identity, overwrite, summary_file=METRICS_FILE, kind="backtest")
     _notify(progress, "load", 1, 1)
     _notify(progress, "backtest", 0, 1)
     described = data_label(split, same_data=matches)
@@ -242,6 +190,7 @@ def run_walkforward(
     embargo_bars: int | None = None,
     track: bool = True,
     progress: ProgressFn | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, WalkForwardResult]:
     """``coinrl walkforward CONFIG.yaml --folds K --seeds S [key=value ...] [--trials N]``.
 
@@ -250,16 +199,23 @@ def run_walkforward(
         folds: walk-forward folds ``K`` (test blocks tiling the end of the data).
         seeds: ``S`` (seeds ``seed, seed + 1, ...`` from the experiment seed) or the seeds.
         overrides: ``key.path=value`` overrides (e.g. ``train.total_timesteps=50000``).
-        out_dir: parent of the results folder ``<name>-walkforward``.
+        out_dir: parent of the results folder ``<name>-walkforward`` (it records the
+            walk-forward's identity, :func:`~coinrl.experiments.report_dir.walkforward_identity`:
+            the same walk-forward again replaces it, another one is refused before training).
         n_trials: configurations tried in total, for the deflated Sharpe ratio (default: the
             number of seeds).
         embargo_bars: bars between train, validation and test; default the larger of the
             config's ``data.split.embargo_bars`` and ``env.window``.
         track: log the summary to W&B with the config's tracking settings.
         progress: stage callback (``load``, ``train`` per run, ``backtest``, ``report``).
+        overwrite: replace a results folder that holds another walk-forward (refused otherwise).
 
     Returns:
         ``(results folder, WalkForwardResult)``.
+
+    Raises:
+        ConfigError: no folds or seeds, a bad config, a results folder of another walk-forward
+            without ``overwrite``.
     """
     from coinrl.pipeline.source import load_dataset
 
@@ -277,14 +233,17 @@ def run_walkforward(
     cfg = cfg.model_copy(update={"data": data_cfg})
     _notify(progress, "load", 0, 1)
     prepared = load_dataset(cfg.data)
+    folder = Path(out_dir) / f"{cfg.name}-walkforward"
+    identity = walkforward_identity(cfg.to_dict(), folds, seed_list, prepared.data_fingerprint, n_trials)
+    check_replace(folder, identity, overwrite, summary_file=SUMMARY_FILE, kind="walk-forward")
     _notify(progress, "load", 1, 1)
     train = cfg.resolved_train.model_copy(update={"progress_bar": False})
     result = walk_forward(
         prepared, train, cfg.env, seeds=seed_list, n_trials=n_trials,
         experiment_config=cfg.to_dict(), progress=progress,
     )
+    result.meta.update(identity)
     _notify(progress, "report", 0, 1)
-    folder = Path(out_dir) / f"{cfg.name}-walkforward"
     save_walk_forward(result, folder, tracking=cfg.tracking if track else None,
                       run_name=f"{cfg.name}-walkforward")
     _notify(progress, "report", 1, 1)
@@ -552,11 +511,14 @@ def register(app: typer.Typer) -> None:
         embargo_bars: Annotated[int | None, typer.Option(
             "--embargo-bars", help="Bars between train/validation/test (default: max(config, window)).")] = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="Log the summary to W&B.")] = True,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Replace a results folder that holds another walk-forward.")] = False,
     ) -> None:
         """Retrain per fold and seed, backtest each out of sample, summarise with intervals and verdicts."""
         with progress_bar() as prog:
             folder, wf = run_walkforward(config, folds, seeds, list(overrides or []), out, n_trials=trials,
-                                         embargo_bars=embargo_bars, track=track, progress=_Bars(prog))
+                                         embargo_bars=embargo_bars, track=track, progress=_Bars(prog),
+                                         overwrite=overwrite)
         print_walkforward(wf)
         console.print(f"report: {folder / 'report.html'}")
 

@@ -217,8 +217,50 @@ def test_walkforward_command_writes_the_summary(tmp_path: Path, monkeypatch: pyt
     for v in summary["verdicts"]:
         assert v["line"] in cli.output
     assert (folder / "report.html").is_file()
+    assert summary["meta"]["seeds"] == [5, 6]  # its identity, checked before the folder is replaced
+    assert summary["meta"]["folds"] == 2
     with pytest.raises(ConfigError, match="folds"):
         run_walkforward(path, folds=0, seeds=1, out_dir=tmp_path)
+    # the same walk-forward again replaces its own folder; another one is refused, unless --overwrite
+    budget = ["train.total_timesteps=1024"]
+    run_walkforward(path, folds=2, seeds=2, overrides=budget, out_dir=tmp_path, track=False)
+    with pytest.raises(ConfigError, match="already holds another walk-forward"):
+        run_walkforward(path, folds=2, seeds=1, overrides=budget, out_dir=tmp_path, track=False)
+    with pytest.raises(ConfigError, match="config_fingerprint"):
+        run_walkforward(path, folds=2, seeds=2, overrides=["train.total_timesteps=2048"], out_dir=tmp_path,
+                        track=False)
+    run_walkforward(path, folds=2, seeds=1, overrides=budget, out_dir=tmp_path, track=False, overwrite=True)
+    assert json.loads((folder / "walkforward.json").read_text())["seeds"] == [5]
+
+
+def test_walkforward_refuses_a_folder_of_another_walkforward_before_training(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "wf_other", "data": {"source": "sample"}, "env": {"window": 12},
+        "train": {"total_timesteps": 2048, "n_envs": 1, "ppo": {"n_steps": 64, "batch_size": 64}},
+        "tracking": {"mode": "disabled"},
+    }))
+    folder = tmp_path / "wf_other-walkforward"
+    candles = planted_pattern(300, seed=1)
+    res = simulate_trading_strategy(np.sign(candles["signal"].to_numpy()), candles, n_random=1)
+    save_walk_forward(summarise([[res]], [0]), folder)  # a walk-forward of something else
+    before = (folder / "walkforward.json").read_text()
+    stages: list[str] = []
+    with pytest.raises(ConfigError, match="already holds another walk-forward") as err:
+        run_walkforward(path, folds=2, seeds=1, out_dir=tmp_path, track=False,
+                        progress=lambda s, d, n: stages.append(s))
+    assert "--overwrite" in str(err.value)
+    assert "train" not in stages  # refused before any training
+    assert (folder / "walkforward.json").read_text() == before
+    # a folder that is no walk-forward at all is not replaced either
+    odd = tmp_path / "odd"
+    (odd / "wf_other-walkforward").mkdir(parents=True)
+    (odd / "wf_other-walkforward" / "notes.txt").write_text("mine")
+    cli = runner.invoke(app, ["walkforward", str(path), "--folds", "2", "--seeds", "1", "--out", str(odd),
+                              "--no-track"])
+    assert isinstance(cli.exception, ConfigError)
+    assert "not a walk-forward results folder" in str(cli.exception)
+    assert (odd / "wf_other-walkforward" / "notes.txt").read_text() == "mine"
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ def test_the_issue_import_line_works() -> None:
     )
 
 
+@pytest.mark.slow
 def test_importing_stage_packages_does_not_import_heavy_libraries() -> None:
     code = (
         "import sys, coinrl.pipeline, coinrl.agents, coinrl.live;"

@@ -100,6 +100,7 @@ def test_the_readme_lists_commands_of_every_kind() -> None:
     assert {"quickstart", "train", "evaluate", "backtest", "data", "paper", "status"} <= firsts
 
 
+@pytest.mark.slow
 def test_every_readme_command_parses_and_its_config_loads() -> None:
     from coinrl.experiments.config import load_experiment_config
 
@@ -117,6 +118,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # many commands in a row; each has its own limit
 def test_readme_commands_run_as_written(tmp_path: Path, emulator: object) -> None:
     work = tmp_path / "work"
     work.mkdir()

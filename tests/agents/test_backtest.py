@@ -76,6 +76,7 @@ def _random_walk(n: int, seed: int = 0, vol: float = 0.01) -> MarketData:
 # --------------------------------------------------------------------------- the same books
 
 
+@pytest.mark.slow
 def test_a_bundle_backtest_reproduces_evaluate_model_exactly(
     trained: TrainedAgent, planted: PreparedData, tmp_path: Path
 ) -> None:
@@ -93,6 +94,7 @@ def test_a_bundle_backtest_reproduces_evaluate_model_exactly(
     assert res.policy == rep.policy
 
 
+@pytest.mark.slow
 def test_candles_get_the_bundles_features_and_normaliser(trained: TrainedAgent, planted: PreparedData) -> None:
     candles = planted_pattern(3000, seed=7)  # the candles `planted` was prepared from
     from_candles = simulate_trading_strategy(trained, candles, baselines=False)
@@ -102,6 +104,7 @@ def test_candles_get_the_bundles_features_and_normaliser(trained: TrainedAgent, 
     np.testing.assert_allclose(from_candles.equity_quote, from_prepared.equity_quote, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_batched_backtests_equal_single_runs(trained: TrainedAgent, planted: PreparedData) -> None:
     many = simulate_many([trained, trained], [planted.test, planted.validation], baselines=False)
     for res, md in zip(many, [planted.test, planted.validation], strict=True):
@@ -124,6 +127,7 @@ def _perturbed(agent: TrainedAgent, seed: int) -> TrainedAgent:
     return other
 
 
+@pytest.mark.slow
 def test_stacked_models_act_as_each_model_alone(trained: TrainedAgent, planted: PreparedData) -> None:
     models = [trained, _perturbed(trained, 1), _perturbed(trained, 2)]
     datas = [planted.test, planted.validation, planted.test, planted.validation]
@@ -149,6 +153,7 @@ def test_stacked_models_act_as_each_model_alone(trained: TrainedAgent, planted: 
             np.testing.assert_allclose(got[group == j], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_fast_signal_loop_keeps_the_envs_books_bit_for_bit() -> None:
     md = _random_walk(3000, seed=3)
     rng = np.random.default_rng(0)
@@ -306,6 +311,7 @@ def test_performance_figures_are_complete_and_annualised_by_bar_size() -> None:
     assert evaluate_strategy_performance(res.rollout)["sharpe"] == m["sharpe"]
 
 
+@pytest.mark.slow
 def test_metrics_match_empyrical_to_1e_9() -> None:
     empyrical = pytest.importorskip("empyrical", reason="pip install empyrical-reloaded (test reference)")
     md = _random_walk(3000, seed=8, vol=0.02)
@@ -346,6 +352,7 @@ def test_bad_inputs_are_clear_errors(planted: PreparedData, trained: TrainedAgen
         simulate_trading_strategy(trained, 42)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_candles_run_a_signal_without_features() -> None:
     candles = planted_pattern(300, seed=1)
     md = market_data_from_candles(candles)

@@ -41,6 +41,7 @@ def bundle(trained: TrainedAgent, tmp_path: Path) -> Path:
     return save_model(trained, tmp_path / "bundle")
 
 
+@pytest.mark.slow
 def test_round_trip_gives_identical_actions(
     trained: TrainedAgent, planted: PreparedData, bundle: Path
 ) -> None:

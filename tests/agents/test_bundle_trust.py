@@ -86,6 +86,7 @@ def test_crafted_bundle_is_refused_and_its_payload_never_runs(
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_an_old_format_bundle_with_a_payload_is_refused_and_migrates_without_running_it(
     trained: TrainedAgent, planted: PreparedData, tmp_path: Path
 ) -> None:
@@ -121,6 +122,7 @@ def test_a_pickle_inside_the_weights_file_is_refused(trained: TrainedAgent, tmp_
 
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
+@pytest.mark.slow
 def test_actions_are_bit_identical_to_sb3s_own_loader_on_the_test_split(
     trained: TrainedAgent, dqn_agent: TrainedAgent, planted: PreparedData, tmp_path: Path, algo: str
 ) -> None:
@@ -217,6 +219,7 @@ def _ckpt_run(planted: PreparedData, train_config: Any, small_env: EnvConfig, ru
     return ckpt
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_no_pickle(
     planted: PreparedData, train_config: Any, small_env: EnvConfig, tmp_path: Path
 ) -> None:
@@ -227,6 +230,7 @@ def test_checkpoints_hold_no_pickle(
         assert SERIALIZED not in zf.read("data").decode()
 
 
+@pytest.mark.slow
 def test_crafted_checkpoint_is_refused_on_resume_and_its_payload_never_runs(
     planted: PreparedData, train_config: Any, small_env: EnvConfig, tmp_path: Path
 ) -> None:
@@ -243,6 +247,7 @@ def test_crafted_checkpoint_is_refused_on_resume_and_its_payload_never_runs(
                     small_env, out_dir=tmp_path / "run", resume=True)
 
 
+@pytest.mark.slow
 def test_dqn_checkpoint_resumes_its_replay_buffer_from_npz(
     planted: PreparedData, tmp_path: Path
 ) -> None:
@@ -280,6 +285,7 @@ def test_dqn_checkpoint_resumes_its_replay_buffer_from_npz(
 # --------------------------------------------------------------------------- signatures
 
 
+@pytest.mark.slow
 def test_trusted_keys_refuse_unsigned_untrusted_and_tampered_bundles(
     trained: TrainedAgent, tmp_path: Path
 ) -> None:
@@ -318,6 +324,7 @@ def test_trusted_keys_refuse_unsigned_untrusted_and_tampered_bundles(
         load_model(raw, trusted_keys=mine)
 
 
+@pytest.mark.slow
 def test_signing_a_zip_keeps_it_loadable_and_keys_are_never_overwritten(
     trained: TrainedAgent, tmp_path: Path
 ) -> None:
@@ -338,6 +345,7 @@ def test_signing_a_zip_keeps_it_loadable_and_keys_are_never_overwritten(
         load_model(zipped, trusted_keys=bad)
 
 
+@pytest.mark.slow
 def test_only_plain_bundles_are_signed_and_migrating_drops_a_signature(
     trained: TrainedAgent, tmp_path: Path
 ) -> None:
@@ -364,6 +372,7 @@ def test_only_plain_bundles_are_signed_and_migrating_drops_a_signature(
                                                  "lstm_hidden_size": 16}}),
     ],
 )
+@pytest.mark.slow
 def test_every_algorithm_round_trips_as_plain_data(
     planted: PreparedData, tmp_path: Path, algo: str, env_kw: dict[str, Any], extra: dict[str, Any]
 ) -> None:

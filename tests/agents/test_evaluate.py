@@ -40,6 +40,7 @@ def test_report_holds_agent_policy_and_baselines(
     json.dumps(rep.to_dict(), allow_nan=False)
 
 
+@pytest.mark.slow
 def test_agent_evaluation_uses_its_own_env_config(trained: TrainedAgent, planted: PreparedData) -> None:
     rep = evaluate_model(trained, planted.validation, n_random=1)
     assert rep.meta["n_decisions"] == len(planted.validation) - trained.env_config.window

@@ -32,6 +32,7 @@ def test_the_readme_has_both_recipes() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # many commands in a row; each has its own limit
 def test_the_readme_recipes_run_as_written(tmp_path: Path) -> None:
     for i, heading in enumerate(RECIPES):
         script = tmp_path / f"recipe_{i}.py"

@@ -72,6 +72,7 @@ def result() -> BacktestResult:
     return simulate_trading_strategy(_crossover(md), md, name="crossover", n_random=2)
 
 
+@pytest.mark.slow
 def test_the_folder_holds_every_file_and_the_tables_round_trip(result: BacktestResult, tmp_path: Path) -> None:
     folder = save_backtest_results(result, tmp_path / "report")
     assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)
@@ -100,6 +101,7 @@ def test_the_folder_holds_every_file_and_the_tables_round_trip(result: BacktestR
     assert sorted(p.name for p in again.iterdir()) == sorted(REPORT_FILES)
 
 
+@pytest.mark.slow
 def test_the_pngs_are_drawn_and_sized(result: BacktestResult, tmp_path: Path) -> None:
     fig, pfig = plot_backtest_results(result, tmp_path)
     assert len(fig.axes) == 5
@@ -125,6 +127,7 @@ def test_rolling_sharpe_and_thinning() -> None:
     assert idx[-1] == 99_999
 
 
+@pytest.mark.slow
 def test_render_report_redraws_from_the_tables_alone(result: BacktestResult, tmp_path: Path) -> None:
     folder = save_backtest_results(result, tmp_path / "report")
     (folder / "report.html").unlink()
@@ -234,6 +237,7 @@ def busy() -> BacktestResult:
     return simulate_trading_strategy(sig, md, name="busy", n_random=3)
 
 
+@pytest.mark.slow
 def test_round_trips_are_the_metrics_trades_with_prices_fees_and_durations(busy: BacktestResult) -> None:
     eq, fills = busy.equity_frame(), busy.fills
     trades = round_trips(eq, fills)
@@ -277,6 +281,7 @@ def test_quantstats_agrees_with_the_empyrical_checked_metrics(busy: BacktestResu
     assert bench["beta"] == pytest.approx(beta, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_the_tear_sheet_lists_trades_all_fills_calendar_drawdowns_tail_and_benchmark(
     busy: BacktestResult, tmp_path: Path
 ) -> None:
@@ -309,6 +314,7 @@ def test_trade_markers_shrink_fade_and_leave_the_price_line_as_fills_grow(busy: 
     assert (y[~buys] > fills["price_quote"].to_numpy()[~buys]).all()  # sells above it
 
 
+@pytest.mark.slow
 def test_a_short_backtest_shows_no_annualised_growth_and_says_so(tmp_path: Path) -> None:
     md = _market(40, seed=1)
     res = simulate_trading_strategy(np.ones(40), md, n_random=2)
@@ -337,6 +343,7 @@ def test_the_tear_sheet_renders_in_headless_chromium(busy: BacktestResult, tmp_p
     assert (lower[..., :3] < 0.9).any(axis=-1).mean() > 0.02
 
 
+@pytest.mark.slow
 def test_walk_forward_annualises_the_aggregate_and_flags_short_folds(tmp_path: Path) -> None:
     # 3 folds of 300 hourly bars (12.5 days each): too short to annualise one by one
     results = []

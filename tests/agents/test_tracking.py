@@ -41,6 +41,7 @@ def test_scrub_drops_every_secret_looking_key() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_offline_run_holds_the_config_and_metrics_without_secrets(
     offline_wandb: Path, tmp_path: Path
 ) -> None:

@@ -32,6 +32,7 @@ from coinrl.pipeline.splits import PreparedData
 TrainCfg = Callable[..., TrainConfig]
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_weights(
     planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg
 ) -> None:
@@ -42,6 +43,7 @@ def test_same_config_and_seed_give_identical_weights(
     assert c.info["weights_sha256"] != a.info["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_validation_best_model_and_one_metrics_sink(
     planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg, tmp_path: Path
 ) -> None:
@@ -65,6 +67,7 @@ def test_validation_best_model_and_one_metrics_sink(
     assert len(list_checkpoints(tmp_path)) == cfg.keep_checkpoints
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_training(
     planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg
 ) -> None:
@@ -78,6 +81,7 @@ def test_early_stopping_ends_training(
     assert agent.info["best_step"] == 512
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_step(
     planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg, tmp_path: Path
 ) -> None:
@@ -167,6 +171,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(
         ("sac", {"action": "continuous"}, {"sac": {"learning_starts": 256, "buffer_size": 4096, "batch_size": 64}}),
     ],
 )
+@pytest.mark.slow
 def test_other_algorithms_train_and_evaluate(
     planted: PreparedData, train_config: TrainCfg, algo: str, env_kw: dict[str, str], extra: dict[str, object]
 ) -> None:
@@ -177,6 +182,7 @@ def test_other_algorithms_train_and_evaluate(
     assert len(agent.history) >= 1
 
 
+@pytest.mark.slow
 def test_recurrent_ppo_trains_when_sb3_contrib_is_installed(
     planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg
 ) -> None:

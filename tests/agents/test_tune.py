@@ -270,6 +270,7 @@ def test_failed_trial_is_recorded_with_its_error_and_the_study_goes_on(
     assert summary.states.get("COMPLETE", 0) >= 1
 
 
+@pytest.mark.slow
 def test_pruning_stops_trials_early_and_counts_the_compute_saved(candles: pd.DataFrame) -> None:
     cfg = tune_config(n_trials=3)
     seen: list[TuneProgress] = []
@@ -293,6 +294,7 @@ def test_pruning_stops_trials_early_and_counts_the_compute_saved(candles: pd.Dat
     assert summary.compute_saved_fraction == pytest.approx(1 - summary.env_steps_used / budget)
 
 
+@pytest.mark.slow
 def test_median_pruner_from_the_config_prunes_a_trial_below_the_median(
     tmp_path: Path, candles: pd.DataFrame
 ) -> None:
@@ -334,6 +336,7 @@ def test_sqlite_study_resumes_where_it_stopped(tmp_path: Path, candles: pd.DataF
     assert after[2][0] == 2
 
 
+@pytest.mark.slow
 def test_a_stored_study_of_another_problem_is_refused(tmp_path: Path, candles: pd.DataFrame) -> None:
     url = f"sqlite:///{tmp_path / 'other.db'}"
     optimize_parameters(tune_config(n_trials=1), candles, storage=url)

@@ -62,6 +62,7 @@ def test_each_fold_is_normalised_on_its_own_train_rows_only() -> None:
     assert fold_prepared(prepared, 0).normaliser.fingerprint() != prepared.normaliser.fingerprint()
 
 
+@pytest.mark.slow
 def test_summary_means_intervals_verdicts_and_deflated_sharpe() -> None:
     results = _rule_results()
     wf = summarise(results, [0, 1], n_trials=10)
@@ -89,6 +90,7 @@ def test_summary_means_intervals_verdicts_and_deflated_sharpe() -> None:
     json.dumps(wf.to_dict(), allow_nan=False)
 
 
+@pytest.mark.slow
 def test_saved_walk_forward_folder_and_report(tmp_path: Path) -> None:
     wf = summarise(_rule_results(2, 2), [0, 1])
     folder = save_walk_forward(wf, tmp_path / "wf")

@@ -145,6 +145,7 @@ prices = st.floats(0.01, 1e6, allow_nan=False)
 
 @settings(max_examples=300, deadline=None)
 @given(qty=qtys, avg=prices, dq=qtys, price=prices)
+@pytest.mark.slow
 def test_trade_vector_form_equals_scalar_form_bit_for_bit(qty: float, avg: float, dq: float, price: float) -> None:
     avg = avg if qty != 0.0 else 0.0
     new_s, avg_s, r_s = trade(qty, avg, dq, price)
@@ -188,6 +189,7 @@ configs = st.builds(
 
 @settings(max_examples=200, deadline=None)
 @given(path=bar_paths(), cfg_kw=configs)
+@pytest.mark.slow
 def test_scalar_and_vector_books_agree_and_money_is_conserved(
     path: tuple[list[tuple[float, ...]], list[float]], cfg_kw: dict[str, object]
 ) -> None:

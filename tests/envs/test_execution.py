@@ -98,6 +98,7 @@ def test_orders_breaking_exchange_rules_are_rejected() -> None:
         "allow_short": st.booleans(),
     }),
 )
+@pytest.mark.slow
 def test_vector_sizing_equals_scalar_sizing_bit_for_bit(
     target: float, cash: float, qty: float, price: float, volume: float, kw: dict[str, object]
 ) -> None:

@@ -66,6 +66,7 @@ configs = st.builds(
 
 @settings(max_examples=300, deadline=None)
 @given(path=bar_paths(), cfg_kw=configs)
+@pytest.mark.slow
 def test_compiled_books_equal_the_numpy_books_bit_for_bit(
     path: tuple[list[tuple[float, ...]], list[tuple[float, float]]], cfg_kw: dict[str, object]
 ) -> None:
@@ -91,6 +92,7 @@ def test_compiled_books_equal_the_numpy_books_bit_for_bit(
 
 @settings(max_examples=100, deadline=None)
 @given(path=bar_paths(), cfg_kw=configs, reward=st.sampled_from(sorted(REWARDS)))
+@pytest.mark.slow
 def test_compiled_kernel_equals_the_interpreted_kernel(
     path: tuple[list[tuple[float, ...]], list[tuple[float, float]]], cfg_kw: dict[str, object], reward: str
 ) -> None:
@@ -179,6 +181,7 @@ def test_env_account_features_equal_the_numpy_formulas_bit_for_bit() -> None:
             break
 
 
+@pytest.mark.slow
 def test_importing_the_envs_does_not_import_numba() -> None:
     code = "import sys, coinrl.envs; assert 'numba' not in sys.modules, 'numba imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -225,6 +228,7 @@ def rollout_digest() -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_without_numba_the_envs_run_interpreted_with_the_same_floats() -> None:
     here = Path(__file__).parent
     code = ("import sys; sys.modules['numba'] = None; sys.path.insert(0, sys.argv[1]); "

@@ -55,6 +55,7 @@ def _qty(st: np.ndarray, a: int) -> float:
     return float(st[pk.row(a, pk.A_QTY)])
 
 
+@pytest.mark.slow
 def test_two_asset_books_match_the_hand_computation() -> None:
     s = _run()
     approx = lambda v: pytest.approx(v, rel=1e-12, abs=1e-9)  # noqa: E731

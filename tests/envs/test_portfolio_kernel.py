@@ -31,6 +31,7 @@ def _params(cfg: EnvConfig, n_assets: int, nf: int = 2) -> tuple[np.ndarray, np.
 
 @settings(max_examples=300, deadline=None)
 @given(path=bar_paths(), cfg_kw=configs, reward=st.sampled_from(sorted(kernel.REWARD_CODES)))
+@pytest.mark.slow
 def test_one_asset_portfolio_equals_the_scalar_kernel_to_the_last_bit(
     path: tuple[list[tuple[float, ...]], list[tuple[float, float]]], cfg_kw: dict[str, object],
     reward: str,
@@ -158,6 +159,7 @@ def portfolio_paths(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
 
 @settings(max_examples=150, deadline=None)
 @given(path=portfolio_paths(), cfg_kw=configs)
+@pytest.mark.slow
 def test_books_conserve_money_and_never_fill_a_masked_asset(
     path: tuple[np.ndarray, np.ndarray], cfg_kw: dict[str, object]
 ) -> None:

@@ -30,6 +30,7 @@ def test_the_readme_has_the_portfolio_recipe() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # many commands in a row; each has its own limit
 def test_the_readme_portfolio_recipe_runs_as_written(tmp_path: Path) -> None:
     if not (ROOT.parent / "shared" / "data" / "ETH_BTC-5m.feather").is_file():
         pytest.skip("the shared feather files are not next to the repository")

@@ -59,6 +59,7 @@ def test_ppo_learns_2048_steps_on_the_adapter() -> None:
     assert len(model.ep_info_buffer) > 0  # episodes finished and were logged via the infos
 
 
+@pytest.mark.slow
 def test_ppo_accepts_dict_observations() -> None:
     venv = TradingSB3VecEnv(4, random_market(500), obs_mode="dict", window=8, episode_length_bars=32)
     model = PPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")

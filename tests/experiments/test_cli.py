@@ -52,6 +52,7 @@ def test_ingest_real_csvs_reports_rows_and_fixes(tmp_path: Path, shared_data: Pa
     assert len(list(tmp_path.glob("*.parquet"))) == 1
 
 
+@pytest.mark.slow
 def test_unknown_file_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "notes.csv"
     bad.write_text("hello,world\n1,2\n")
@@ -62,12 +63,14 @@ def test_unknown_file_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_bad_option_value_names_the_field(tmp_path: Path) -> None:
     res = _run("data", "ingest", "--sample", "--duplicates", "keep", "--out", str(tmp_path))
     assert res.returncode == 2
     assert "duplicates" in res.stderr
 
 
+@pytest.mark.slow
 def test_list_of_missing_folder_says_what_to_pass(tmp_path: Path) -> None:
     res = _run("data", "list", str(tmp_path / "missing"))
     assert res.returncode == 2
@@ -89,6 +92,7 @@ def test_fetch_then_update_against_the_emulator(tmp_path: Path, emulator: object
     assert "0 new candle(s)" in res.output
 
 
+@pytest.mark.slow
 def test_fetch_of_an_unlisted_symbol_fails_clearly(tmp_path: Path, emulator: object) -> None:
     url = emulator.base_url  # type: ignore[attr-defined]
     res = _run("data", "fetch", "NOPE/USDT", "--exchange-url", url, "--out", str(tmp_path / "x.parquet"))
@@ -110,6 +114,7 @@ def test_features_command_writes_a_causal_feature_file(tmp_path: Path) -> None:
     assert feats.drop(columns=["ts_ms"]).notna().all().all()
 
 
+@pytest.mark.slow
 def test_version_prints_the_installed_version() -> None:
     from importlib.metadata import version
 
@@ -119,6 +124,7 @@ def test_version_prints_the_installed_version() -> None:
 
 
 @pytest.mark.parametrize("flag", ["-q", "-v", "-vv", "--quiet"])
+@pytest.mark.slow
 def test_verbosity_flags_are_accepted_after_the_subcommand(tmp_path: Path, flag: str) -> None:
     out = tmp_path / "d"
     res = _run("data", "ingest", "--sample", "--out", str(out), flag)
@@ -149,6 +155,7 @@ def _generic_csv(path: Path, start: str, n: int, shift: float = 0.0) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ingest_never_replaces_a_stored_series_with_another(tmp_path: Path) -> None:
     import pandas as pd
 
@@ -167,6 +174,7 @@ def test_ingest_never_replaces_a_stored_series_with_another(tmp_path: Path) -> N
     assert len(pd.read_parquet(out / "kraken_ETH-USD_1h.parquet")) == 200
 
 
+@pytest.mark.slow
 def test_ingest_merges_the_same_market_only_when_shared_bars_agree(tmp_path: Path) -> None:
     import pandas as pd
 

@@ -235,6 +235,7 @@ def test_exchange_info_has_realistic_filters_that_ccxt_parses(emulator):
     assert spot["limits"]["cost"]["min"] == 5.0
 
 
+@pytest.mark.slow
 def test_ccxt_reads_time_candles_and_funding(emulator, hourly_candles):
     ex = _client(emulator)
     assert ex.fetch_time() == emulator.clock.now_ms()

@@ -492,6 +492,7 @@ _action = st.tuples(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_action, min_size=3, max_size=25), st.integers(0, 10_000))
+@pytest.mark.slow
 def test_matching_invariants(actions, seed):
     """Money is conserved, balances never go negative, and no fill uses a bar not yet known."""
     rng = np.random.default_rng(seed)

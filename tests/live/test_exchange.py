@@ -228,6 +228,7 @@ def test_insufficient_funds(client):
 
 # -- faults and idempotency -------------------------------------------------------------------
 @pytest.mark.parametrize("fault", ["rate_limit", "server_error", "drop"])
+@pytest.mark.slow
 def test_temporary_failures_are_retried_and_place_exactly_one_order(client, emu, fault):
     rules = {
         "rate_limit": lambda: emu.faults.rate_limit(retry_after_s=0, count=2,
@@ -254,6 +255,7 @@ def test_drop_after_accept_is_looked_up_not_resent(client, emu):
     assert [r.query.get("origClientOrderId") for r in emu.requests("/api/v3/order")][1] == "lost-1"
 
 
+@pytest.mark.slow
 def test_a_timed_out_order_that_the_exchange_accepted_late_is_not_duplicated(emu, clock):
     emu.faults.latency(1500.0, count=1, path_prefix="/api/v3/order")
     with connect(emu, timeout_ms=500) as ex:

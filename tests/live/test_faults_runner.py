@@ -57,6 +57,7 @@ def _totals(balances: dict[str, tuple[float, float]]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.slow
 def test_the_runner_survives_each_fault_without_duplicates_or_lost_fills(fault, prepared, tmp_path: Path):
     risk = RiskConfig.permissive().model_copy(update={"max_data_delay_bars": 1.0})
     with emulator(FRAME, K0) as (server, clock):

@@ -152,6 +152,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_committed_rows_survive_kill_9(tmp_path):
     path = tmp_path / "crash.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,

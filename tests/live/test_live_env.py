@@ -59,6 +59,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.slow
 def test_spaces_observations_rewards_and_books_equal_trading_env(name):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(7)

@@ -103,6 +103,7 @@ def test_an_order_cancelled_from_under_its_decision_is_replaced_once_with_a_new_
         (client_order_id("ol", bar, 0), "CANCELED"), (client_order_id("ol", bar, 1), "FILLED")]
 
 
+@pytest.mark.slow
 def test_journal_order_states_follow_the_exchange_and_status_counts_agree(tmp_path, prepared):
     path = tmp_path / "j.sqlite"
     with emulator(FRAME, K0) as (server, clock):

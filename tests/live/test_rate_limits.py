@@ -41,6 +41,7 @@ def _session(server, clock, path, prepared, slept: list[float], bars: int = 6):
     )
 
 
+@pytest.mark.slow
 def test_a_long_retry_after_before_the_deadline_is_waited_not_an_error(tmp_path, prepared):
     slept: list[float] = []
     with emulator(FRAME, K0) as (server, clock):
@@ -56,6 +57,7 @@ def test_a_long_retry_after_before_the_deadline_is_waited_not_an_error(tmp_path,
         assert j.count("decision") == 6
 
 
+@pytest.mark.slow
 def test_a_retry_after_past_the_deadline_skips_that_decision_explicitly(tmp_path, prepared):
     slept: list[float] = []
     with emulator(FRAME, K0) as (server, clock):

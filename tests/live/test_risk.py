@@ -153,6 +153,7 @@ def test_config_is_validated_with_field_paths():
     proposed=st.floats(-5, 5), qty=st.floats(-20, 20), price=st.floats(50, 150),
     cash=st.floats(0, 3000), lev=st.floats(0.1, 3), turn=st.floats(0.05, 3),
 )
+@pytest.mark.slow
 def test_trims_never_exceed_a_cap_and_stay_between_current_and_proposed(
     proposed, qty, price, cash, lev, turn
 ):

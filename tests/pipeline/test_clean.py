@@ -318,6 +318,7 @@ def test_infer_timeframe_sees_through_heavy_gaps_but_not_a_stray_bar() -> None:
     drop_idx=st.sets(st.integers(1, 10), max_size=4),
     conflict=st.booleans(),
 )
+@pytest.mark.slow
 def test_any_shuffle_with_duplicates_comes_out_ascending_unique_and_from_the_input(
     order: list[int], dup_idx: list[int], drop_idx: set[int], conflict: bool
 ) -> None:

@@ -153,6 +153,7 @@ def test_progress_reports_growing_counts(small_emulator, tmp_path):
     assert len(seen) >= 3
 
 
+@pytest.mark.slow
 def test_perpetual_downloads_candles_and_funding(small_emulator, tmp_path):
     path = tmp_path / "perp.parquet"
     df = _fetch(small_emulator, path, symbol="BTC/USDT:USDT", exchange="binanceusdm")
@@ -187,6 +188,7 @@ def test_align_funding_charges_the_bar_containing_the_funding_time():
 
 
 # -- resume ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_interrupted_download_resumes_to_the_identical_frame(small_emulator, tmp_path):
     emu = small_emulator
     ref = _fetch(emu, tmp_path / "ref.parquet")
@@ -291,6 +293,7 @@ def test_repeated_kill_9_at_random_points_still_gives_the_identical_frame(small_
 
 
 # -- faults -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rate_limit_429_is_retried_after_retry_after(small_emulator, tmp_path):
     emu = small_emulator
     emu.faults.rate_limit(retry_after_s=1, count=1, path_prefix="/api/v3/klines")
@@ -302,6 +305,7 @@ def test_rate_limit_429_is_retried_after_retry_after(small_emulator, tmp_path):
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.slow
 def test_server_errors_are_retried(small_emulator, tmp_path, status):
     emu = small_emulator
     emu.faults.server_error(status, count=2, path_prefix="/api/v3/klines")
@@ -310,6 +314,7 @@ def test_server_errors_are_retried(small_emulator, tmp_path, status):
     assert [r.status for r in emu.requests("/api/v3/klines")] == [status, status, 200, 200, 200]
 
 
+@pytest.mark.slow
 def test_dropped_connections_are_retried(small_emulator, tmp_path):
     emu = small_emulator
     emu.faults.drop(count=2, path_prefix="/api/v3/klines")
@@ -328,6 +333,7 @@ def test_persistent_temporary_failure_gives_up_after_max_retries(small_emulator,
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_rate_limiter_paces_requests(small_emulator, tmp_path):
     emu = small_emulator
     _fetch(emu, tmp_path / "rl.parquet", exchange_options={"rateLimit": 500})
@@ -400,6 +406,7 @@ def test_unknown_exchange_suggests_close_ids(tmp_path):
 
 
 # -- updates and the scheduler --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_update_appends_only_new_closed_candles_and_is_idempotent(candle_factory, tmp_path):
     src = candle_factory(1200)
     ts = src.ts_ms.to_numpy()
@@ -434,6 +441,7 @@ def test_update_refuses_a_file_of_another_symbol_or_timeframe(small_emulator, tm
         update_data("BTC/USDT", "1h", tmp_path / "missing.parquet", exchange_url=url)
 
 
+@pytest.mark.slow
 def test_update_also_extends_the_funding_file(small_emulator, tmp_path):
     emu = small_emulator
     path = tmp_path / "perp.parquet"
@@ -445,6 +453,7 @@ def test_update_also_extends_the_funding_file(small_emulator, tmp_path):
     assert load_funding(path).ts_ms.is_monotonic_increasing
 
 
+@pytest.mark.slow
 def test_schedule_updates_runs_n_times(candle_factory, tmp_path):
     src = candle_factory(100)
     ts = src.ts_ms.to_numpy()
@@ -470,6 +479,7 @@ def test_schedule_updates_runs_n_times(candle_factory, tmp_path):
     assert len(load_data(path)) == 54
 
 
+@pytest.mark.slow
 def test_schedule_updates_keeps_going_after_a_failing_job(tmp_path):
     runs: list[dict[str, int]] = []
     schedule_updates([{"symbol": "BTC/USDT", "interval": "1h",

@@ -115,6 +115,7 @@ def test_walk_forward_folds_hand_checked():
     k=st.integers(0, 8),
     mode=st.sampled_from(["anchored", "rolling"]),
 )
+@pytest.mark.slow
 def test_folds_are_ordered_disjoint_embargoed_and_tile_the_end(n, val, test, embargo, k, mode):
     cfg = SplitConfig(
         train=round(1 - val - test, 10),

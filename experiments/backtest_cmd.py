@@ -9,21 +9,24 @@ The CLI only parses arguments, shows progress and prints; these functions do the
   window) → ``S`` seeds per fold, each trained from scratch → batched test backtests → summary
   with confidence intervals, verdicts and the deflated Sharpe ratio → results folder.
 * :func:`run_report`: redraw the ``report.html`` of a backtest or walk-forward folder.
-* :func:`run_quickstart`: train PPO on the packaged hourly BTC/USD sample with a small budget,
-  backtest it on the held-out test split beside the baselines, write the report (offline).
+* :func:`~coinrl.experiments.quickstart_cmd.run_quickstart`: train PPO on the packaged hourly
+  BTC/USD sample with a small budget, backtest it on the held-out test split beside the
+  baselines, write the report (offline).
+
+Where results folders go and when one may be replaced is :mod:`.report_dir`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from coinrl.agents.backtest import BacktestResult, simulate_trading_strategy
-from coinrl.agents.bundle import CONFIG_FILE, load_model, save_model
+from coinrl.agents.bundle import CONFIG_FILE, load_model
 from coinrl.agents.report import METRICS_FILE, render_report, save_backtest_results
 from coinrl.agents.walkforward import (
     SUMMARY_FILE,
@@ -36,23 +39,13 @@ from coinrl.agents.walkforward import (
 from coinrl.pipeline.errors import ConfigError, DataError
 
 from .config import ExperimentConfig, experiment_config_from, load_experiment_config
+from .quickstart_cmd import QUICKSTART_TIMESTEPS, quickstart_config, run_quickstart
 from .report_dir import backtest_folder_name, bundle_id, check_replace, walkforward_identity
+from .stages import ProgressFn, notify
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test", "full")
-ProgressFn = Callable[[str, int, int], None]
-"""``(stage, done, total)`` progress callback (the CLI draws it as progress bars)."""
-
-QUICKSTART_TIMESTEPS = 60_000
-"""Default training budget of :func:`run_quickstart` (env steps; about a minute of PPO on one
-core of a laptop)."""
-
-
-def _notify(progress: ProgressFn | None, stage: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(stage, done, total)
-
 
 def _split_data(agent: Any, cfg: ExperimentConfig, split: str) -> Any:
     from coinrl.pipeline.source import load_candles
@@ -124,7 +117,7 @@ def run_backtest(
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     costs = parse_cost_overrides(cost_overrides)
-    _notify(progress, "load", 0, 1)
+    notify(progress, "load", 0, 1)
     agent = load_model(bundle)
     env_cfg = apply_cost_overrides(agent.env_config, costs)
     raw = dict(agent.experiment_config)
@@ -150,8 +143,8 @@ def run_backtest(
         "cost_overrides": costs,
     }
     check_replace(folder, identity, overwrite, summary_file=METRICS_FILE, kind="backtest")
-    _notify(progress, "load", 1, 1)
-    _notify(progress, "backtest", 0, 1)
+    notify(progress, "load", 1, 1)
+    notify(progress, "backtest", 0, 1)
     described = data_label(split, same_data=matches)
 
     def run(env: Any) -> BacktestResult:
@@ -171,11 +164,11 @@ def run_backtest(
         )
     if cost_sweep:
         res.meta["cost_sweep"] = sweep_to_dict(sweep_costs(run, env_cfg))
-    _notify(progress, "backtest", 1, 1)
-    _notify(progress, "report", 0, 1)
+    notify(progress, "backtest", 1, 1)
+    notify(progress, "report", 0, 1)
     tracking = cfg.tracking if track else None
     save_backtest_results(res, folder, tracking=tracking, run_name=folder.name)
-    _notify(progress, "report", 1, 1)
+    notify(progress, "report", 1, 1)
     return folder, res
 
 
@@ -231,22 +224,22 @@ def run_walkforward(
     split = cfg.data.split.model_copy(update={"walk_forward_folds": folds, "embargo_bars": embargo})
     data_cfg = cfg.data.model_copy(update={"split": split})
     cfg = cfg.model_copy(update={"data": data_cfg})
-    _notify(progress, "load", 0, 1)
+    notify(progress, "load", 0, 1)
     prepared = load_dataset(cfg.data)
     folder = Path(out_dir) / f"{cfg.name}-walkforward"
     identity = walkforward_identity(cfg.to_dict(), folds, seed_list, prepared.data_fingerprint, n_trials)
     check_replace(folder, identity, overwrite, summary_file=SUMMARY_FILE, kind="walk-forward")
-    _notify(progress, "load", 1, 1)
+    notify(progress, "load", 1, 1)
     train = cfg.resolved_train.model_copy(update={"progress_bar": False})
     result = walk_forward(
         prepared, train, cfg.env, seeds=seed_list, n_trials=n_trials,
         experiment_config=cfg.to_dict(), progress=progress,
     )
     result.meta.update(identity)
-    _notify(progress, "report", 0, 1)
+    notify(progress, "report", 0, 1)
     save_walk_forward(result, folder, tracking=cfg.tracking if track else None,
                       run_name=f"{cfg.name}-walkforward")
-    _notify(progress, "report", 1, 1)
+    notify(progress, "report", 1, 1)
     return folder, result
 
 
@@ -278,103 +271,6 @@ def run_report(results_dir: Path) -> Path:
         "pass the folder written by coinrl backtest / coinrl walkforward"
         + (f" (candidates: {', '.join(str(p) for p in found)})" if found else "")
     )
-
-
-def quickstart_config(timesteps: int = QUICKSTART_TIMESTEPS, *, track: bool = False) -> ExperimentConfig:
-    """The quickstart experiment: the packaged BTC/USD 1h sample, default features, costs and
-    env, PPO with a small budget (16 envs, rollouts of 2,048 steps), validated 4 times."""
-    if timesteps < 2048:
-        raise ConfigError(f"quickstart needs at least 2,048 timesteps (one PPO rollout), got {timesteps}")
-    return experiment_config_from({
-        "name": "quickstart",
-        "seed": 0,
-        "data": {"source": "sample", "split": {"train": 0.7, "validation": 0.15, "test": 0.15,
-                                               "embargo_bars": 24}},
-        "train": {
-            "algo": "ppo",
-            "total_timesteps": int(timesteps),
-            "n_envs": 16,
-            "ppo": {"n_steps": 128, "batch_size": 512, "n_epochs": 4},
-            "eval_every_steps": max(2048, int(timesteps) // 4),
-            "early_stopping_patience": None,
-            "checkpoint_every_steps": 0,
-            "progress_bar": False,
-            "torch_threads": 1,
-        },
-        "tracking": {"mode": "offline" if track else "disabled", "tags": ["quickstart"]},
-    }, source="quickstart")
-
-
-def run_quickstart(
-    out_dir: Path,
-    timesteps: int = QUICKSTART_TIMESTEPS,
-    *,
-    track: bool = False,
-    progress: ProgressFn | None = None,
-) -> Path:
-    """``coinrl quickstart``: train, backtest and report on the packaged sample, offline.
-
-    Trains PPO on the train split of the packaged hourly BTC/USD sample (validated on its
-    validation split, best model kept), saves the bundle, backtests the deterministic policy on
-    the held-out test split beside buy-and-hold, flat, the moving-average crossover and the
-    turnover-matched random policy, and writes the report folder.
-
-    Args:
-        out_dir: parent folder; the run goes to ``out_dir/quickstart/`` (bundle) and the
-            report to ``out_dir/quickstart/report/``.
-        timesteps: training budget in env steps (>= 2,048).
-        track: also log to W&B in offline mode.
-        progress: ``(stage, done, total)`` callback: ``data``, ``train`` (steps done),
-            ``backtest``, ``report``.
-
-    Returns:
-        The report folder (open its ``report.html``).
-    """
-    from coinrl.agents.train import train_model
-    from coinrl.pipeline.source import load_dataset
-
-    cfg = quickstart_config(timesteps, track=track)
-    run_dir = Path(out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _notify(progress, "data", 0, 1)
-    prepared = load_dataset(cfg.data)
-    _notify(progress, "data", 1, 1)
-    total = cfg.train.total_timesteps
-    sink = _progress_sink(progress, total)
-    _notify(progress, "train", 0, total)
-    agent = train_model(
-        prepared, cfg.resolved_train, cfg.env, out_dir=run_dir, experiment_config=cfg.to_dict(),
-        sink=sink,
-    )
-    _notify(progress, "train", total, total)
-    bundle = save_model(agent, run_dir / "bundle")
-    agent.info["bundle"] = str(bundle)
-    _notify(progress, "backtest", 0, 1)
-    res = simulate_trading_strategy(agent, prepared.test, split="test", seed=cfg.seed)
-    _notify(progress, "backtest", 1, 1)
-    _notify(progress, "report", 0, 1)
-    folder = save_backtest_results(
-        res, run_dir / "report", tracking=cfg.tracking if track else None, run_name="quickstart"
-    )
-    _notify(progress, "report", 1, 1)
-    logger.info("quickstart report=%s", folder / "report.html")
-    return folder
-
-
-def _progress_sink(progress: ProgressFn | None, total: int) -> Any:
-    """An SB3 logger whose dumps report ``time/total_timesteps`` to ``progress``."""
-    from stable_baselines3.common.logger import KVWriter, Logger
-
-    class _Progress(KVWriter):
-        def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-            done = key_values.get("time/total_timesteps", step)
-            if progress is not None and isinstance(done, int | float):
-                progress("train", int(min(done, total)), total)
-
-        def close(self) -> None:
-            return None
-
-    return Logger(folder=None, output_formats=[_Progress()])
 
 
 # --------------------------------------------------------------------------- CLI

@@ -43,7 +43,8 @@ from .trading_env import EQUITY_FLOOR_FRAC, OBS_BLOCK_ROWS
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-_F32 = np.dtype(np.float32)
+_BAD_ACTION, _LIQUIDATED, _EQUITY, _FEES, _SCALED = (pk.BAD_ACTION, kernel.LIQUIDATED, kernel.EQUITY,
+                                                      kernel.FEES, pk.SCALED)
 
 
 class PortfolioArrays:
@@ -178,7 +179,6 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._obs_dim = int(obs_space.shape[0])
         self._kernel = pk.compiled()
         self._project = cfg.action == "continuous"
-        self._ashape = (self.n_assets,)
         # at most ~4 MB per block (a 64-asset window is 123 KB per observation)
         self._block_rows = max(8, min(OBS_BLOCK_ROWS, (4 << 20) // (4 * self._obs_dim)))
         self._views()
@@ -192,7 +192,7 @@ class PortfolioEnv(gym.Env[Any, Any]):
         self._ts: Any = memoryview(self.arrays.ts_ms)  # type: ignore[arg-type]
 
     def __getstate__(self) -> dict[str, Any]:
-        drop = ("_kernel", "_rows", "_qty_rows", "_w_rows", "_cells", "_ts", "_ctx")
+        drop = ("_kernel", "_rows", "_qty_rows", "_w_rows", "_cells", "_ts", "_ctx", "_fast")
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -219,8 +219,13 @@ class PortfolioEnv(gym.Env[Any, Any]):
         m = self.arrays
         am = self.action_map
         self._amap_vec = np.array([am.gross, am.net, 1.0 if am.allow_short else 0.0])
+        self._scratch = np.empty((4, a))
         self._ctx = pk.context(self._state, self._params, self._pa, m.bars, m.feats_flat,
-                               self._block, self._iblock, self._amap_vec)
+                               self._block, self._iblock, self._amap_vec, self._scratch)
+        # everything step() reads, in one attribute load (attribute loads dominate a Python step)
+        fast_at = self._kernel.pf_env_step_at if self._project else None
+        self._fast = (fast_at, self._ctx, self._rows, self._qty_rows, self._w_rows, self._cells,
+                      self._ts)
 
     def _next_row(self) -> int:
         if self._row == self._block_rows:
@@ -270,42 +275,56 @@ class PortfolioEnv(gym.Env[Any, Any]):
         return self._rows[i], self._info(s)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """Fill the action's target weights at the next opens and mark at the closes."""
+        """Fill the action's target weights at the next opens and mark at the closes.
+
+        ``info["position_base"]`` and ``info["weights"]`` are rows of a preallocated block,
+        written once by the kernel and never again (like the observation): keep them freely.
+        """
+        fast_at, ctx, rows, qty_rows, w_rows, cells, ts = self._fast
         t = self._t
-        if t >= self._last:
+        last = self._last
+        if t >= last:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
         t += 1
         i = self._row
         if i == self._block_rows:
             self._new_block()
             i = 0
+            fast_at, ctx, rows, qty_rows, w_rows, cells, ts = self._fast
         self._row = i + 1
-        a = action
-        if (type(a) is np.ndarray and a.dtype is _F32 and self._project and a.shape == self._ashape
-                and a.flags.c_contiguous):
-            reward = self._kernel.pf_env_step_at(self._ctx, t, a, i)
-        else:
-            a = self.action_map.weights(action)  # validated and projected already
-            reward = self._kernel.pf_env_weights_at(self._ctx, t, a, i)
-        cells = self._cells
-        bad = cells[pk.BAD_ACTION]
-        if bad >= 0.0:
+        try:
+            # a C-contiguous float32 (A,) array, projected in the kernel; numba's dispatcher
+            # refuses anything else (TypeError) and the action map handles it below
+            if fast_at is None:
+                raise TypeError
+            reward = fast_at(ctx, t, action, i)
+        except TypeError:
+            action = self.action_map.weights(action)  # validated and projected already
+            reward = self._kernel.pf_env_weights_at(ctx, t, action, i)
+        bad = cells[_BAD_ACTION]
+        if bad != -1.0:
             self._row = i  # nothing happened
-            raise ValueError(f"the action for {self.symbols[int(bad)]} is {a[int(bad)]}; the "
-                             "policy must output finite numbers")
+            self._bad_action(action, int(bad))
         self._t = t
-        liq = cells[kernel.LIQUIDATED] != 0.0
+        liq = cells[_LIQUIDATED] != 0.0
         if liq:
             self._last = t
-        info = {
-            "ts_ms": self._ts[t],
-            "equity_quote": cells[kernel.EQUITY],
-            "position_base": self._qty_rows[i],
-            "weights": self._w_rows[i],
-            "fees_paid_quote": cells[kernel.FEES],
-            "scaled_rebalances": int(cells[pk.SCALED]),
+        return rows[i], reward, liq, t >= last and not liq, {
+            "ts_ms": ts[t],
+            "equity_quote": cells[_EQUITY],
+            "position_base": qty_rows[i],
+            "weights": w_rows[i],
+            "fees_paid_quote": cells[_FEES],
+            "scaled_rebalances": int(cells[_SCALED]),
         }
-        return self._rows[i], reward, liq, t >= self._last and not liq, info
+
+    def _bad_action(self, action: Any, bad: int) -> None:
+        """Raise the error for an action the kernel refused (``bad``: its BAD_ACTION code)."""
+        if bad == -2:
+            self.action_map.weights(action)  # the wrong length: the action map's own message
+            raise ValueError(f"expected an action of shape ({self.n_assets},), got {np.shape(action)}")
+        raise ValueError(f"the action for {self.symbols[bad]} is {action[bad]}; the "
+                         "policy must output finite numbers")
 
     @property
     def t(self) -> int:

@@ -93,9 +93,21 @@ def pf_env_step(
     continuous map, :func:`project_rows`; else ``action`` already holds the weights), bar ``t``,
     the reward (returned), the observation for decision ``t`` into ``out[row_]``, the positions
     and weights into ``info[row_, :A]`` and ``info[row_, A:]``. A NaN/inf action entry: the
-    state's ``BAD_ACTION`` row gets its asset index and nothing else happens."""
+    state's ``BAD_ACTION`` row gets its asset index and nothing else happens; an action whose
+    length is not A: ``BAD_ACTION`` is -2 and nothing happens."""
+    return _env_step(s, p, pa, bars, feats, out, t, action, project, gross, net, allow_short,
+                     row_, info, np.empty((4, pa.shape[0])))
+
+
+def _env_step(
+    s: F64, p: F64, pa: F64, bars: F64, feats: F32, out: F32, t: int, action: Any, project: bool,
+    gross: float, net: float, allow_short: bool, row_: int, info: F64, scratch: F64,
+) -> float:
+    """:func:`pf_env_step` with a (4, A) work array (the env's, no allocation per step)."""
     n = pa.shape[0]
-    scratch = np.empty((4, n))
+    if action.shape[0] != n:
+        s[BAD_ACTION, 0] = -2.0
+        return 0.0
     w = scratch[3]
     for a in range(n):
         w[a] = action[a]
@@ -121,43 +133,63 @@ def pf_env_step(
 
 
 def context(
-    state: F64, params: F64, pa: F64, bars: F64, feats: F32, out: F32, info: F64, amap: F64
+    state: F64, params: F64, pa: F64, bars: F64, feats: F32, out: F32, info: F64, amap: F64,
+    scratch: F64,
 ) -> I64:
     """The int64 vector of :func:`pf_env_step_at`: the arrays' addresses and shapes (the caller
     keeps them alive and makes a new vector when it replaces one). ``amap`` is the action map's
-    ``[gross, net, allow_short]``.
+    ``[gross, net, allow_short]``; ``scratch`` a (4, A) float64 work array.
 
     Raises:
         ValueError: an array of the wrong dtype, shape or layout (C-contiguous only).
     """
     for arr, dtype in ((state, np.float64), (params, np.float64), (pa, np.float64),
                        (bars, np.float64), (feats, np.float32), (out, np.float32),
-                       (info, np.float64), (amap, np.float64)):
+                       (info, np.float64), (amap, np.float64), (scratch, np.float64)):
         if arr.dtype != dtype or not arr.flags.c_contiguous:
             raise ValueError(f"the kernel takes C-contiguous {np.dtype(dtype)} arrays, got {arr.dtype}")
     if state.shape[1] != 1 or params.shape != (kernel.N_PARAMS,) or pa.shape[1] != kernel.N_PARAMS:
         raise ValueError("one account's state, the params vector and the (A, N_PARAMS) matrix")
     n = pa.shape[0]
-    if bars.shape[1:] != (n, N_BAR_COLS) or info.shape != (out.shape[0], 2 * n) or amap.shape != (3,):
-        raise ValueError(f"bars must be (T, {n}, {N_BAR_COLS}), info ({out.shape[0]}, {2 * n}), amap (3,)")
+    if (bars.shape[1:] != (n, N_BAR_COLS) or info.shape != (out.shape[0], 2 * n)
+            or amap.shape != (3,) or scratch.shape != (4, n)):
+        raise ValueError(f"bars must be (T, {n}, {N_BAR_COLS}), info ({out.shape[0]}, {2 * n}), "
+                         f"amap (3,), scratch (4, {n})")
     return np.array([state.ctypes.data, state.shape[0], params.ctypes.data, pa.ctypes.data, n,
                      bars.ctypes.data, bars.shape[0], feats.ctypes.data, feats.size,
                      out.ctypes.data, out.shape[0], out.shape[1], info.ctypes.data,
-                     amap.ctypes.data], dtype=np.int64)
+                     amap.ctypes.data, scratch.ctypes.data], dtype=np.int64)
+
+
+def _f64_at2(address: int, n0: int, n1: int) -> F64:
+    """The float64 ``(n0, n1)`` C array at ``address`` (compiled: a 2-D numba ``carray``, no
+    ``reshape``: numba's reshape calls out to C, ~30 ns each, a third of an A = 1 step's work)."""
+    return kernel._f64_at(address, n0 * n1).reshape((n0, n1))
+
+
+def _f64_at3(address: int, n0: int, n1: int, n2: int) -> F64:
+    """The float64 ``(n0, n1, n2)`` C array at ``address`` (as :func:`_f64_at2`)."""
+    return kernel._f64_at(address, n0 * n1 * n2).reshape((n0, n1, n2))
+
+
+def _f32_at2(address: int, n0: int, n1: int) -> F32:
+    """The float32 ``(n0, n1)`` C array at ``address`` (as :func:`_f64_at2`)."""
+    return kernel._f32_at(address, n0 * n1).reshape((n0, n1))
 
 
 def _step_ctx(ctx: I64, t: int, action: Any, project: bool, row_: int) -> float:
     n = ctx[4]
-    s = kernel._f64_at(ctx[0], ctx[1]).reshape((ctx[1], 1))
+    s = _f64_at2(ctx[0], ctx[1], 1)
     p = kernel._f64_at(ctx[2], kernel.N_PARAMS)
-    pa = kernel._f64_at(ctx[3], n * kernel.N_PARAMS).reshape((n, kernel.N_PARAMS))
-    bars = kernel._f64_at(ctx[5], ctx[6] * n * N_BAR_COLS).reshape((ctx[6], n, N_BAR_COLS))
+    pa = _f64_at2(ctx[3], n, kernel.N_PARAMS)
+    bars = _f64_at3(ctx[5], ctx[6], n, N_BAR_COLS)
     feats = kernel._f32_at(ctx[7], ctx[8])
-    out = kernel._f32_at(ctx[9], ctx[10] * ctx[11]).reshape((ctx[10], ctx[11]))
-    info = kernel._f64_at(ctx[12], ctx[10] * 2 * n).reshape((ctx[10], 2 * n))
+    out = _f32_at2(ctx[9], ctx[10], ctx[11])
+    info = _f64_at2(ctx[12], ctx[10], 2 * n)
     am = kernel._f64_at(ctx[13], 3)
-    return pf_env_step(s, p, pa, bars, feats, out, t, action, project, am[0], am[1], am[2] != 0.0,
-                       row_, info)
+    scratch = _f64_at2(ctx[14], 4, n)
+    return _env_step(s, p, pa, bars, feats, out, t, action, project, am[0], am[1], am[2] != 0.0,
+                     row_, info, scratch)
 
 
 def pf_env_step_at(ctx: I64, t: int, action: F32, row_: int) -> float:
@@ -224,8 +256,8 @@ def pf_vec_step(
     return n_done
 
 
-_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, _project_row, _first_bad, pf_env_step,
-            _step_ctx)
+_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, _project_row, _first_bad, _env_step,
+            pf_env_step, _step_ctx)
 ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_env_step_at", "pf_env_weights_at",
                 "pf_observe", "pf_vec_step", "project_rows")
 
@@ -236,13 +268,41 @@ def compiled() -> Any:
     scalar kernel registered its shared helpers; interpreted without numba (a warning)."""
     kernel.compiled()  # registers _trade, _size_order_eq, _reward for inlining
     try:
-        from numba import njit
+        from numba import carray, njit
         from numba import types as nt
-        from numba.extending import register_jitable
+        from numba.core import cgutils
+        from numba.extending import intrinsic, overload, register_jitable
     except ImportError:
         return SimpleNamespace(**{name: globals()[name] for name in ENTRY_POINTS})
     for helper in _HELPERS:
         register_jitable(helper)
+
+    def void_ptr_typer(typingctx: Any, address: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+        return nt.voidptr(nt.int64), codegen
+
+    void_ptr: Any = intrinsic(void_ptr_typer)  # an int64 address as a void*, for carray
+
+    def at2(dtype: Any) -> Any:
+        def typer(address: Any, n0: Any, n1: Any) -> Any:
+            def impl(address: Any, n0: Any, n1: Any) -> Any:
+                return carray(void_ptr(address), (n0, n1), dtype)
+
+            return impl
+
+        return typer
+
+    def at3(address: Any, n0: Any, n1: Any, n2: Any) -> Any:
+        def impl(address: Any, n0: Any, n1: Any, n2: Any) -> Any:
+            return carray(void_ptr(address), (n0, n1, n2), np.float64)
+
+        return impl
+
+    overload(_f64_at2)(at2(np.float64))
+    overload(_f32_at2)(at2(np.float32))
+    overload(_f64_at3)(at3)
     state = nt.float64[:, ::1]
     params = nt.float64[::1]
     pmat = nt.float64[:, ::1]

@@ -278,6 +278,36 @@ def test_bad_inputs_raise_clear_errors_naming_the_asset() -> None:
         denv.step(np.array([5, 0, 0]))
 
 
+def test_actions_of_any_form_give_the_fast_paths_result_and_a_wrong_length_changes_nothing() -> None:
+    # step() hands a float32 (A,) array straight to the kernel; any other form (float64, list,
+    # strided view, (1, A)) goes through the ActionMap: the same weights, the same floats
+    data = random_portfolio(200, 3)
+    act = np.array([0.7, -0.4, 0.2], dtype=np.float32)
+    forms = [act, act.astype(np.float64), act.tolist(), np.repeat(act, 2)[::2], act[None, :]]
+    results = []
+    for form in forms:
+        env = PortfolioEnv(data, window=3, episode_length_bars=50)
+        env.reset(seed=0)
+        for _ in range(3):
+            obs, r, *_, info = env.step(form)
+        results.append((obs, r, info["equity_quote"], info["weights"]))
+    for got in results[1:]:
+        for g, w in zip(got, results[0], strict=True):
+            assert np.array_equal(g, w)
+    env = PortfolioEnv(data, window=3, episode_length_bars=50)
+    env.reset(seed=0)
+    before = env.state.copy()
+    for wrong in (act[:2], np.append(act, np.float32(0.1))):
+        with pytest.raises(ValueError, match="shape"):
+            env.step(wrong)
+    books = np.arange(len(before)) != pk.BAD_ACTION  # that row records the refusal
+    assert np.array_equal(env.state[books], before[books])
+    obs, r, *_ = env.step(act)  # the env goes on as if the bad calls never happened
+    ref = PortfolioEnv(data, window=3, episode_length_bars=50)
+    ref.reset(seed=0)
+    assert np.array_equal(obs, ref.step(act)[0])
+
+
 def test_per_asset_costs_are_charged_per_asset() -> None:
     data = random_portfolio(200, 2)
     env = PortfolioEnv(data, window=3, taker_fee_rate=0.002, episode_length_bars=50,

@@ -1,4 +1,8 @@
-"""Gaussian HMM regimes: a train-only fit stored as plain data, and a causal forward filter.
+"""Gaussian HMM regimes: the ``hmm_regime`` feature kind, a train-only fit stored as plain data,
+and a causal forward filter.
+
+:class:`HmmRegimeFeature` is the kind (registered in :mod:`.features`); fitting it is
+:func:`~coinrl.pipeline.features.fit_feature_spec`'s job, on training rows only.
 
 :func:`fit_gaussian_hmm` fits ``hmmlearn.hmm.GaussianHMM`` on standardised training inputs and
 returns :class:`HmmParams`, plain floats that live inside the feature spec (so a model bundle
@@ -23,10 +27,12 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
+import pandas as pd
+from pydantic import Field, field_validator, model_validator
 
 from .config import FrozenModel
 from .errors import DataError
+from .feature_base import Bars, FeatureKind, Window
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +235,113 @@ def fit_gaussian_hmm(
     )
 
 
+class HmmRegimeFeature(FeatureKind):
+    """Regime probabilities of a Gaussian HMM: ``hmm{K}_w{window}_p{k}`` for states ``k < K``.
+
+    Each row is the FILTERED ``P(s_t = k | x_{t-window+1..t})`` (a forward pass over the last
+    ``window`` bars, :func:`~coinrl.pipeline.hmm.filtered_state_probs`), never hmmlearn's
+    smoothed ``predict_proba``. Inputs per bar: ``log_return`` (1-bar log return) and/or
+    ``volatility`` (rolling std of 1-bar log returns over ``vol_window`` bars). State 0 is the
+    lowest-volatility regime. The HMM is fitted on the TRAINING rows only by
+    :func:`~coinrl.pipeline.features.fit_feature_spec` (which :func:`~coinrl.pipeline.splits.prepare_data_for_model`
+    calls); the fitted parameters are stored as plain data in ``fitted``, so the spec saved in a
+    bundle replays the same values live. Computing an unfitted entry is an error.
+
+    Attributes:
+        n_states: hidden states ``K`` (one probability column each).
+        inputs: per-bar observations of the HMM: ``log_return`` and/or ``volatility``.
+        vol_window: bars of the rolling volatility input.
+        window: bars of filter memory: row t is filtered over bars ``t-window+1..t``, starting
+            from the chain's stationary distribution (what live replays from a short tail).
+        covariance_type: hmmlearn's state covariance form (``full``, ``diag``, ...).
+        n_iter: EM iterations of the fit (at most).
+        seed: the fit's random seed (same seed, same data: same parameters).
+        fitted: the parameters fitted on the training rows (plain data, filled in by
+            ``prepare_data_for_model``; any value given is replaced there by a fresh fit).
+    """
+
+    kind: Literal["hmm_regime"] = "hmm_regime"
+    n_states: int = Field(default=2, ge=2, le=8)
+    inputs: tuple[Literal["log_return", "volatility"], ...] = Field(
+        default=("log_return", "volatility"), min_length=1
+    )
+    vol_window: Window = 24
+    window: int = Field(default=256, ge=1, le=100_000)
+    covariance_type: CovarianceType = "diag"
+    n_iter: int = Field(default=50, ge=1, le=10_000)
+    seed: int = Field(default=0, ge=0)
+    fitted: HmmParams | None = None
+
+    @field_validator("inputs")
+    @classmethod
+    def _uniq(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"inputs must be unique, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fit_matches(self) -> HmmRegimeFeature:
+        f = self.fitted
+        if f is not None and (
+            f.n_states != self.n_states or len(f.input_center) != len(self.inputs)
+        ):
+            raise ValueError(
+                f"fitted has {f.n_states} states and {len(f.input_center)} inputs but the entry "
+                f"asks for {self.n_states} and {len(self.inputs)}; drop 'fitted' to refit"
+            )
+        return self
+
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(f"hmm{self.n_states}_w{self.window}_p{k}" for k in range(self.n_states))
+
+    def input_warmup(self) -> int:
+        """Leading bars whose inputs are undefined."""
+        return self.vol_window if "volatility" in self.inputs else 1
+
+    def warmup(self) -> int:
+        return self.input_warmup() + self.window - 1
+
+    def input_matrix(self, bars: Bars) -> F64:
+        """``(rows, len(inputs))`` causal raw inputs; NaN inside the input warm-up."""
+        cols = []
+        for name in self.inputs:
+            if name == "log_return":
+                cols.append(bars.log_ret_1)
+            else:
+                r = pd.Series(bars.log_ret_1)
+                cols.append(
+                    r.rolling(self.vol_window, min_periods=self.vol_window).std().to_numpy()
+                )
+        return np.column_stack(cols).astype(np.float64)
+
+    def fit(self, bars: Bars, train_rows: range) -> HmmRegimeFeature:
+        """This entry with ``fitted`` from the candle rows ``train_rows`` (inputs are causal,
+        so rows after ``train_rows.stop`` cannot reach the fit)."""
+        x = self.input_matrix(bars)[max(train_rows.start, self.input_warmup()) : train_rows.stop]
+        params = fit_gaussian_hmm(
+            x,
+            n_states=self.n_states,
+            covariance_type=self.covariance_type,
+            n_iter=self.n_iter,
+            seed=self.seed,
+            order_by=self.inputs.index("volatility") if "volatility" in self.inputs else None,
+        )
+        return self.model_copy(update={"fitted": params})
+
+    def compute(self, bars: Bars) -> dict[str, F64]:
+        if self.fitted is None:
+            raise DataError(
+                "feature kind 'hmm_regime' is not fitted: fit it on the training rows with "
+                "prepare_data_for_model (or fit_feature_spec) and use the spec it returns"
+            )
+        p = filtered_state_probs(self.input_matrix(bars), self.fitted, self.window)
+        return {name: p[:, k] for k, name in enumerate(self.output_names())}
+
+
 __all__ = [
     "CovarianceType",
     "HmmParams",
+    "HmmRegimeFeature",
     "filtered_state_probs",
     "fit_gaussian_hmm",
     "stationary_distribution",

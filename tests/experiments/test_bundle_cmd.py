@@ -56,6 +56,7 @@ def _invoke(args: list[str]) -> object:
     return CliRunner().invoke(app, args, catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_backtest_refuses_a_crafted_bundle_and_never_runs_it(
     crafted: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -68,6 +69,7 @@ def test_backtest_refuses_a_crafted_bundle_and_never_runs_it(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_paper_and_live_refuse_a_crafted_bundle_and_never_run_it(
     crafted: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +90,7 @@ def test_paper_and_live_refuse_a_crafted_bundle_and_never_run_it(
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_trusted_keys_refuse_unsigned_and_untrusted_bundles_and_accept_a_signed_one(
     good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +128,7 @@ def test_trusted_keys_refuse_unsigned_and_untrusted_bundles_and_accept_a_signed_
     assert orders == []
 
 
+@pytest.mark.slow
 def test_verify_fails_a_tampered_signed_bundle_with_one_line(good: Path, tmp_path: Path) -> None:
     assert _invoke(["bundle", "keygen", str(tmp_path / "me.key")]).exit_code == 0  # type: ignore[attr-defined]
     bundle = shutil.copytree(good, tmp_path / "b")
@@ -138,6 +142,7 @@ def test_verify_fails_a_tampered_signed_bundle_with_one_line(good: Path, tmp_pat
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+@pytest.mark.slow
 def test_readme_trust_model_commands_run_as_shown(
     good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,6 +167,7 @@ def test_readme_trust_model_commands_run_as_shown(
     assert load_model(tmp_path / "old-bundle").algo == "ppo"
 
 
+@pytest.mark.slow
 def test_hot_reloads_are_checked_against_the_same_trusted_keys(good: Path, tmp_path: Path) -> None:
     from coinrl.experiments.live_cmd import run_paper
     from coinrl.pipeline.errors import DataError
@@ -208,6 +214,7 @@ def test_train_resume_refuses_a_crafted_checkpoint_and_never_runs_it(tmp_path: P
 
 
 @pytest.mark.parametrize("damage", ["truncated_zip", "garbage_model_zip_rehashed"])
+@pytest.mark.slow
 def test_a_damaged_bundle_is_one_clear_line_and_exit_2(good: Path, tmp_path: Path, damage: str) -> None:
     from coinrl.agents.bundle import save_model
 

@@ -44,6 +44,7 @@ def _invoke(args: list[str], **kw):
     return CliRunner().invoke(app, args, catch_exceptions=False, **kw)
 
 
+@pytest.mark.slow
 def test_paper_session_runs_and_status_reads_it_back(bundle, tmp_path):
     journal = tmp_path / "paper.sqlite"
     with emulator(FRAME, K0, clock=_replay()) as (server, _):
@@ -93,6 +94,7 @@ def test_live_without_the_flag_or_the_confirmation_sends_nothing(bundle, tmp_pat
     assert not (tmp_path / "b.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_bad_keys_and_a_wrong_symbol_are_one_clear_error_not_a_crash(bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("COINRL_BINANCE_API_KEY", KEY)
     monkeypatch.setenv("COINRL_BINANCE_API_SECRET", "not-the-secret")
@@ -113,6 +115,7 @@ def test_bad_keys_and_a_wrong_symbol_are_one_clear_error_not_a_crash(bundle, tmp
     assert requests <= 2  # one balance check per attempt: a rejected key is not retried
 
 
+@pytest.mark.slow
 def test_live_session_trades_on_the_emulator(bundle, tmp_path, keys):
     journal = tmp_path / "live.sqlite"
     # a small SOL holding to start with: the first decision (flat, half or full) must trade it
@@ -143,6 +146,7 @@ def _one_error_line(output: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_bundle_trained_on_another_symbol_is_refused_unless_allowed(bundle, tmp_path):
     from live_helpers import MARKET, ohlcv
 
@@ -180,6 +184,7 @@ def _rehash(folder: Path, name: str) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_a_corrupted_bundle_is_one_clear_line_and_exit_2(bundle, tmp_path):
     import shutil
 
@@ -202,6 +207,7 @@ def test_a_corrupted_bundle_is_one_clear_line_and_exit_2(bundle, tmp_path):
         assert str(damaged) in _one_error_line(res.output)
 
 
+@pytest.mark.slow
 def test_an_unreachable_exchange_is_a_connection_failure_not_config(bundle, tmp_path):
     with emulator(FRAME, K0) as (server, _):
         server.faults.server_error(503, count=None)
@@ -211,6 +217,7 @@ def test_an_unreachable_exchange_is_a_connection_failure_not_config(bundle, tmp_
     assert "could not be reached" in _one_error_line(res.output)
 
 
+@pytest.mark.slow
 def test_a_session_whose_decisions_were_all_blocked_by_stale_data_ends_as_a_data_halt(bundle, tmp_path):
     journal = tmp_path / "stale.sqlite"
     from live_helpers import public

@@ -74,6 +74,7 @@ def session(server, clock, tmp_path: Path, agent: Any, *, mode: str = "live", po
     )
 
 
+@pytest.mark.slow
 def test_a_session_runs_its_bars_and_journals_everything(tmp_path, agent):
     with emulator(FRAME, K0) as (server, clock):
         runner = session(server, clock, tmp_path, agent, max_bars=12)
@@ -91,6 +92,7 @@ def test_a_session_runs_its_bars_and_journals_everything(tmp_path, agent):
     assert runner.journal.closed
 
 
+@pytest.mark.slow
 def test_hot_reload_swaps_a_valid_bundle_and_keeps_the_old_model_on_a_bad_one(tmp_path, agent_path):
     watched = tmp_path / "watched"
     shutil.copytree(agent_path, watched)
@@ -192,6 +194,7 @@ def test_kill_switch_stops_with_its_exit_code_and_flattens(tmp_path, agent):
         assert j.events("risk")[-1].payload["verdict"] == "kill"
 
 
+@pytest.mark.slow
 def test_a_restarted_runner_reconciles_and_carries_on_without_duplicates(tmp_path, agent):
     with emulator(FRAME, K0) as (server, clock):
         first = session(server, clock, tmp_path, agent, max_bars=6)

@@ -257,9 +257,8 @@ def run_processes(
             logger.info(
                 "started %d tuning worker processes pids=%s", n_jobs, [p.pid for p in procs]
             )
-            while any(p.poll() is None for p in procs):
-                if poll is not None:
-                    poll()
+            while poll is not None and any(p.poll() is None for p in procs):
+                poll()
                 time.sleep(poll_s)
             return [p.wait() for p in procs]
         finally:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import ConfigError, DataError
-from coinrl.pipeline.features import FeatureSpec, feature_engineering
+from coinrl.pipeline.features import FeatureSpec, feature_engineering, fit_feature_spec
 from coinrl.pipeline.source import DataConfig
 from coinrl.pipeline.splits import (
     Fold,
@@ -112,7 +112,10 @@ def tuning_folds(
     n_candles = warm + dev_rows
     dev = candles.iloc[:n_candles].reset_index(drop=True)
     dev.attrs.update(candles.attrs)
-    frame = feature_engineering(dev, spec)
+    # Fitted kinds (hmm_regime) are fitted on training rows only: the main split's here (what
+    # prepare_data_for_model fits them on), each other fold's in the loop below.
+    base_spec = fit_feature_spec(dev, spec, range(warm + main.train.start, warm + main.train.stop))
+    frame = feature_engineering(dev, base_spec)
     if len(frame) != dev_rows:  # the warm-up is exactly spec.warmup_bars rows
         raise DataError(
             f"feature rows {len(frame)} != expected {dev_rows}; the spec's warm-up changed"
@@ -122,9 +125,14 @@ def tuning_folds(
     fingerprint = candles_fingerprint(dev)
     out = []
     for i, (tr, va) in enumerate(_fold_layout(dev_rows, main, split, folds, mode)):
-        norm = Normaliser.fit(raw[tr.start : tr.stop], names, data.norm)
+        fold_spec, fold_frame, fold_raw = base_spec, frame, raw
+        if spec.fitted_kinds and tr != main.train:
+            fold_spec = fit_feature_spec(dev, spec, range(warm + tr.start, warm + tr.stop))
+            fold_frame = feature_engineering(dev, fold_spec)
+            fold_raw = fold_frame[list(names)].to_numpy(dtype=np.float64)
+        norm = Normaliser.fit(fold_raw[tr.start : tr.stop], names, data.norm)
         full = make_market_data(
-            dev, frame, norm, split="tune", meta={"fold": i, "data_fingerprint": fingerprint}
+            dev, fold_frame, norm, split="tune", meta={"fold": i, "data_fingerprint": fingerprint}
         )
         parts: dict[str, MarketData] = {}
         for name, rows in (("train", tr), ("validation", va), ("test", range(dev_rows, dev_rows))):
@@ -137,9 +145,9 @@ def tuning_folds(
                 validation=parts["validation"],
                 test=parts["test"],
                 full=full,
-                raw_features=raw,
+                raw_features=fold_raw,
                 normaliser=norm,
-                spec=spec,
+                spec=fold_spec,
                 split=split,
                 norm=data.norm,
                 folds=(),

@@ -24,6 +24,7 @@ import pandas as pd
 
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import CoinrlError, DataError
+from coinrl.pipeline.features import feature_engineering, fit_feature_spec
 from coinrl.pipeline.splits import Fold, Normaliser, PreparedData, prepare_data_for_model
 
 from ..metrics import json_safe
@@ -84,15 +85,26 @@ class BestResult:
 
 
 def _train_plus_validation(prepared: PreparedData) -> PreparedData:
-    """Train on rows ``[0, validation.stop)`` (normaliser refitted on them), no validation."""
+    """Train on rows ``[0, validation.stop)`` (normaliser and fitted features such as
+    ``hmm_regime`` refitted on them), no validation."""
     stop = prepared.main_fold.validation.stop
     rows = range(0, stop)
-    norm = Normaliser.fit(prepared.raw_features[:stop], prepared.spec.feature_names, prepared.norm)
-    x = norm.transform(prepared.raw_features)
+    spec, raw = prepared.spec, prepared.raw_features
+    if spec.fitted_kinds and prepared.candles is not None:
+        warm = prepared.warmup_rows_dropped
+        spec = fit_feature_spec(prepared.candles, spec, range(warm, warm + stop))
+        frame = feature_engineering(prepared.candles, spec)
+        raw = frame[list(spec.feature_names)].to_numpy(dtype=np.float64)
+    norm = Normaliser.fit(raw[:stop], spec.feature_names, prepared.norm)
+    x = norm.transform(raw)
     full = dataclasses.replace(
         prepared.full,
         features=x,
-        meta={**prepared.full.meta, "normaliser_fingerprint": norm.fingerprint()},
+        meta={
+            **prepared.full.meta,
+            "normaliser_fingerprint": norm.fingerprint(),
+            "feature_spec_fingerprint": spec.fingerprint(),
+        },
     )
     test_rows = prepared.main_fold.test
 
@@ -109,6 +121,8 @@ def _train_plus_validation(prepared: PreparedData) -> PreparedData:
         full=full,
         normaliser=norm,
         main_fold=Fold(0, rows, range(stop, stop), test_rows),
+        spec=spec,
+        raw_features=raw,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from coinrl.agents.tune import tuning_folds
+from coinrl.agents.tune.best import _train_plus_validation
 from coinrl.pipeline.source import DataConfig
 from coinrl.pipeline.splits import prepare_data_for_model
 from coinrl.pipeline.synthetic import regime_switching
@@ -42,3 +43,23 @@ def test_each_fold_fits_on_its_own_train_rows_only():
     again = tuning_folds(later, DATA, 2, "rolling").folds[0]
     assert again.spec == folds[0].spec
     np.testing.assert_array_equal(again.train.features, folds[0].train.features)
+
+
+def test_the_final_train_plus_validation_model_refits_on_those_rows_only():
+    """tune-best trains the chosen config on train + validation: the HMM is refitted on those
+    rows, and the test rows still reach nothing."""
+    candles = regime_switching(2_000, seed=4)
+    prepared = prepare_data_for_model(candles, DATA.features, DATA.split, DATA.norm)
+    out = _train_plus_validation(prepared)
+    fitted, before = out.spec.features[1].fitted, prepared.spec.features[1].fitted
+    assert fitted is not None
+    assert before is not None
+    assert fitted.train_rows > before.train_rows
+    warm = DATA.features.warmup_bars
+    later = candles.copy()
+    later.loc[warm + prepared.main_fold.test.start :, ["open", "high", "low", "close"]] *= 0.8
+    again = _train_plus_validation(
+        prepare_data_for_model(later, DATA.features, DATA.split, DATA.norm)
+    )
+    assert again.spec == out.spec
+    np.testing.assert_array_equal(again.train.features, out.train.features)

@@ -14,6 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .report_format import (
+    fmt_frac,
+    fmt_int,
+    fmt_money,
+    fmt_num,
+    fmt_pct,
+    fmt_ts,
+    fmt_value,
+    table_html,
+)
 from .tearsheet import tearsheet
 
 if TYPE_CHECKING:
@@ -37,8 +47,6 @@ def _heat(v: float, scale: float) -> str:
 
 def monthly_heatmap_html(monthly: pd.DataFrame) -> str:
     """Monthly returns (rows: years, columns: months and the year) as a coloured table."""
-    from .report import fmt_pct, fmt_value
-
     if monthly.empty:
         return "<p>No full bar in any month.</p>"
     vals = monthly[list(MONTHS)].to_numpy(dtype=np.float64)
@@ -65,17 +73,6 @@ def monthly_heatmap_html(monthly: pd.DataFrame) -> str:
 
 def trades_html(trades: pd.DataFrame, summary: Mapping[str, float]) -> str:
     """The round-trip summary (all, long, short) and the first trades."""
-    from .report import (
-        fmt_frac,
-        fmt_int,
-        fmt_money,
-        fmt_num,
-        fmt_pct,
-        fmt_ts,
-        fmt_value,
-        table_html,
-    )
-
     if not len(trades):
         return "<p>No trades.</p>"
     s = summary
@@ -119,8 +116,6 @@ def trades_html(trades: pd.DataFrame, summary: Mapping[str, float]) -> str:
 
 def drawdowns_html(dd: pd.DataFrame) -> str:
     """The worst drawdowns with their dates, depth, length and recovery."""
-    from .report import fmt_frac, table_html
-
     if not len(dd):
         return "<p>No drawdown: equity never fell below a previous peak.</p>"
     rows = [
@@ -135,8 +130,6 @@ def drawdowns_html(dd: pd.DataFrame) -> str:
 def distribution_html(equity: pd.DataFrame, tail: Mapping[str, float], div_id: str = "returns-hist") -> str:
     """Histogram of the bar returns with the VaR and CVaR marked, and the tail-risk table."""
     import plotly.graph_objects as go
-
-    from .report import fmt_num, fmt_pct, fmt_value, table_html
 
     eq = equity["equity_quote"].to_numpy(dtype=np.float64)
     r = eq[1:] / eq[:-1] - 1.0 if len(eq) > 1 else np.zeros(0)
@@ -164,8 +157,6 @@ def distribution_html(equity: pd.DataFrame, tail: Mapping[str, float], div_id: s
 
 def benchmark_html(bench: Mapping[str, float]) -> str:
     """Alpha, beta, correlation and information ratio against buy-and-hold."""
-    from .report import fmt_num, fmt_pct, fmt_value, table_html
-
     if not bench:
         return "<p>No buy-and-hold baseline in this backtest.</p>"
     rows = [
@@ -181,8 +172,6 @@ def benchmark_html(bench: Mapping[str, float]) -> str:
 
 def directional_html(policy: Mapping[str, Any]) -> str:
     """The directional quality of the calls (:func:`~coinrl.agents.evaluate.directional_quality`)."""
-    from .report import fmt_frac, fmt_int, fmt_value, table_html
-
     if not policy.get("direction/n"):
         return ""
     rows = [
@@ -204,8 +193,6 @@ def directional_html(policy: Mapping[str, Any]) -> str:
 
 def cost_sweep_html(sweep: Mapping[str, Any] | None) -> str:
     """The cost-sweep table and where the edge vanishes (empty without a sweep)."""
-    from .report import fmt_money, fmt_num, fmt_pct, fmt_value, table_html
-
     if not sweep or not sweep.get("rows"):
         return ""
     names = list(sweep["rows"][0].get("margin", {}))

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from coinrl.pipeline.errors import DataError
 
 from .config import TrackingConfig
-from .metrics import json_safe
 from .walkforward_result import SUMMARY_METRICS, WalkForwardResult, summary_means
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def save_walk_forward(
     """
     import pandas as pd
 
-    from .report import EQUITY_FILE, FILLS_FILE, METRICS_FILE, atomic_folder, report_versions
+    from .report import atomic_folder, report_versions, write_json, write_result_tables
 
     dest = Path(out_dir)
     summary = result.to_dict()
@@ -62,17 +61,9 @@ def save_walk_forward(
             for s, r in zip(result.seeds, row, strict=True):
                 rd = runs / f"fold{i}_seed{s}"
                 rd.mkdir(parents=True)
-                r.equity_frame().to_parquet(rd / EQUITY_FILE, index=False)
-                pd.DataFrame(r.fills).to_parquet(rd / FILLS_FILE, index=False)
-                (rd / METRICS_FILE).write_text(
-                    json.dumps(r.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n",
-                    encoding="utf-8",
-                )
+                write_result_tables(rd, r.to_dict(), r.equity_frame(), pd.DataFrame(r.fills))
         stitched.to_parquet(d / STITCHED_FILE, index=False)
-        (d / SUMMARY_FILE).write_text(
-            json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False) + "\n",
-            encoding="utf-8",
-        )
+        write_json(d / SUMMARY_FILE, summary)
         _write_walk_forward_report(d, summary, stitched)
 
     atomic_folder(dest, build)
@@ -80,6 +71,18 @@ def save_walk_forward(
     if tracking is not None and tracking.mode != "disabled":
         _log_walk_forward(dest, tracking, run_name, summary)
     return dest
+
+
+def _stitched_lines(stitched: pd.DataFrame) -> list[tuple[str, str, bool]]:
+    """``(column, name, is_agent)`` of each equity line of a stitched frame: ``seed <s>`` per
+    agent seed, the baseline's name per baseline."""
+    lines = []
+    for c in stitched.columns:
+        if c.startswith("agent_seed_"):
+            lines.append((c, c[len("agent_"):-len("_equity_quote")].replace("_", " "), True))
+        elif c.startswith("baseline_"):
+            lines.append((c, c[len("baseline_"):-len("_equity_quote")], False))
+    return lines
 
 
 def _stitched_plotly(stitched: pd.DataFrame, title: str) -> Any:
@@ -91,14 +94,9 @@ def _stitched_plotly(stitched: pd.DataFrame, title: str) -> Any:
     st = stitched.iloc[idx]
     t = utc_times(st["ts_ms"])
     fig = go.Figure()
-    for c in st.columns:
-        if c.startswith("agent_seed_"):
-            fig.add_trace(go.Scatter(x=t, y=st[c], name=c[len("agent_"):-len("_equity_quote")].replace("_", " "),
-                                     line={"color": AGENT_COLOR, "width": 2}))
-        elif c.startswith("baseline_"):
-            name = c[len("baseline_"):-len("_equity_quote")]
-            fig.add_trace(go.Scatter(x=t, y=st[c], name=name,
-                                     line={"color": BASELINE_COLORS.get(name, "#999999"), "width": 1}))
+    for column, name, agent in _stitched_lines(st):
+        color = AGENT_COLOR if agent else BASELINE_COLORS.get(name, "#999999")
+        fig.add_trace(go.Scatter(x=t, y=st[column], name=name, line={"color": color, "width": 2 if agent else 1}))
     starts = stitched.groupby("fold")["ts_ms"].min().to_numpy()[1:]
     for x in utc_times(starts):
         fig.add_vline(x=x, line={"color": "#bbbbbb", "dash": "dot", "width": 1})
@@ -119,12 +117,11 @@ def _stitched_png(stitched: pd.DataFrame, title: str, path: Path) -> None:
     fig = Figure(figsize=(12, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    for c in st.columns:
-        if c.startswith("agent_seed_"):
-            ax.plot(t, st[c], color=AGENT_COLOR, lw=1.2, alpha=0.8)
-        elif c.startswith("baseline_"):
-            name = c[len("baseline_"):-len("_equity_quote")]
-            ax.plot(t, st[c], color=BASELINE_COLORS.get(name), lw=0.9, label=name)
+    for column, name, agent in _stitched_lines(st):
+        if agent:
+            ax.plot(t, st[column], color=AGENT_COLOR, lw=1.2, alpha=0.8)
+        else:
+            ax.plot(t, st[column], color=BASELINE_COLORS.get(name), lw=0.9, label=name)
     ax.plot([], [], color=AGENT_COLOR, label="agent (one line per seed)")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_ylabel("growth of 1 (out of sample)")
@@ -137,7 +134,7 @@ def _write_walk_forward_report(folder: Path, summary: Mapping[str, Any], stitche
     import html
 
     from .plots import plotly_html
-    from .report import (
+    from .report_format import (
         fmt_frac,
         fmt_int,
         fmt_pct,

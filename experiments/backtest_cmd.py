@@ -285,7 +285,7 @@ def _print_summary(title: str, columns: dict[str, dict[str, Any]], verdicts: Seq
     from rich.table import Table
 
     from coinrl.agents.evaluate import directional_lines
-    from coinrl.agents.report import fmt_money, fmt_num, fmt_pct, fmt_value, metric_cell
+    from coinrl.agents.report_format import fmt_money, fmt_num, fmt_pct, fmt_value, metric_cell
 
     from .console import console
 

@@ -27,7 +27,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from .dataset import PortfolioData
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .features import FeatureSpec, coerce_spec, feature_engineering
 from .splits import Fold, Normaliser, NormConfig, SplitConfig, _coerce, _timeframe_of, split_bounds
 
@@ -127,6 +127,11 @@ def prepare_portfolio(
             training rows under ``per_asset`` scaling (each names the asset).
     """
     spec = coerce_spec(spec)
+    if spec.fitted_kinds:
+        raise ConfigError(
+            f"feature kinds {list(spec.fitted_kinds)} are fitted on one market's training rows "
+            "and are not supported for portfolios yet; remove them from the portfolio's spec"
+        )
     split_cfg = _coerce(SplitConfig, split)
     norm_cfg = _coerce(NormConfig, norm)
     names, timeframe = _check_assets(frames)

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from hmmlearn.hmm import GaussianHMM
 
-from coinrl.pipeline.errors import DataError
+from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.features import FeatureSpec, feature_engineering, fit_feature_spec
 from coinrl.pipeline.hmm import HmmParams, filtered_state_probs, stationary_distribution
+from coinrl.pipeline.portfolio import prepare_portfolio
 from coinrl.pipeline.splits import SplitConfig, prepare_data_for_model, split_bounds
 from coinrl.pipeline.synthetic import regime_switching
 
@@ -191,3 +192,11 @@ def test_the_readme_example_spec_validates():
     assert block is not None
     spec = FeatureSpec.from_dict(yaml.safe_load(block.group(1))["data"]["features"])
     assert spec.fitted_kinds == ("hmm_regime",)
+
+
+def test_portfolios_refuse_hmm_regime_with_a_clear_error():
+    frames = [regime_switching(600, seed=s) for s in (1, 2)]
+    for f, sym in zip(frames, ("AAA/USD", "BBB/USD"), strict=True):
+        f.attrs["symbol"] = sym
+    with pytest.raises(ConfigError, match="not supported for portfolios"):
+        prepare_portfolio(frames, _spec())

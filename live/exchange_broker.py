@@ -463,23 +463,24 @@ class ExchangeBroker(Broker):
             if found is not None:
                 self._note_order(found, ctx.now_ms)
                 return [OrderReport(cid, "found", side, found.qty_base, ctx.price_quote, found.status)]
-            self._mark_status(cid, "rejected", ctx.now_ms, str(e))
-            logger.warning("order rejected client_order_id=%s: %s", cid, e)
-            return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
+            return self._refused(cid, side, qty, ctx, e, "rejected")
         except InvalidOrder as e:
-            self._mark_status(cid, "rejected", ctx.now_ms, str(e))
-            logger.warning("order rejected client_order_id=%s: %s", cid, e)
-            return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
+            return self._refused(cid, side, qty, ctx, e, "rejected")
         except InsufficientFunds as e:
-            self._mark_status(cid, "rejected", ctx.now_ms, str(e))
-            logger.warning("order refused for funds client_order_id=%s: %s", cid, e)
-            return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
+            return self._refused(cid, side, qty, ctx, e, "refused for funds")
         except TemporaryExchangeError as e:
             self._mark_status(cid, "unknown", ctx.now_ms, str(e))
             logger.warning("order state unknown client_order_id=%s: %s", cid, e)
             return [OrderReport(cid, "unknown", side, qty, ctx.price_quote, reason=str(e))]
         self._note_order(order, ctx.now_ms)
         return [OrderReport(cid, "sent", side, order.qty_base, ctx.price_quote, order.status)]
+
+    def _refused(self, cid: str, side: Side, qty: float, ctx: OrderContext, e: Exception,
+                 word: str) -> list[OrderReport]:
+        """Journal order ``cid`` as rejected by the exchange (nothing placed) and report it."""
+        self._mark_status(cid, "rejected", ctx.now_ms, str(e))
+        logger.warning("order %s client_order_id=%s: %s", word, cid, e)
+        return [OrderReport(cid, "rejected", side, qty, ctx.price_quote, reason=str(e))]
 
     def cancel_all(self) -> list[str]:
         """Cancel this run's open orders in the symbol (orders of other runs are left alone)."""

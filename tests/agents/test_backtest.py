@@ -208,6 +208,7 @@ def _hand_fills(md: MarketData, signal: np.ndarray, fee: float, slip: float, cas
     return out
 
 
+@pytest.mark.slow
 def test_signal_fills_equal_a_hand_calculation_trade_by_trade() -> None:
     close = np.array([100.0, 102.0, 101.0, 105.0, 104.0, 99.0, 98.0, 103.0, 107.0, 106.0])
     md = _market(close, np.array([100.0, 101.0, 102.5, 100.5, 106.0, 103.0, 98.5, 97.0, 104.0, 108.0]))

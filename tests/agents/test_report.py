@@ -258,6 +258,7 @@ def test_round_trips_are_the_metrics_trades_with_prices_fees_and_durations(busy:
     assert s["avg_loss_quote"] < 0 < s["avg_win_quote"]
 
 
+@pytest.mark.slow
 def test_quantstats_agrees_with_the_empyrical_checked_metrics(busy: BacktestResult) -> None:
     qs = pytest.importorskip("quantstats")
     r = pd.Series(busy.returns, index=pd.to_datetime(busy.ts_ms[1:], unit="ms"))

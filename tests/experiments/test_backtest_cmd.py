@@ -52,6 +52,7 @@ def test_run_report_finds_the_kind_of_folder(tmp_path: Path) -> None:
         run_report(tmp_path / "single" / "report" / "missing")
 
 
+@pytest.mark.slow
 def test_walkforward_table_says_short_sample_as_its_page_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,6 +160,7 @@ def test_the_quickstart_command_prints_its_table_and_report_path(tmp_path: Path)
     assert "ma_crossover" in cli.output
 
 
+@pytest.mark.slow
 def test_the_commands_are_registered_and_fail_with_the_taxonomy(tmp_path: Path) -> None:
     for cmd in ("backtest", "walkforward", "report", "quickstart"):
         res = runner.invoke(app, [cmd, "--help"], terminal_width=200)
@@ -233,6 +235,7 @@ def test_walkforward_command_writes_the_summary(tmp_path: Path, monkeypatch: pyt
     assert json.loads((folder / "walkforward.json").read_text())["seeds"] == [5]
 
 
+@pytest.mark.slow
 def test_walkforward_refuses_a_folder_of_another_walkforward_before_training(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump({

@@ -77,6 +77,7 @@ def test_list_of_missing_folder_says_what_to_pass(tmp_path: Path) -> None:
     assert "not a folder" in res.stderr
 
 
+@pytest.mark.slow
 def test_fetch_then_update_against_the_emulator(tmp_path: Path, emulator: object) -> None:
     url = emulator.base_url  # type: ignore[attr-defined]
     dest = tmp_path / "btc.parquet"
@@ -101,6 +102,7 @@ def test_fetch_of_an_unlisted_symbol_fails_clearly(tmp_path: Path, emulator: obj
     assert not (tmp_path / "x.parquet").exists()
 
 
+@pytest.mark.slow
 def test_features_command_writes_a_causal_feature_file(tmp_path: Path) -> None:
     out = tmp_path / "d"
     assert runner.invoke(app, ["data", "ingest", "--sample", "--out", str(out)]).exit_code == 0

@@ -96,6 +96,7 @@ def test_windowed_filter_row_equals_the_filter_over_its_last_window_only():
         np.testing.assert_allclose(got[t], alone[-1], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_probabilities_sum_to_one_and_state_zero_is_the_calm_regime():
     df = regime_switching(3_000, seed=4)
     prepared = prepare_data_for_model(df, _spec())
@@ -109,6 +110,7 @@ def test_probabilities_sum_to_one_and_state_zero_is_the_calm_regime():
     assert vol_means == sorted(vol_means)
 
 
+@pytest.mark.slow
 def test_fit_sees_training_rows_only():
     """Changing every candle after the training split changes neither the fitted parameters
     nor the train-range features; changing one training candle does (the test can fail)."""
@@ -135,6 +137,7 @@ def test_fit_sees_training_rows_only():
     assert prepare_data_for_model(inside, spec, split).spec != base.spec
 
 
+@pytest.mark.slow
 def test_walk_forward_folds_refit_on_their_own_train_rows():
     df = regime_switching(2_400, seed=6)
     spec = _spec()
@@ -153,6 +156,7 @@ def test_walk_forward_folds_refit_on_their_own_train_rows():
     )
 
 
+@pytest.mark.slow
 def test_same_seed_same_fit():
     df = regime_switching(1_500, seed=7)
     spec = _spec(n_states=3, covariance_type="full", seed=11)
@@ -165,6 +169,7 @@ def test_unfitted_entry_refuses_to_compute():
         feature_engineering(regime_switching(500, seed=0), _spec())
 
 
+@pytest.mark.slow
 def test_fitted_spec_round_trips_as_data_and_replays_identical_features_from_a_tail():
     """The spec (with its fitted parameters) is what a bundle saves as YAML and live trading
     replays: same fingerprint, and the last rows from a short tail equal training's (to

@@ -293,6 +293,11 @@ def data_features(
 
     fspec = load_config(FeatureSpec, spec) if spec else default_feature_spec()
     candles = read_ohlcv(path)
+    if fspec.fitted_kinds:  # e.g. hmm_regime: fitted on training rows only, as in training
+        from coinrl.pipeline.splits import fit_spec_on_train
+
+        fspec = fit_spec_on_train(candles, fspec)
+        console.print(f"{', '.join(fspec.fitted_kinds)} fitted on the default split's training rows")
     with progress_bar(transient=True) as prog:
         task = prog.add_task("features", total=1)
         feats = feature_engineering(candles, fspec)

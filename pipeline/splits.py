@@ -626,7 +626,7 @@ def prepare_data_for_model(
     split_cfg = _coerce(SplitConfig, split)
     norm_cfg = _coerce(NormConfig, norm)
     if spec.fitted_kinds:
-        spec = _fit_on_train(data, spec, split_cfg)
+        spec = fit_spec_on_train(data, spec, split_cfg)
     frame = feature_engineering(data, spec)  # validates the candles too
     al = _align(data, frame)
     n = len(frame)
@@ -683,8 +683,18 @@ def prepare_data_for_model(
     )
 
 
-def _fit_on_train(data: pd.DataFrame, spec: FeatureSpec, split_cfg: SplitConfig) -> FeatureSpec:
-    """``spec`` with its fitted entries fitted on the single split's TRAIN candle rows."""
+def fit_spec_on_train(
+    data: pd.DataFrame,
+    spec: FeatureSpec | Mapping[str, Any] | None,
+    split: SplitConfig | Mapping[str, Any] | None = None,
+) -> FeatureSpec:
+    """``spec`` with its fitted entries (``hmm_regime``) fitted on the TRAIN candle rows of the
+    single split ``split`` (default :class:`SplitConfig`), as :func:`prepare_data_for_model`
+    does; a spec without fitted entries comes back unchanged."""
+    spec = coerce_spec(spec)
+    split_cfg = _coerce(SplitConfig, split)
+    if not spec.fitted_kinds:
+        return spec
     check_candles(data, spec.required_columns)
     warmup = spec.warmup_bars
     n = len(data) - warmup
@@ -712,6 +722,7 @@ __all__ = [
     "PreparedData",
     "SplitConfig",
     "candles_fingerprint",
+    "fit_spec_on_train",
     "make_market_data",
     "market_data_from_spec",
     "prepare_data_for_model",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from coinrl.agents.tune import tuning_folds
 from coinrl.agents.tune.best import _train_plus_validation
@@ -23,6 +24,7 @@ DATA = DataConfig.model_validate(
 )
 
 
+@pytest.mark.slow
 def test_one_fold_is_the_experiments_own_fit():
     candles = regime_switching(2_000, seed=2)
     fold = tuning_folds(candles, DATA, 1).folds[0]
@@ -32,6 +34,7 @@ def test_one_fold_is_the_experiments_own_fit():
     np.testing.assert_array_equal(fold.validation.features, prepared.validation.features)
 
 
+@pytest.mark.slow
 def test_each_fold_fits_on_its_own_train_rows_only():
     candles = regime_switching(2_400, seed=3)
     folds = tuning_folds(candles, DATA, 2, "rolling").folds
@@ -45,6 +48,7 @@ def test_each_fold_fits_on_its_own_train_rows_only():
     np.testing.assert_array_equal(again.train.features, folds[0].train.features)
 
 
+@pytest.mark.slow
 def test_the_final_train_plus_validation_model_refits_on_those_rows_only():
     """tune-best trains the chosen config on train + validation: the HMM is refitted on those
     rows, and the test rows still reach nothing."""

@@ -24,7 +24,10 @@ Prints tables, then one line of JSON with keys ``steps_per_s`` (A -> steps/s),
 ``batched_env_steps_per_s`` (one reused observation buffer, the SB3 adapter's path),
 ``batched_asset_steps_per_s_copy`` (fresh observation arrays per step), ``peer_steps_per_s`` (peer -> A -> steps/s),
 ``numpy_limit_steps_per_s`` (A -> steps/s), ``a1_vs_trading_env`` (PortfolioEnv A = 1 steps/s /
-TradingEnv steps/s), ``bytes_per_env``, ``obs_copy_share_batched_a16`` and ``machine``.
+TradingEnv steps/s), ``bytes_per_env``, ``obs_copy_share_batched_a16`` (share of the batched
+A = 16 step spent on the window: window 24 against window 1), ``obs_window_mb_per_step_batched_a16``
+and ``obs_window_write_gb_per_s_batched_a16`` (the extra bytes written per step and the rate
+that time implies: memory bandwidth bounds it) and ``machine``.
 """
 
 from __future__ import annotations
@@ -273,11 +276,17 @@ def main(argv: list[str] | None = None) -> None:
         vcopy = PortfolioVectorEnv(N_BATCH, datas[a], window=WINDOW, episode_length_bars=None)
         batched_copy[a] = time_batched(vcopy, bacts, min_s) * a
     # where the batched time goes: the same run with a one-row window (no window copy)
-    share = None
+    share = obs_mb = obs_gbps = None
     if 16 in datas:
         v1 = PortfolioVectorEnv(N_BATCH, datas[16], window=1, episode_length_bars=None, copy=False)
         fast = time_batched(v1, rng.normal(size=(20, N_BATCH, 16)).astype(np.float32), min_s)
         share = max(0.0, 1.0 - batched[16] / fast)
+        # the extra bytes a window-24 step writes over a window-1 step, and the rate that implies
+        v24 = PortfolioVectorEnv(N_BATCH, datas[16], window=WINDOW, episode_length_bars=None, copy=False)
+        extra = (v24.single_observation_space.shape[0] - v1.single_observation_space.shape[0]) * 4 * N_BATCH
+        obs_mb = extra / 1e6
+        dt = N_BATCH / batched[16] - N_BATCH / fast  # seconds per step spent on the window
+        obs_gbps = extra / dt / 1e9 if dt > 0 else None
     bytes_batched = bytes_of(lambda: PortfolioVectorEnv(N_BATCH, datas[bsizes[-1]], window=WINDOW,
                                                         episode_length_bars=None, copy=False)) // N_BATCH
     peer = peers(args.peers_dir, datas, tuple(a for a in (4, 16) if a in datas), min_s)
@@ -294,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
                 [["TradingEnv", f"{te_sps:,.0f}"], ["PortfolioEnv A=1", f"{pf_sps:,.0f}"]])
     if share is not None:
         print(f"\nbatched A=16: window 24 runs at {1 - share:.0%} of the speed of window 1: the "
-              f"observation copy takes ~{share:.0%} of the step")
+              f"observation copy takes ~{share:.0%} of the step ({obs_mb:.1f} MB more written per "
+              f"step" + ("" if obs_gbps is None else f", ~{obs_gbps:.1f} GB/s") + ")")
     print(f"batched bytes per env (N={N_BATCH}, A={bsizes[-1]}, data shared): {bytes_batched:,}")
     emit_json({
         "steps_per_s": {str(a): round(v) for a, v in steps.items()},
@@ -309,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
         "bytes_per_env": {str(a): v for a, v in mem.items()},
         "bytes_per_env_batched": bytes_batched,
         "obs_copy_share_batched_a16": None if share is None else round(share, 3),
+        "obs_window_mb_per_step_batched_a16": None if obs_mb is None else round(obs_mb, 2),
+        "obs_window_write_gb_per_s_batched_a16": None if obs_gbps is None else round(obs_gbps, 2),
         "machine": machine(),
     })
 

@@ -259,8 +259,10 @@ class ExchangeBroker(Broker):
             return None
         return found
 
-    def _resolve_unknown(self, ts_ms: int) -> None:
-        for cid in self._active_with("intent", "unknown"):
+    def _look_up_again(self, cids: list[str], ts_ms: int) -> None:
+        """Look each order up (absent only when proven; unproven ones wait for the next sync)
+        and journal what the exchange says of it."""
+        for cid in cids:
             try:
                 found = self._locate(cid, ts_ms)
             except AbsenceUnproven:
@@ -268,18 +270,13 @@ class ExchangeBroker(Broker):
             if found is not None:
                 self._note_order(found, ts_ms, source="reconciliation")
 
+    def _resolve_unknown(self, ts_ms: int) -> None:
+        self._look_up_again(self._active_with("intent", "unknown"), ts_ms)
+
     def _reconcile_orders(self, ts_ms: int, open_now: Mapping[str, ExchangeOrder]) -> None:
         """Continuous reconciliation: every order the journal holds open that the exchange no
         longer lists as open is looked up and its real status journalled (a correction)."""
-        for cid in self._active_with("open"):
-            if cid in open_now:
-                continue
-            try:
-                found = self._locate(cid, ts_ms)
-            except AbsenceUnproven:
-                continue
-            if found is not None:
-                self._note_order(found, ts_ms, source="reconciliation")
+        self._look_up_again([c for c in self._active_with("open") if c not in open_now], ts_ms)
 
     def sync(self, data: LiveData) -> BrokerState:
         """Re-sync with the exchange before a decision.

@@ -57,7 +57,7 @@ def test_no_key_or_secret_in_logs_journal_wandb_or_bundle(tmp_path, request, mon
         with emulator(FRAME, K0, clock=clock) as (server, _):
             code = run_session(
                 "live", bundle, exchange_url=server.base_url, journal_path=out / "j.sqlite",
-                run_id="sec", max_bars=3, reload_every_bars=1, max_clock_skew_ms=None,
+                run_id="sec", max_bars=8, reload_every_bars=1, max_clock_skew_ms=None,
                 wandb_mode="offline", wandb_dir=out / "wandb", install_signals=False,
             )
             n_orders = len(server.orders())

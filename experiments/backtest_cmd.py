@@ -430,12 +430,15 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the run.")] = Path("runs"),
         timesteps: Annotated[int, typer.Option(help="Training budget (env steps).")] = QUICKSTART_TIMESTEPS,
         track: Annotated[bool, typer.Option("--track/--no-track", help="Also log to W&B (offline).")] = False,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Replace another run in OUT/quickstart (the same quickstart is always replaced).",
+        )] = False,
     ) -> None:
         """Train PPO on the packaged BTC/USD 1h sample, backtest it on the test split, write the report."""
         import json
 
         with progress_bar() as prog:
-            folder = run_quickstart(out, timesteps, track=track, progress=_Bars(prog))
+            folder = run_quickstart(out, timesteps, track=track, progress=_Bars(prog), overwrite=overwrite)
         summary = json.loads((folder / "metrics.json").read_text())
         _print_summary(
             "quickstart: PPO on the held-out test split (fees and slippage included)",

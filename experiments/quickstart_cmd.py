@@ -17,6 +17,7 @@ from coinrl.agents.report import save_backtest_results
 from coinrl.pipeline.errors import ConfigError
 
 from .config import ExperimentConfig, experiment_config_from
+from .run_dir import claim_run_dir, read_run_record, run_fingerprint, run_identity
 from .stages import ProgressFn, notify
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def run_quickstart(
     *,
     track: bool = False,
     progress: ProgressFn | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """``coinrl quickstart``: train, backtest and report on the packaged sample, offline.
 
@@ -72,19 +74,25 @@ def run_quickstart(
         track: also log to W&B in offline mode.
         progress: ``(stage, done, total)`` callback: ``data``, ``train`` (steps done),
             ``backtest``, ``report``.
+        overwrite: replace whatever run ``out_dir/quickstart/`` holds. Without it, only the
+            same quickstart (same config, budget and data: a seeded, reproducible run) is
+            replaced; any other run there is refused, never mixed with this one.
 
     Returns:
         The report folder (open its ``report.html``).
+
+    Raises:
+        ConfigError: ``out_dir/quickstart/`` holds another run and ``overwrite`` is False.
     """
     from coinrl.agents.train import train_model
     from coinrl.pipeline.source import load_dataset
 
     cfg = quickstart_config(timesteps, track=track)
     run_dir = Path(out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
     notify(progress, "data", 0, 1)
     prepared = load_dataset(cfg.data)
     notify(progress, "data", 1, 1)
+    _claim_quickstart_dir(run_dir, run_identity(cfg, prepared), overwrite=overwrite)
     total = cfg.train.total_timesteps
     sink = _progress_sink(progress, total)
     notify(progress, "train", 0, total)
@@ -105,6 +113,23 @@ def run_quickstart(
     notify(progress, "report", 1, 1)
     logger.info("quickstart report=%s", folder / "report.html")
     return folder
+
+
+def _claim_quickstart_dir(run_dir: Path, identity: dict[str, Any], *, overwrite: bool) -> None:
+    """Claim ``run_dir`` for this quickstart: the same quickstart run is replaced (it is seeded,
+    so it reproduces itself), another run is refused unless ``overwrite``."""
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    record = read_run_record(run_dir) if occupied else None
+    same = record is not None and record.get("fingerprint") == run_fingerprint(identity)
+    if occupied and not (same or overwrite):
+        what = f"run {record.get('run_id')}" if record else "files of an earlier run"
+        raise ConfigError(
+            f"{run_dir} holds {what} that is not this quickstart (another budget, config or "
+            "coinrl version); pass --overwrite to replace it, or --out another folder"
+        )
+    if same:
+        logger.info("quickstart: replacing the same quickstart run in %s", run_dir)
+    claim_run_dir(run_dir, identity, overwrite=occupied)
 
 
 def _progress_sink(progress: ProgressFn | None, total: int) -> Any:

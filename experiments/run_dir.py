@@ -44,7 +44,7 @@ RUN_FILE = "run.json"
 # What coinrl train writes into a run folder (``--overwrite`` deletes nothing else).
 RUN_ENTRIES = frozenset({
     RUN_FILE, "checkpoints", "best", "progress.csv", "wandb", "bundle", "evaluation.json",
-    "equity_validation.png", "wandb_run_id.txt", "train.log",
+    "equity_validation.png", "wandb_run_id.txt", "train.log", "report",
 })
 
 
@@ -67,7 +67,8 @@ def run_identity(config: ExperimentConfig, prepared: PreparedData) -> dict[str, 
     return dict(json.loads(json.dumps(cfg)))
 
 
-def _fingerprint(identity: Mapping[str, Any]) -> str:
+def run_fingerprint(identity: Mapping[str, Any]) -> str:
+    """sha256 of a run identity (the ``fingerprint`` recorded in ``run.json``)."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -97,7 +98,7 @@ def _write_record(run_dir: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
     record = {
         "run_id": uuid.uuid4().hex,
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "fingerprint": _fingerprint(identity),
+        "fingerprint": run_fingerprint(identity),
         "identity": dict(identity),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,7 @@ def claim_run_dir(
             "own config check still applies", run_dir, RUN_FILE,
         )
         return _write_record(run_dir, identity)
-    if record.get("fingerprint") != _fingerprint(identity):
+    if record.get("fingerprint") != run_fingerprint(identity):
         diff = _diff(record.get("identity") or {}, json.loads(json.dumps(identity)))
         shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
         raise ConfigError(
@@ -180,4 +181,6 @@ def claim_run_dir(
     return record
 
 
-__all__ = ["RUN_ENTRIES", "RUN_FILE", "claim_run_dir", "read_run_record", "run_identity"]
+__all__ = [
+    "RUN_ENTRIES", "RUN_FILE", "claim_run_dir", "read_run_record", "run_fingerprint", "run_identity",
+]

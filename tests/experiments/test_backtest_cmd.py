@@ -364,3 +364,26 @@ def test_evaluate_prints_the_directional_quality_beside_the_table(quick_bundle: 
         assert f"  {call}" in cli.output
     rep = json.loads(out.read_text())
     assert 0.0 <= rep["policy"]["direction/accuracy"] <= 1.0
+
+
+def test_quickstart_refuses_a_folder_holding_another_run_before_training(tmp_path: Path) -> None:
+    from coinrl.experiments.run_dir import claim_run_dir, run_identity
+    from coinrl.pipeline.source import load_dataset
+
+    cfg = quickstart_config(2048)
+    other = {**run_identity(cfg, load_dataset(cfg.data)), "seed": 7}  # a run of another seed
+    run_dir = tmp_path / "quickstart"
+    claim_run_dir(run_dir, other)
+    (run_dir / "progress.csv").write_text("theirs")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_quickstart(tmp_path, timesteps=2048)
+    assert (run_dir / "progress.csv").read_text() == "theirs"
+    assert not (run_dir / "bundle").exists()
+
+
+def test_quickstart_refuses_files_of_an_unrecorded_run_before_training(tmp_path: Path) -> None:
+    (tmp_path / "quickstart" / "bundle").mkdir(parents=True)
+    (tmp_path / "quickstart" / "bundle" / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not this quickstart"):
+        run_quickstart(tmp_path, timesteps=2048)
+    assert (tmp_path / "quickstart" / "bundle" / "manifest.json").read_text() == "{}"

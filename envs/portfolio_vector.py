@@ -27,6 +27,7 @@ from . import kernel
 from . import portfolio_kernel as pk
 from .config import EnvConfig, PortfolioEnvConfig
 from .portfolio_env import portfolio_setup
+from .vector import reseed
 
 F64 = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
@@ -135,13 +136,7 @@ class PortfolioVectorEnv(VectorEnv[Any, Any, Any]):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset all envs (``seed`` s seeds env i with s + i; ``options["start_index"]``)."""
         n = self.num_envs
-        if seed is not None:
-            seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else list(seed)
-            if len(seeds) != n:
-                raise ValueError(f"expected {n} seeds, got {len(seeds)}")
-            for i, s in enumerate(seeds):
-                if s is not None:
-                    self._rngs[i] = seeding.np_random(s)[0]
+        reseed(self._rngs, seed)
         idx = np.arange(n)
         self._draw(idx, options)
         self._autoreset[:] = False

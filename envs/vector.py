@@ -63,6 +63,25 @@ OBS_BLOCK_BYTES = 256 << 10
 slab above this size is a block of its own (malloc hands back the one the caller just freed)."""
 
 
+
+def reseed(rngs: list[np.random.Generator], seed: int | Sequence[int | None] | None) -> None:
+    """Reseed each env's generator in place, Gymnasium's vector convention: an int ``s`` seeds
+    env i with ``s + i``, a sequence gives one seed per env (``None`` keeps that env's), and
+    ``None`` changes nothing.
+
+    Raises:
+        ValueError: a sequence whose length is not the number of envs.
+    """
+    if seed is None:
+        return
+    n = len(rngs)
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"expected {n} seeds, got {len(seeds)}")
+    for i, s in enumerate(seeds):
+        if s is not None:
+            rngs[i] = seeding.np_random(s)[0]
+
 class TradingVectorEnv(VectorEnv[Any, Any, Any]):
     """N trading episodes on shared data, stepped together by one compiled call.
 
@@ -226,13 +245,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
             ``(observations, infos)``.
         """
         n = self.num_envs
-        if seed is not None:
-            seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else list(seed)
-            if len(seeds) != n:
-                raise ValueError(f"expected {n} seeds, got {len(seeds)}")
-            for i, s in enumerate(seeds):
-                if s is not None:
-                    self._rngs[i] = seeding.np_random(s)[0]
+        reseed(self._rngs, seed)
         opts = dict(options or {})
         mask = opts.pop("reset_mask", None)
         if mask is not None:

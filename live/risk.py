@@ -1,38 +1,41 @@
-"""The risk layer: rules outside the policy, the same in backtest, paper and live trading.
+"""The risk layer of paper and live trading: the same rules and objects as the backtester.
 
-Every name of the layer is importable from here; its modules, one job each:
-
-* :mod:`coinrl.live.risk_rules`: :class:`RiskConfig`, the pure rules :func:`risk_management`
-  (alias :func:`check_risk`) and the :class:`RiskGuard` that keeps their state across
-  decisions (the rules and their order are described there);
-* :mod:`coinrl.live.risk_backtest`: :func:`backtest_with_risk`, a whole-split backtest with
-  the same guard between the policy and the env's books.
+The rules are pure and live below ``agents/`` in :mod:`coinrl.envs.risk` (:class:`RiskConfig`,
+:func:`risk_management` alias :func:`check_risk`, the :class:`RiskGuard` that keeps their state
+across decisions; the rules and their order are described there) and
+:mod:`coinrl.envs.risk_portfolio` (the portfolio form). Every name is re-exported here, so
+``coinrl.live.risk_management`` and ``from coinrl.live.risk import RiskConfig`` keep working.
+A backtest applies the same guard with
+``simulate_trading_strategy(..., risk=RiskConfig(...))`` (:mod:`coinrl.agents.backtest`).
 """
 
 from __future__ import annotations
 
-from .risk_backtest import RiskBacktest, backtest_with_risk
-from .risk_rules import (
+from coinrl.envs.risk import (
     RiskConfig,
     RiskDecision,
     RiskEvent,
     RiskGuard,
     RiskState,
+    RuleAction,
     Verdict,
     check_risk,
     hold_exposure,
     risk_management,
 )
 
+from .risk_backtest import RiskBacktest, backtest_with_risk
+
 __all__ = [
     "RiskBacktest",
+    "backtest_with_risk",
     "RiskConfig",
     "RiskDecision",
     "RiskEvent",
     "RiskGuard",
     "RiskState",
+    "RuleAction",
     "Verdict",
-    "backtest_with_risk",
     "check_risk",
     "hold_exposure",
     "risk_management",

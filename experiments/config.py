@@ -10,6 +10,11 @@
     tracking: {...}   # coinrl.agents.config.TrackingConfig
     tune: {...}       # optional: coinrl.agents.tune_space.TuneConfig (search space, study)
 
+A ``data:`` section with a ``sources:`` or ``symbols:`` key makes the experiment a portfolio
+(:class:`PortfolioExperimentConfig`): ``data`` is then a
+:class:`~coinrl.pipeline.source.PortfolioDataConfig` and ``env`` a
+:class:`~coinrl.envs.config.PortfolioEnvConfig` (one account over the A assets).
+
 The same object feeds the CLI, the W&B run config and the model bundle (whose ``config.yaml``
 is this model dumped, secrets scrubbed), so a run can be reproduced from its bundle alone.
 Load it with :func:`load_experiment_config`, which applies ``key.path=value`` overrides and
@@ -19,19 +24,43 @@ reports bad keys and values with their dotted path as a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, model_validator
 
 from coinrl.agents.config import TrackingConfig, TrainConfig
 from coinrl.agents.tune_space import TuneConfig, space_problems
-from coinrl.envs.config import EnvConfig
+from coinrl.envs.config import EnvConfig, PortfolioEnvConfig
 from coinrl.pipeline.config import FrozenModel, apply_overrides, load_yaml, validate_config
 from coinrl.pipeline.errors import ConfigError
-from coinrl.pipeline.source import DataConfig
+from coinrl.pipeline.source import DataConfig, PortfolioDataConfig
+
+PORTFOLIO_DATA_KEYS = ("sources", "symbols")
+"""``data:`` keys that make an experiment a portfolio."""
+
+
+def is_portfolio_input(data: Any) -> bool:
+    """Whether an experiment mapping (or its ``data`` section) describes a portfolio: its
+    ``data`` has a ``sources`` or ``symbols`` key, or is a :class:`PortfolioDataConfig`."""
+    section = data.get("data") if isinstance(data, Mapping) else data
+    if isinstance(section, PortfolioDataConfig):
+        return True
+    return isinstance(section, Mapping) and any(k in section for k in PORTFOLIO_DATA_KEYS)
+
+
+def _portfolio_only_keys(data: Mapping[str, Any]) -> list[str]:
+    """Dotted keys of ``data``/``env`` that only a portfolio experiment has."""
+    found = []
+    for section, single, multi in (("data", DataConfig, PortfolioDataConfig),
+                                   ("env", EnvConfig, PortfolioEnvConfig)):
+        given = data.get(section)
+        if isinstance(given, Mapping):
+            only = set(multi.model_fields) - set(single.model_fields)
+            found += [f"{section}.{k}" for k in given if k in only]
+    return found
 
 
 class ExperimentConfig(FrozenModel):
@@ -55,6 +84,34 @@ class ExperimentConfig(FrozenModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _portfolio_when_asked(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ExperimentConfig]
+    ) -> ExperimentConfig:
+        """A mapping whose ``data`` names ``sources``/``symbols`` validates as a portfolio."""
+        if cls is ExperimentConfig and isinstance(data, Mapping):
+            if isinstance(data.get("data"), PortfolioDataConfig):
+                raise ValueError(
+                    "data is a PortfolioDataConfig: build a PortfolioExperimentConfig (or pass "
+                    "plain mappings to experiment_config_from) for a portfolio experiment"
+                )
+            if is_portfolio_input(data):
+                return PortfolioExperimentConfig.model_validate(data)
+            stray = _portfolio_only_keys(data)
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} are portfolio keys, but data has no sources or symbols; "
+                    "list the assets in data.sources (files) or data.symbols (stored symbols), "
+                    "or remove those keys"
+                )
+        return handler(data)
+
+    @property
+    def is_portfolio(self) -> bool:
+        """Whether this experiment trades a portfolio (:class:`PortfolioExperimentConfig`)."""
+        return False
 
     @model_validator(mode="after")
     def _algo_fits_actions(self) -> ExperimentConfig:
@@ -86,6 +143,41 @@ class ExperimentConfig(FrozenModel):
     def to_yaml(self) -> str:
         """YAML text that :func:`load_experiment_config` reads back to an equal config."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+class PortfolioExperimentConfig(ExperimentConfig):
+    """An experiment over one account trading A assets (``data`` names ``sources``/``symbols``).
+
+    Attributes:
+        data: the assets' sources or stored symbols, one clock, per-asset features, and
+            per-asset or pooled normalisers fitted on train.
+        env: one cross-margined account over the assets: target weights in a gross/net
+            budget (``continuous``, the default) or one of ``positions`` per asset
+            (``discrete``, ``MultiDiscrete``).
+    """
+
+    data: PortfolioDataConfig = Field(default_factory=PortfolioDataConfig)
+    env: PortfolioEnvConfig = Field(default_factory=PortfolioEnvConfig)
+
+    @property
+    def is_portfolio(self) -> bool:
+        """Always True."""
+        return True
+
+    @model_validator(mode="after")
+    def _algo_fits_portfolio(self) -> PortfolioExperimentConfig:
+        if self.train.algo == "dqn":
+            raise ValueError(
+                "train.algo=dqn cannot trade a portfolio: a discrete portfolio action is "
+                "MultiDiscrete (one position per asset), which DQN does not support; use ppo or "
+                "a2c (env.action=discrete or continuous) or sac (env.action=continuous)"
+            )
+        if self.train.algo == "recurrent_ppo":
+            raise ValueError(
+                "train.algo=recurrent_ppo is not supported for portfolios yet (its validation "
+                "rollout needs the LSTM state); use ppo, a2c or sac"
+            )
+        return self
 
 
 def experiment_config_from(data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
@@ -126,4 +218,11 @@ def load_experiment_config(
     return experiment_config_from(data, source=src)
 
 
-__all__ = ["ExperimentConfig", "experiment_config_from", "load_experiment_config"]
+__all__ = [
+    "PORTFOLIO_DATA_KEYS",
+    "ExperimentConfig",
+    "PortfolioExperimentConfig",
+    "experiment_config_from",
+    "is_portfolio_input",
+    "load_experiment_config",
+]

@@ -30,7 +30,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .config import ExperimentConfig
+from coinrl.envs.config import EnvConfig, PortfolioEnvConfig
+from coinrl.pipeline.source import DataConfig, PortfolioDataConfig
+
+from .config import ExperimentConfig, PortfolioExperimentConfig
 
 HEADER = """# Config reference
 
@@ -46,6 +49,12 @@ models' docstrings, not this page.
 Units: fractions are plain numbers (`0.001` = 0.1 %), `bps` are basis points (1 bp = 0.0001),
 steps are env steps summed over all envs, timestamps are UTC.
 """
+
+PORTFOLIO_NOTE = """A `data:` section with a `sources:` or `symbols:` key makes the experiment a portfolio:
+one cross-margined account over the listed assets on one clock. Every key above still applies
+(`data.features` runs per asset, `data.norm` per asset or pooled), `env.action` defaults to
+`continuous` (target weights), and these keys are added. `train.algo` is `ppo`, `a2c` or `sac`
+(DQN cannot choose one position per asset)."""
 
 # name (or dotted-path suffix) -> unit, where the name alone does not say it
 UNITS: dict[str, str] = {
@@ -217,7 +226,8 @@ def _cell(text: str) -> str:
 
 
 def _section(
-    lines: list[str], title: str, path: str, model: type[BaseModel], instance: BaseModel | None, note: str = ""
+    lines: list[str], title: str, path: str, model: type[BaseModel], instance: BaseModel | None, note: str = "",
+    only: frozenset[str] | None = None,
 ) -> None:
     docs = _attribute_docs(model)
     summary = (inspect.getdoc(model) or "").split("\n\n")[0].replace("\n", " ")
@@ -225,6 +235,8 @@ def _section(
     lines += ["| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
     subs: list[tuple[str, str, type[BaseModel], BaseModel | None, str]] = []
     for name, field in model.model_fields.items():
+        if only is not None and name not in only:
+            continue
         key = f"{path}.{name}" if path else name
         value = getattr(instance, name) if instance is not None else (
             PydanticUndefined if field.is_required() else field.get_default(call_default_factory=True)
@@ -263,6 +275,12 @@ def config_reference() -> str:
     """The Markdown text of ``docs/CONFIG.md``: every experiment key, type, default, unit, meaning."""
     lines = [HEADER.rstrip()]
     _section(lines, "Experiment (top level)", "", ExperimentConfig, ExperimentConfig())
+    lines += ["", "# Portfolio experiments", "", PORTFOLIO_NOTE]
+    pf = PortfolioExperimentConfig()
+    for key, model, base in (("data", PortfolioDataConfig, DataConfig), ("env", PortfolioEnvConfig, EnvConfig)):
+        extra = frozenset(model.model_fields) - frozenset(base.model_fields)
+        _section(lines, f"{key} (portfolio)", key, model, getattr(pf, key),
+                 f"Keys beside those of `{key}` above.", only=extra)
     return "\n".join(lines) + "\n"
 
 

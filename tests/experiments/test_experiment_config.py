@@ -54,3 +54,40 @@ def test_yaml_round_trip_is_lossless(tmp_path: Path) -> None:
     path.write_text(cfg.to_yaml())
     assert load_experiment_config(path) == cfg
     assert ExperimentConfig().train.algo == "ppo"
+
+
+def test_sources_or_symbols_make_a_portfolio_experiment_and_single_asset_stays() -> None:
+    from coinrl.envs.config import PortfolioEnvConfig
+    from coinrl.experiments.config import PortfolioExperimentConfig
+    from coinrl.pipeline.source import PortfolioDataConfig
+
+    shipped = load_experiment_config(CONFIGS / "ppo_portfolio.yaml")
+    assert isinstance(shipped, PortfolioExperimentConfig)
+    assert isinstance(shipped.data, PortfolioDataConfig)
+    assert isinstance(shipped.env, PortfolioEnvConfig)
+    assert len(shipped.data.sources) == 3
+    by_symbols = experiment_config_from({"data": {"symbols": ["ETH/BTC"]}, "env": {"window": 8}})
+    assert by_symbols.is_portfolio
+    assert by_symbols.env.action == "continuous"  # the portfolio default: target weights
+    single = load_experiment_config(CONFIGS / "ppo_btc_1h.yaml")
+    assert type(single) is ExperimentConfig
+    assert type(single.env).__name__ == "EnvConfig"
+    assert not single.is_portfolio
+    # a portfolio round-trips through its YAML as a portfolio
+    assert experiment_config_from(shipped.to_dict()) == shipped
+
+
+def test_bad_portfolio_combinations_are_config_errors_naming_the_fix() -> None:
+    pf = {"data": {"sources": ["a.csv", "b.csv"]}}
+    with pytest.raises(ConfigError, match="dqn cannot trade a portfolio"):
+        experiment_config_from({**pf, "train": {"algo": "dqn"}, "env": {"action": "discrete"}})
+    with pytest.raises(ConfigError, match=r"env: .*beyond the gross budget 0.5"):
+        experiment_config_from({**pf, "env": {"action": "discrete", "gross_leverage": 0.5}})
+    with pytest.raises(ConfigError, match=r"env: .*exceeds max_leverage"):
+        experiment_config_from({**pf, "env": {"gross_leverage": 2.0}})
+    with pytest.raises(ConfigError, match="sac needs env.action=continuous"):
+        experiment_config_from({**pf, "train": {"algo": "sac"}, "env": {"action": "discrete"}})
+    with pytest.raises(ConfigError, match=r"env\.window"):
+        experiment_config_from({**pf, "env": {"window": 0}})
+    with pytest.raises(ConfigError, match=r"env.gross_leverage are portfolio keys.*data.sources"):
+        experiment_config_from({"data": {"source": "sample"}, "env": {"gross_leverage": 1.0}})

@@ -1,0 +1,483 @@
+"""Play a portfolio over a whole split through the portfolio env's books: no second simulator.
+
+Every portfolio figure agents/ reports (validation during training, baselines, backtests) runs
+here, through :class:`~coinrl.envs.portfolio_vector.PortfolioVectorEnv` and so through the
+portfolio kernel (:mod:`coinrl.envs.portfolio_kernel`): the books, costs, margin and funding
+are the env's. Two ways in:
+
+* :func:`rollout_portfolio` with ``policy=``: a policy (an SB3 model, or any callable taking a
+  batch of observations ``(N, obs_dim)`` and returning a batch of actions ``(N, A)``) decides
+  bar by bar, seeing only what the env shows it; its actions go through the env's
+  :class:`~coinrl.envs.actions.ActionMap`.
+* :func:`rollout_portfolio` with ``weights=`` (or :func:`simulate_weights` for ``N`` signals
+  stepped together): target weights per decision, ``(T, A)`` (or one row per bar of the split,
+  ``(len(data), A)``). A weight is the asset's wanted position notional / equity (negative =
+  short, cash the residual). They must be finite and inside the env's budget (``sum |w| <=
+  gross``, ``|sum w| <= net``, no negative weight without shorting): a signal outside it is an
+  error, never silently rescaled. Weights are played through the continuous action map even
+  when the config is discrete (same books, costs and rules; the discrete grid only limits what
+  a policy can ask for).
+
+Timing (as :mod:`coinrl.agents.rollout`): the run covers the split from its first decision
+bar ``window - 1`` to its last bar, ``T = len(data) - window`` decisions and ``T + 1`` marks.
+Decision ``k`` is taken at the close of bar ``window - 1 + k`` and fills at the open of the
+next bar, exactly as in training. After a liquidation the account is recorded flat (its equity
+frozen) to the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from coinrl.envs import kernel
+from coinrl.envs import portfolio_kernel as pk
+from coinrl.envs.config import EnvConfig, PortfolioEnvConfig, portfolio_config_from
+from coinrl.envs.portfolio_vector import PortfolioVectorEnv
+from coinrl.pipeline.dataset import PortfolioData
+from coinrl.pipeline.errors import ConfigError, DataError
+from coinrl.pipeline.timeframes import bars_per_year
+
+from .metrics import trading_metrics
+
+logger = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+BUDGET_TOL = 1e-9
+"""Slack allowed on the budget checks of a weights signal (float rounding of sums)."""
+
+PortfolioConfigLike = PortfolioEnvConfig | EnvConfig | Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, eq=False)
+class PortfolioRollout:
+    """One portfolio account's run over a split (``T`` decisions, ``T + 1`` marks, ``A`` assets).
+
+    Attributes:
+        symbols: the ``A`` asset names.
+        timeframe: bar size, for annualisation.
+        ts_ms: ``T + 1`` open times of the bars whose closes the marks are taken at (UTC ms).
+        equity_quote: ``T + 1`` equity marks (quote currency); ``[0]`` the initial cash.
+        position_base: ``(T + 1, A)`` positions at each mark (base units of each asset).
+        weights: ``(T + 1, A)`` drifted weights ``qty * close / equity`` at each mark.
+        target_weights: ``(T, A)`` target weights of each decision (after the action map).
+        actions: ``(T, ...)`` the env actions (the weights themselves for a weights run).
+        rewards: ``T`` env rewards.
+        close_quote, open_quote: ``(T + 1, A)`` closes the marks were taken at and the opens
+            of the same bars (``open_quote[k]``, ``k >= 1``, is where decision ``k - 1`` filled).
+        fees_cum_quote, slippage_cum_quote, funding_cum_quote, turnover_cum_quote,
+            realised_cum_quote: ``(T + 1, A)`` running totals of the books per asset (quote;
+            funding > 0 is paid, < 0 received; turnover is traded notional).
+        borrow_cum_quote: ``T + 1`` running borrow cost of the account (quote).
+        scaled_rebalances: rebalances the account could not afford in full and scaled down.
+        liquidated: whether the account was liquidated.
+        liquidation_mark: mark index of the liquidation, None without one.
+    """
+
+    symbols: tuple[str, ...]
+    timeframe: str
+    ts_ms: I64
+    equity_quote: F64
+    position_base: F64
+    weights: F64
+    target_weights: F64
+    actions: npt.NDArray[Any]
+    rewards: F64
+    close_quote: F64
+    open_quote: F64
+    fees_cum_quote: F64
+    slippage_cum_quote: F64
+    funding_cum_quote: F64
+    turnover_cum_quote: F64
+    realised_cum_quote: F64
+    borrow_cum_quote: F64
+    scaled_rebalances: int = 0
+    liquidated: bool = False
+    liquidation_mark: int | None = None
+
+    @property
+    def n_steps(self) -> int:
+        """Number of decisions ``T``."""
+        return len(self.target_weights)
+
+    @property
+    def n_assets(self) -> int:
+        """Number of assets ``A``."""
+        return len(self.symbols)
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars in a 365-day year for this rollout's timeframe."""
+        return bars_per_year(self.timeframe)
+
+    @property
+    def gross_exposure(self) -> F64:
+        """``T + 1`` gross exposures ``sum_a |w_a|`` at the marks."""
+        return np.abs(self.weights).sum(axis=1)
+
+    @property
+    def fees_quote(self) -> F64:
+        """Fees paid per asset over the run (A,), quote."""
+        return self.fees_cum_quote[-1] - self.fees_cum_quote[0]
+
+    @property
+    def slippage_quote(self) -> F64:
+        """Slippage and impact paid per asset over the run (A,), quote."""
+        return self.slippage_cum_quote[-1] - self.slippage_cum_quote[0]
+
+    @property
+    def funding_quote(self) -> F64:
+        """Funding paid per asset over the run (A,), quote (negative: received)."""
+        return self.funding_cum_quote[-1] - self.funding_cum_quote[0]
+
+    @property
+    def turnover_quote(self) -> F64:
+        """Traded notional per asset over the run (A,), quote."""
+        return self.turnover_cum_quote[-1] - self.turnover_cum_quote[0]
+
+    @property
+    def borrow_quote(self) -> float:
+        """Borrow paid by the account over the run, quote."""
+        return float(self.borrow_cum_quote[-1] - self.borrow_cum_quote[0])
+
+    def metrics(self) -> dict[str, float]:
+        """The portfolio's metrics: :func:`~coinrl.agents.metrics.trading_metrics` of the
+        equity curve (annualised with :attr:`periods_per_year`, as the single-asset
+        ``Rollout``), with the gross exposure ``sum |w|`` standing for the exposure (so a
+        "trade" is a span of being invested at all), plus ``fees_frac``, ``slippage_frac``,
+        ``funding_frac`` and ``borrow_frac`` (each cost over the initial equity),
+        ``scaled_rebalances``, ``liquidated`` (1.0/0.0) and ``n_assets``.
+
+        ``turnover`` is the traded notional of all assets over the mean equity.
+        """
+        eq0 = float(self.equity_quote[0])
+        fees = float(self.fees_quote.sum())
+        slip = float(self.slippage_quote.sum())
+        out = trading_metrics(
+            self.equity_quote, self.gross_exposure, self.periods_per_year,
+            fees_paid_quote=fees, slippage_paid_quote=slip,
+            turnover_quote=float(self.turnover_quote.sum()),
+        )
+        out.update({
+            "fees_frac": fees / eq0,
+            "slippage_frac": slip / eq0,
+            "funding_frac": float(self.funding_quote.sum()) / eq0,
+            "borrow_frac": self.borrow_quote / eq0,
+            "scaled_rebalances": float(self.scaled_rebalances),
+            "liquidated": 1.0 if self.liquidated else 0.0,
+            "n_assets": float(self.n_assets),
+        })
+        return out
+
+
+def evaluation_portfolio_config(env_config: PortfolioConfigLike) -> PortfolioEnvConfig:
+    """The env config of a whole-split run: the same costs and rules, one episode over all bars."""
+    cfg = portfolio_config_from(env_config)
+    if cfg.episode_length_bars is None:
+        return cfg
+    return cfg.model_copy(update={"episode_length_bars": None})
+
+
+def portfolio_decisions(data: PortfolioData, env_config: PortfolioEnvConfig) -> int:
+    """Decisions ``T`` of a whole-split run (``len(data) - window``).
+
+    Raises:
+        DataError: too few bars for one decision.
+    """
+    t = len(data) - env_config.window
+    if t < 1:
+        raise DataError(
+            f"the portfolio {','.join(data.symbols)} has {len(data)} bars; window="
+            f"{env_config.window} needs at least {env_config.window + 1} to take one decision"
+        )
+    return t
+
+
+def weights_signal(weights: npt.ArrayLike, data: PortfolioData, env_config: PortfolioEnvConfig) -> F64:
+    """``(N, T, A)`` decision weights from a signal given per decision ``(T, A)``, per bar
+    ``(len(data), A)`` (``weights[t]`` is wanted after bar t's close; the first ``window - 1``
+    rows and the last one are not used) or ``N`` of either stacked.
+
+    Raises:
+        DataError: a shape that is neither, or NaN/inf (naming the asset and decision).
+        ConfigError: weights outside the env's budget (gross, net, shorting), naming the bar.
+    """
+    x = np.asarray(weights, dtype=np.float64)
+    t_steps = portfolio_decisions(data, env_config)
+    a = data.n_assets
+    if x.ndim == 2:
+        x = x[None]
+    w0 = env_config.window - 1
+    if x.ndim != 3 or x.shape[2] != a or x.shape[1] not in (t_steps, len(data)):
+        raise DataError(
+            f"weights must be (T={t_steps}, A={a}) per decision or ({len(data)}, {a}) per bar "
+            f"(optionally N of them stacked first), got {np.asarray(weights).shape}"
+        )
+    if x.shape[1] == len(data) and len(data) != t_steps:
+        x = x[:, w0 : w0 + t_steps]
+    x = np.ascontiguousarray(x)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        n, k, col = (int(v[0]) for v in np.nonzero(bad))
+        raise DataError(f"weights for {data.symbols[col]} are NaN/inf at decision {k} (signal {n}); "
+                        "use 0 for no position")
+    gross = np.abs(x).sum(axis=2)
+    net = np.abs(x.sum(axis=2))
+    checks = (
+        (gross > env_config.gross_budget + BUDGET_TOL, f"sum |w| exceeds the gross budget {env_config.gross_budget}"),
+        (net > env_config.net_budget + BUDGET_TOL, f"|sum w| exceeds the net budget {env_config.net_budget}"),
+    )
+    for over, what in checks:
+        if over.any():
+            n, k = (int(v[0]) for v in np.nonzero(over))
+            raise ConfigError(f"weights at decision {k} (signal {n}): {what}; scale the signal down "
+                              "or raise gross_leverage/net_exposure_max")
+    if not env_config.allow_short and (x < 0).any():
+        n, k, col = (int(v[0]) for v in np.nonzero(x < 0))
+        raise ConfigError(f"weight {x[n, k, col]} for {data.symbols[col]} at decision {k} is short "
+                          "but allow_short is False; clip the signal at 0 or allow shorting")
+    return x
+
+
+class _Recorder:
+    """The marks of N whole-split accounts; an account's marks freeze once its episode ends."""
+
+    def __init__(self, venv: PortfolioVectorEnv, info: Mapping[str, Any], n_steps: int) -> None:
+        n, a = venv.num_envs, venv.n_assets
+        w = venv.config.window
+        bars = venv.arrays.bars
+        self.venv = venv
+        self.k = 0
+        self.ts = np.ascontiguousarray(venv.arrays.ts_ms[w - 1 : w + n_steps])
+        self.close = np.ascontiguousarray(bars[w - 1 : w + n_steps, :, pk.B_CLOSE])
+        self.open = np.ascontiguousarray(bars[w - 1 : w + n_steps, :, pk.B_OPEN])
+        self.eq = np.zeros((n, n_steps + 1))
+        self.qty = np.zeros((n, n_steps + 1, a))
+        self.w = np.zeros((n, n_steps + 1, a))
+        self.rew = np.zeros((n, n_steps))
+        self.cum = {f: np.zeros((n, n_steps + 1, a)) for f in _ASSET_TOTALS}
+        self.borrow = np.zeros((n, n_steps + 1))
+        self.done = np.zeros(n, dtype=bool)
+        self.liq_mark = np.full(n, -1, dtype=np.int64)
+        self.scaled = np.zeros(n, dtype=np.int64)
+        self._mark(0, np.ones(n, dtype=bool), info)
+
+    def _mark(self, k: int, live: npt.NDArray[np.bool_], info: Mapping[str, Any]) -> None:
+        s = self.venv._state  # the books' state matrix (read only)
+        self.eq[:, k] = np.where(live, info["equity_quote"], self.eq[:, k - 1] if k else 0.0)
+        self.qty[:, k] = np.where(live[:, None], info["position_base"], 0.0)
+        self.w[:, k] = np.where(live[:, None], info["weights"], 0.0)
+        for f, field in _ASSET_TOTALS.items():
+            now = s[pk.N_ACCT_ROWS + field :: pk.N_ASSET_ROWS].T
+            self.cum[f][:, k] = np.where(live[:, None], now, self.cum[f][:, k - 1] if k else 0.0)
+        self.borrow[:, k] = np.where(live, s[kernel.BORROW], self.borrow[:, k - 1] if k else 0.0)
+        self.scaled = np.where(live, s[pk.SCALED].astype(np.int64), self.scaled)
+
+    def step(self, rewards: F64, terminated: npt.NDArray[np.bool_], info: Mapping[str, Any]) -> None:
+        k = self.k + 1
+        self.k = k
+        live = ~self.done
+        self.rew[live, k - 1] = rewards[live]
+        self._mark(k, live, info)
+        newly = terminated & live
+        self.liq_mark[newly] = k
+        self.done |= newly
+
+    def rollouts(self, actions: npt.NDArray[Any], targets: F64) -> list[PortfolioRollout]:
+        venv = self.venv
+        return [
+            PortfolioRollout(
+                symbols=tuple(venv.symbols), timeframe=venv.arrays.pd.timeframe, ts_ms=self.ts,
+                equity_quote=self.eq[i], position_base=self.qty[i], weights=self.w[i],
+                target_weights=targets[i], actions=actions[i], rewards=self.rew[i],
+                close_quote=self.close, open_quote=self.open,
+                fees_cum_quote=self.cum["fees"][i], slippage_cum_quote=self.cum["slippage"][i],
+                funding_cum_quote=self.cum["funding"][i], turnover_cum_quote=self.cum["turnover"][i],
+                realised_cum_quote=self.cum["realised"][i], borrow_cum_quote=self.borrow[i],
+                scaled_rebalances=int(self.scaled[i]), liquidated=bool(self.liq_mark[i] >= 0),
+                liquidation_mark=int(self.liq_mark[i]) if self.liq_mark[i] >= 0 else None,
+            )
+            for i in range(venv.num_envs)
+        ]
+
+
+_ASSET_TOTALS = {"fees": pk.A_FEES, "slippage": pk.A_SLIPPAGE, "funding": pk.A_FUNDING,
+                 "turnover": pk.A_TURNOVER, "realised": pk.A_REALISED}
+
+
+def simulate_weights(
+    data: PortfolioData, env_config: PortfolioConfigLike, weights: npt.ArrayLike
+) -> list[PortfolioRollout]:
+    """Step ``N`` target-weight signals over the whole split together, one account each.
+
+    Args:
+        data: the split (PortfolioData).
+        env_config: the portfolio env config (costs, budget, window); its
+            ``episode_length_bars`` is replaced by one whole-split episode and its action mode
+            by ``continuous`` (the weights are targets already).
+        weights: ``(N, T, A)``, ``(T, A)`` or per bar ``(len(data), A)`` (see
+            :func:`weights_signal`).
+
+    Returns:
+        One :class:`PortfolioRollout` per signal.
+    """
+    cfg = weights_config(env_config)
+    return simulate_plans(data, cfg, weights_signal(weights, data, cfg))
+
+
+def weights_config(env_config: PortfolioConfigLike) -> PortfolioEnvConfig:
+    """The whole-split config of a weights run: the same costs and rules, continuous actions."""
+    cfg = evaluation_portfolio_config(env_config)
+    if cfg.action != "continuous":
+        cfg = cfg.model_copy(update={"action": "continuous"})
+    return cfg
+
+
+def simulate_plans(data: PortfolioData, env_config: PortfolioEnvConfig, plans: F64) -> list[PortfolioRollout]:
+    """Step ``N`` weight plans ``(N, T, A)`` whose NaN rows mean "hold": the target of such a
+    decision is the account's drifted weights at the decision's close (``info["weights"]``),
+    so it trades only the drift from that close to the next open (which the env's
+    ``rebalance_threshold`` suppresses; with a threshold of 0 a tiny trade). The baselines'
+    buy-and-hold and periodic rebalancing are plans. ``env_config`` must be continuous and
+    whole-split (:func:`weights_config`); the non-NaN rows are trusted to be in the budget
+    (:func:`weights_signal` checks user signals).
+    """
+    if env_config.action != "continuous" or env_config.episode_length_bars is not None:
+        raise ConfigError("simulate_plans needs weights_config(env_config)")
+    n, t_steps = plans.shape[0], plans.shape[1]
+    if t_steps != portfolio_decisions(data, env_config):
+        raise DataError(f"plans cover {t_steps} decisions, the split has "
+                        f"{portfolio_decisions(data, env_config)}")
+    venv = PortfolioVectorEnv(n, data, env_config, copy=False)
+    _, info = venv.reset(seed=0)
+    rec = _Recorder(venv, info, t_steps)
+    hold = np.asarray(np.isnan(plans).any(axis=2))
+    any_hold = np.asarray(hold.any(axis=0))
+    targets = np.array(plans, dtype=np.float64)
+    for k in range(t_steps):
+        if any_hold[k]:
+            h = hold[:, k]
+            targets[h, k] = info["weights"][h]
+        _, rew, term, _, info = venv.step(targets[:, k])
+        rec.step(rew, term, info)
+    venv.close()
+    return rec.rollouts(targets, targets)
+
+
+def _batched_policy(policy: Any, deterministic: bool) -> Callable[[Any], Any]:
+    """``obs (N, D) -> actions (N, A)`` of an SB3 model or a callable."""
+    if hasattr(policy, "predict"):
+        from .rollout import torch_policy
+
+        fast = torch_policy(policy, deterministic)
+        if fast is not None:
+            return fast
+
+        def act(obs: Any) -> Any:
+            return policy.predict(obs, deterministic=deterministic)[0]
+
+        return act
+    if not callable(policy):
+        raise ConfigError(f"policy must be an SB3 model or a callable obs -> action, got {type(policy).__name__}")
+    return policy
+
+
+def rollout_portfolio(
+    data: PortfolioData,
+    env_config: PortfolioConfigLike,
+    *,
+    policy: Any = None,
+    weights: npt.ArrayLike | None = None,
+    n_accounts: int = 1,
+    deterministic: bool = True,
+) -> PortfolioRollout:
+    """Play a policy or a target-weights signal over the whole split through the portfolio env.
+
+    Args:
+        data: the split (normalised PortfolioData with the features the policy was trained on).
+        env_config: the portfolio env config used in training (costs, budget, window, action).
+        policy: an SB3 model (anything with ``predict``) or a callable taking a batch of
+            observations ``(N, obs_dim)`` and returning a batch of actions ``(N, A)``.
+        weights: instead of a policy, target weights ``(T, A)`` per decision or
+            ``(len(data), A)`` per bar (see :func:`weights_signal`).
+        n_accounts: policy runs only: accounts stepped together (the policy sees a batch of
+            that many; a stochastic policy then gives independent runs); the first is returned.
+        deterministic: the policy's mode for an SB3 model (True for evaluation).
+
+    Returns:
+        The :class:`PortfolioRollout` (after a liquidation the account stays flat to the end).
+
+    Raises:
+        ConfigError: neither or both of ``policy`` and ``weights``; weights beyond the budget.
+        DataError: a split too short for the window, weights of the wrong shape or NaN.
+
+    Example:
+        >>> ro = rollout_portfolio(data, cfg, weights=np.full((T, A), 1 / A))  # doctest: +SKIP
+        >>> ro.metrics()["sharpe"]  # doctest: +SKIP
+    """
+    if (policy is None) == (weights is None):
+        raise ConfigError("rollout_portfolio needs exactly one of policy= and weights=")
+    if weights is not None:
+        x = np.asarray(weights)
+        if x.ndim == 3:
+            raise DataError("rollout_portfolio plays one signal (T, A); use simulate_weights for N")
+        return simulate_weights(data, env_config, x)[0]
+    return rollout_portfolio_policy(policy, data, env_config, n_accounts=n_accounts,
+                                    deterministic=deterministic)[0]
+
+
+def rollout_portfolio_policy(
+    policy: Any,
+    data: PortfolioData,
+    env_config: PortfolioConfigLike,
+    *,
+    n_accounts: int = 1,
+    deterministic: bool = True,
+) -> list[PortfolioRollout]:
+    """Let a policy trade ``n_accounts`` whole-split accounts together (see
+    :func:`rollout_portfolio`); one :class:`PortfolioRollout` per account."""
+    cfg = evaluation_portfolio_config(env_config)
+    t_steps = portfolio_decisions(data, cfg)
+    act = _batched_policy(policy, deterministic)
+    n = int(n_accounts)
+    if n < 1:
+        raise ConfigError(f"n_accounts must be >= 1, got {n_accounts}")
+    venv = PortfolioVectorEnv(n, data, cfg, copy=True)
+    obs, info = venv.reset(seed=0)
+    rec = _Recorder(venv, info, t_steps)
+    shape = tuple(venv.single_action_space.shape or ())
+    dtype = np.int64 if cfg.action == "discrete" else np.float32
+    acts = np.zeros((n, t_steps, *shape), dtype=dtype)
+    targets = np.zeros((n, t_steps, venv.n_assets))
+    amap = venv.action_map
+    for k in range(t_steps):
+        a = np.asarray(act(obs)).reshape((n, *shape))
+        acts[:, k] = a
+        targets[:, k] = amap.weights_batch(a)
+        obs, rew, term, _, info = venv.step(a)
+        rec.step(rew, term, info)
+    venv.close()
+    out = rec.rollouts(acts, targets)
+    logger.debug("portfolio rollout symbols=%s steps=%d final_equity=%.2f liquidated=%s",
+                 ",".join(data.symbols), t_steps, out[0].equity_quote[-1], out[0].liquidated)
+    return out
+
+
+__all__ = [
+    "PortfolioRollout",
+    "evaluation_portfolio_config",
+    "portfolio_decisions",
+    "rollout_portfolio",
+    "rollout_portfolio_policy",
+    "simulate_plans",
+    "simulate_weights",
+    "weights_config",
+    "weights_signal",
+]

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from coinrl.envs.actions import ActionMap
 from coinrl.envs.config import EnvConfig, env_config_from
 from coinrl.envs.vector import TradingVectorEnv
 from coinrl.pipeline.dataset import MarketData
-from coinrl.pipeline.errors import ConfigError, DataError
+from coinrl.pipeline.errors import DataError
 from coinrl.pipeline.timeframes import bars_per_year
 
 from .metrics import trading_metrics
@@ -133,7 +134,7 @@ def n_decisions(data: MarketData, env_config: EnvConfig) -> int:
 
 
 def targets_to_actions(targets: npt.ArrayLike, env_config: EnvConfig) -> npt.NDArray[Any]:
-    """Env actions standing for target exposures.
+    """Env actions standing for target exposures (:meth:`coinrl.envs.actions.ActionMap.actions_for`).
 
     For a discrete env every target must be one of ``env_config.discrete_positions`` (its index is the
     action); for a continuous env the action is the exposure itself, shaped ``(..., 1)``.
@@ -141,31 +142,13 @@ def targets_to_actions(targets: npt.ArrayLike, env_config: EnvConfig) -> npt.NDA
     Raises:
         ConfigError: a target that a discrete env cannot express.
     """
-    x = np.asarray(targets, dtype=np.float64)
-    if env_config.action == "continuous":
-        return x[..., None].astype(np.float32)
-    pos = np.asarray(env_config.discrete_positions, dtype=np.float64)
-    idx = np.abs(x[..., None] - pos).argmin(axis=-1)
-    bad = ~np.isclose(pos[idx], x, rtol=0.0, atol=1e-12)
-    if bad.any():
-        first = float(x[bad].reshape(-1)[0])
-        raise ConfigError(
-            f"target exposure {first} is not one of the env's discrete positions "
-            f"{list(env_config.discrete_positions)}; use those exposures or a continuous env"
-        )
-    return idx.astype(np.int64)
+    return ActionMap.from_env_config(env_config).actions_for(targets)
 
 
 def actions_to_targets(actions: npt.ArrayLike, env_config: EnvConfig) -> F64:
-    """Target exposures of env actions (inverse of :func:`targets_to_actions`, clipped)."""
-    a = np.asarray(actions)
-    if env_config.action == "discrete":
-        return np.asarray(env_config.discrete_positions, dtype=np.float64)[a.astype(np.int64)]
-    lo, hi = env_config.exposure_bounds
-    x = a.astype(np.float64)
-    if x.ndim >= 1 and x.shape[-1] == 1:
-        x = x[..., 0]
-    return np.clip(x, lo, hi)
+    """Target exposures of env actions (:meth:`coinrl.envs.actions.ActionMap.exposures`: the
+    env's own map; the inverse of :func:`targets_to_actions`, clipped)."""
+    return ActionMap.from_env_config(env_config).exposures(actions)
 
 
 class _Recorder:

@@ -67,7 +67,7 @@ from .portfolio_bar import (  # noqa: F401 - the layout, re-exported for the env
     new_state,
     row,
 )
-from .portfolio_obs import _first_bad, _pobserve, _project_row, project_rows  # noqa: F401
+from .portfolio_obs import _first_bad, _pobserve, _project_row, clip_exposure, project_rows  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,8 @@ def pf_vec_step(
     return n_done
 
 
-_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, _project_row, _first_bad, _env_step,
+_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, clip_exposure, _project_row, _first_bad,
+            _env_step,
             pf_env_step, _step_ctx)
 ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_env_step_at", "pf_env_weights_at",
                 "pf_observe", "pf_vec_step", "project_rows")

@@ -65,14 +65,20 @@ def _pobserve(s: F64, j: int, p: F64, pa: F64, bars: F64, feats: F32, t: int, ou
 
 
 # ---------------------------------------------------------------------- action map
+def clip_exposure(v: float, gross: float, net: float, allow_short: bool) -> float:
+    """One asset's continuous map: ``v`` clipped to ``[lo, min(gross, net)]``, ``lo = -gross``
+    with shorting, else 0 (``v`` known finite). The single-asset envs' rule (plain Python for
+    :meth:`~coinrl.envs.actions.ActionMap.exposure`, inlined into the compiled kernel)."""
+    lo = -gross if allow_short else 0.0
+    hi = gross if gross < net else net
+    return hi if v > hi else (lo if v < lo else v)
+
+
 def _project_row(y: F64, gross: float, net: float, allow_short: bool) -> None:
     """One row of :func:`project_rows`, in place (entries known finite)."""
     a_n = y.shape[0]
     if a_n == 1:
-        lo = -gross if allow_short else 0.0
-        hi = gross if gross < net else net
-        v = y[0]
-        y[0] = hi if v > hi else (lo if v < lo else v)
+        y[0] = clip_exposure(y[0], gross, net, allow_short)
         return
     g = 0.0
     t = 0.0

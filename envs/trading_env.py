@@ -26,7 +26,8 @@ Episodes start at a random decision bar (``episode_length_bars`` steps, start dr
 
 Actions: discrete (index into ``config.discrete_positions``, each a target exposure = position notional
 / equity) or continuous (``Box(lo, hi, (1,))``, the target exposure itself, clipped to
-``config.exposure_bounds``).
+``config.exposure_bounds``), mapped by the env's :class:`~coinrl.envs.actions.ActionMap`
+(``action_map``: the one map of every env, the backtester and live; NaN/inf is an error).
 
 Observation (``obs_mode``): ``"box"``, a flat float32 vector of the window's features (oldest row
 first, ``window * F`` values) followed by the account state; or ``"dict"``,
@@ -63,6 +64,7 @@ from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import DataError
 
 from . import kernel
+from .actions import ActionMap
 from .books import Account
 from .config import EnvConfig, env_config_from
 from .data import market_list
@@ -188,19 +190,6 @@ def build_spaces(config: EnvConfig, n_features: int) -> tuple[spaces.Space[Any],
     return obs_space, act_space
 
 
-def _bad_discrete(action: Any, n: int) -> int:
-    """Validate a discrete action that was not a plain in-range integer."""
-    try:
-        a = np.asarray(action)
-        if a.size == 1 and np.issubdtype(a.dtype, np.integer):
-            v = int(a.reshape(()))
-            if 0 <= v < n:
-                return v
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"discrete action must be an integer in [0, {n}), got {action!r}")
-
-
 class TradingEnv(gym.Env[Any, Any]):
     """Trade one market with a target-exposure action; books by :class:`~coinrl.envs.books.Account`.
 
@@ -250,10 +239,7 @@ class TradingEnv(gym.Env[Any, Any]):
         self._w = w
         self._wf = w * nf
         self._nf = nf
-        self._discrete = cfg.action == "discrete"
-        self._pos_map = {i: float(p) for i, p in enumerate(cfg.discrete_positions)}
-        self._lo, self._hi = (float(b) for b in cfg.exposure_bounds)
-        self._n_actions = len(cfg.discrete_positions)
+        self.action_map = ActionMap.from_env_config(cfg, self.markets[0].md.symbol)
         self._queue: deque[float] | None = None
         self._box = cfg.obs_mode == "box"
         self._params = kernel.make_params(
@@ -290,7 +276,7 @@ class TradingEnv(gym.Env[Any, Any]):
         self._pinned = arrays  # the context holds bare addresses: keep what they point to alive
         self._fast: tuple[Any, ...] = (
             self._kernel.env_step_at, ctx, self._obs_rows, self._cells, self._TS,
-            self._pos_map if self._discrete else None, self._record,
+            self.action_map.exposure, self._record,
         )
 
     def _new_block(self) -> int:
@@ -386,20 +372,8 @@ class TradingEnv(gym.Env[Any, Any]):
             ``fees_paid_quote``.
         """
         # one attribute load for everything the step reads (attribute loads dominate a Python step)
-        env_step_at, ctx, obs_rows, cells, ts, pos_map, record = self._fast
-        if pos_map is not None:
-            try:
-                target = pos_map[action]
-            except (KeyError, TypeError):
-                target = pos_map[_bad_discrete(action, self._n_actions)]
-        else:
-            target = float(action[0]) if isinstance(action, np.ndarray) and action.ndim == 1 else float(np.asarray(action).reshape(-1)[0])
-            if target != target:
-                raise ValueError("continuous action is NaN; the policy must output a number")
-            if target < self._lo:
-                target = self._lo
-            elif target > self._hi:
-                target = self._hi
+        env_step_at, ctx, obs_rows, cells, ts, exposure, record = self._fast
+        target = exposure(action)  # the ActionMap's rule (continuous clip or discrete position)
         t = self._t
         last = self._last
         if t >= last:

@@ -41,6 +41,7 @@ from gymnasium.vector.utils import batch_space
 from coinrl.pipeline.dataset import MarketData
 
 from . import kernel
+from .actions import ActionMap
 from .books import Books
 from .config import env_config_from
 from .data import market_list
@@ -160,9 +161,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         self.single_action_space = single_act
         self.observation_space = batch_space(single_obs, n)
         self.action_space = batch_space(single_act, n)
-        self._discrete = cfg.action == "discrete"
-        self._positions = np.asarray(cfg.discrete_positions, dtype=np.float64)
-        self._lo, self._hi = (float(b) for b in cfg.exposure_bounds)
+        self.action_map = ActionMap.from_env_config(cfg, markets[0].md.symbol)
         # ---- per-env state
         self.books = Books(n, cfg)
         self._state = self.books.state
@@ -263,27 +262,12 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
 
     # ------------------------------------------------------------------ step
     def _targets(self, actions: Any) -> F64:
+        """The N target exposures of ``actions`` by the env's ActionMap (the one map)."""
         a = np.asarray(actions)
-        if self._discrete:
-            if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
-                a = self._check_discrete(a)
-            ai = a.astype(np.int64, copy=False)
-            if bool((ai.view(np.uint64) >= len(self._positions)).any()):
-                raise ValueError(
-                    f"discrete actions must be integers in [0, {len(self._positions)}), got {a.tolist()}"
-                )
-            return self._positions[ai]
-        if a.size != self.num_envs:
-            raise ValueError(f"expected {self.num_envs} continuous actions, got shape {a.shape}")
-        x = a.reshape(self.num_envs).astype(np.float64)
-        if np.isnan(x).any():
-            raise ValueError("continuous actions contain NaN; the policy must output numbers")
-        return np.minimum(np.maximum(x, self._lo), self._hi)
-
-    def _check_discrete(self, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        if a.size == self.num_envs and (a.dtype.kind in "iu" or (a.dtype.kind == "f" and np.all(a == np.round(a)))):
-            return a.reshape(self.num_envs).astype(np.int64)
-        raise ValueError(f"expected {self.num_envs} integer actions, got {a!r}")
+        n = self.num_envs
+        if a.size != n:
+            raise ValueError(f"expected {n} actions (one per env), got shape {a.shape}")
+        return self.action_map.weights_batch(a.reshape(n, 1)).reshape(n)
 
     def step(self, actions: Any) -> tuple[Any, F64, BoolArr, BoolArr, dict[str, Any]]:
         """Step all N episodes one bar (see TradingEnv for the timing).

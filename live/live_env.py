@@ -11,8 +11,9 @@ backtest of the same candles observes.
 
 One step = one bar:
 
-1. the action becomes a target exposure (discrete: ``config.discrete_positions[a]``;
-   continuous: the number, clipped to ``config.exposure_bounds``), as in TradingEnv;
+1. the action becomes a target exposure by the :class:`~coinrl.envs.actions.ActionMap` of
+   TradingEnv (discrete: ``config.discrete_positions[a]``; continuous: the number, clipped to
+   ``config.exposure_bounds``);
 2. the risk layer (:class:`~coinrl.live.risk.RiskGuard`) allows, trims, blocks or kills it;
    the decision and any risk event are journalled;
 3. the broker trades toward the allowed target (nothing when blocked);
@@ -40,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coinrl.envs import kernel
+from coinrl.envs.actions import ActionMap
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.trading_env import EQUITY_FLOOR_FRAC, N_ACCOUNT_FEATURES, build_spaces
 from coinrl.pipeline.errors import DataError
@@ -224,8 +226,7 @@ class LiveTradingEnv(gym.Env[Any, Any]):
         self.max_wait_polls = max_wait_polls
         self.n_features = len(feed.normaliser.names)
         self.observation_space, self.action_space = build_spaces(env_config, self.n_features)
-        self._positions = tuple(float(p) for p in env_config.discrete_positions)
-        self._lo, self._hi = (float(b) for b in env_config.exposure_bounds)
+        self.action_map = ActionMap.from_env_config(env_config, getattr(feed, "symbol", "asset"))
         self._data: LiveData | None = None
         self._state: BrokerState | None = None
         self._obs: Any = None
@@ -247,25 +248,14 @@ class LiveTradingEnv(gym.Env[Any, Any]):
         return self._state
 
     def action_to_target(self, action: Any) -> float:
-        """The target exposure an action stands for (TradingEnv's mapping).
+        """The target exposure an action stands for: the env's
+        :class:`~coinrl.envs.actions.ActionMap` (TradingEnv's, the backtester's).
 
         Raises:
-            ValueError: a discrete action out of range, or a NaN continuous action.
+            ValueError: a discrete action that is not an integer in range, NaN/inf, or more
+                than one number.
         """
-        a = np.asarray(action).reshape(-1)
-        if a.size != 1:
-            raise ValueError(f"expected one action, got {np.asarray(action).shape}")
-        if self.config.action == "discrete":
-            if not np.issubdtype(a.dtype, np.integer) and float(a[0]) != int(a[0]):
-                raise ValueError(f"discrete action must be an integer, got {action!r}")
-            i = int(a[0])
-            if not 0 <= i < len(self._positions):
-                raise ValueError(f"discrete action must be in [0, {len(self._positions)}), got {i}")
-            return self._positions[i]
-        x = float(a[0])
-        if x != x:
-            raise ValueError("continuous action is NaN; the policy must output a number")
-        return min(max(x, self._lo), self._hi)
+        return self.action_map.exposure(action)
 
     def observe(self, data: LiveData, state: BrokerState) -> Any:
         """The observation of the newest closed bar with the broker's books (see module doc)."""

@@ -15,6 +15,11 @@ books as training (:mod:`coinrl.agents.rollout`, no second simulator):
   (:func:`~coinrl.agents.rollout.simulate_targets`);
 * any SB3 model or ``obs -> action`` callable with an ``env_config``.
 
+With ``risk=RiskConfig(...)`` every kind runs with the risk layer of paper and live trading
+between its decisions and the books (:mod:`.backtest_risk`: the same
+:class:`~coinrl.envs.risk.RiskGuard`, so a breach trims or blocks the same order as in a paper
+session); what the layer did is in :attr:`BacktestResult.risk` and ``meta["risk"]``.
+
 The :class:`BacktestResult` holds the equity curve, positions, every fill (time, side,
 quantity, price, fee, slippage), the metrics (:func:`evaluate_strategy_performance`), the
 baselines on the same data and costs (buy-and-hold, flat, a moving-average crossover and a
@@ -40,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coinrl.envs.config import EnvConfig
+from coinrl.envs.risk import RiskConfig
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import ConfigError, DataError
 
@@ -62,14 +68,17 @@ from .backtest_result import (
     evaluate_strategy_performance,
     fills_from_rollout,
 )
+from .backtest_risk import RiskRecord, policy_act, rollout_with_risk
 from .baselines import MA_CROSSOVER_BARS
 from .evaluate import directional_quality, policy_metrics
 from .rollout import (
+    Rollout,
     evaluation_config,
     rollout_batch,
     rollout_policy,
     simulate_targets,
     stacked_torch_policy,
+    targets_to_actions,
     torch_policy,
 )
 
@@ -94,6 +103,7 @@ def simulate_trading_strategy(
     confidence: float = 0.95,
     force: bool = False,
     data_description: str | None = None,
+    risk: RiskConfig | None = None,
 ) -> BacktestResult:
     """Backtest one strategy over held-out data through the training env's books.
 
@@ -121,13 +131,18 @@ def simulate_trading_strategy(
             otherwise, see :func:`check_timeframe`); the report then states it.
         data_description: what the data is, for the verdicts (default from ``split``:
             ``test`` is "out of sample", ``full`` is "in-sample (full data)", ...).
+        risk: the risk limits of paper and live trading, applied to every decision (see
+            :mod:`coinrl.agents.backtest_risk`); None trades the strategy's targets unchanged.
+            The baselines run without it (plain benchmarks on the same data and costs).
 
     Returns:
-        The :class:`BacktestResult`.
+        The :class:`BacktestResult` (with ``risk``: its :class:`~coinrl.agents.backtest_risk.
+        RiskRecord`, how many decisions were trimmed, blocked or killed and when).
 
     Raises:
         ConfigError: a bare policy without ``env_config``; a signal a discrete env cannot
-            express; an agent on another timeframe without ``force``.
+            express; an agent on another timeframe without ``force``; ``risk`` with
+            ``delay_bars > 1``.
         DataError: data too short for the window, mismatched features, bad signal values.
 
     Example:
@@ -137,12 +152,17 @@ def simulate_trading_strategy(
     model = resolve_strategy(model)
     config: dict[str, Any]
     forced: str | None = None
+    record: RiskRecord | None = None
+    ro: Rollout
     if isinstance(model, TrainedAgent):
         cfg = evaluation_config(env_config or model.env_config)
         data = agent_market_data(model, historical_data, split or "backtest")
         forced = check_timeframe(model, data, force=force)
         fn = torch_policy(model.model)
-        ro = rollout_policy(fn if fn is not None else model.model, data, cfg, deterministic=True)
+        if risk is not None:
+            ro, record = rollout_with_risk(policy_act(fn if fn is not None else model.model), data, cfg, risk)
+        else:
+            ro = rollout_policy(fn if fn is not None else model.model, data, cfg, deterministic=True)
         kind = "agent"
         config = dict(model.experiment_config) or {
             "env": model.env_config.model_dump(mode="json"),
@@ -152,7 +172,12 @@ def simulate_trading_strategy(
     elif is_signal(model):
         cfg = evaluation_config(env_config if env_config is not None else SIGNAL_ENV)
         data = signal_market_data(historical_data, split or "backtest")
-        ro = simulate_targets(data, cfg, signal_targets(model, data, cfg))
+        targets = signal_targets(model, data, cfg)
+        if risk is not None:
+            acts = targets_to_actions(targets, cfg)
+            ro, record = rollout_with_risk(lambda obs, k: acts[k], data, cfg, risk)
+        else:
+            ro = simulate_targets(data, cfg, targets)
         kind = "signal"
         config = {"env": cfg.model_dump(mode="json")}
     else:
@@ -166,7 +191,10 @@ def simulate_trading_strategy(
             raise DataError("a bare policy needs MarketData with the features it was trained on")
         data = historical_data
         fn = torch_policy(model) if hasattr(model, "policy") else None
-        ro = rollout_policy(fn if fn is not None else model, data, cfg, deterministic=True)
+        if risk is not None:
+            ro, record = rollout_with_risk(policy_act(fn if fn is not None else model), data, cfg, risk)
+        else:
+            ro = rollout_policy(fn if fn is not None else model, data, cfg, deterministic=True)
         kind = "policy"
         config = {"env": cfg.model_dump(mode="json")}
     split_name = split or str(data.meta.get("split", "backtest"))
@@ -178,6 +206,8 @@ def simulate_trading_strategy(
     if forced:
         res.warnings.insert(0, forced)
         res.meta["forced"] = forced
+    if record is not None:
+        _attach_risk(res, record)
     if kind != "signal":
         res.policy = {**policy_metrics(ro, cfg), **directional_quality(ro, cfg)}
     logger.info(
@@ -186,6 +216,22 @@ def simulate_trading_strategy(
         res.metrics["sharpe"], len(res.fills),
     )
     return res
+
+
+def _attach_risk(res: BacktestResult, record: RiskRecord) -> None:
+    """Put the risk layer's record on a result: ``res.risk``, a summary in ``meta["risk"]``
+    and a warning when the kill-switch fired."""
+    res.risk = record
+    summary = record.to_dict()
+    del summary["events"]  # the full list stays on res.risk (event_rows)
+    res.meta["risk"] = summary
+    if record.killed_at is not None:
+        rules = ", ".join(e.rule for k, e in record.events if k == record.killed_at)
+        res.warnings.append(
+            f"RISK KILL-SWITCH fired at decision {record.killed_at} "
+            f"(bar ts_ms={int(record.ts_ms[record.killed_at])}: {rules}); the account held its "
+            "position to the end of the split, as a session with flatten_on_kill=False"
+        )
 
 
 def _grouped_policy(fns: list[Callable[[Any], Any]], group: npt.NDArray[np.int64]) -> Callable[[Any], Any]:
@@ -218,6 +264,7 @@ def simulate_many(
     ma_crossover: tuple[int, int] | None = MA_CROSSOVER_BARS,
     n_trials: int = 1,
     confidence: float = 0.95,
+    risk: RiskConfig | None = None,
 ) -> list[BacktestResult]:
     """Backtest pairs ``(models[i], datas[i])`` together (walk-forward folds x seeds).
 
@@ -234,8 +281,9 @@ def simulate_many(
         datas: the split of each pair, built with that agent's spec and normaliser.
         env_config: override of the agents' env config (they must all share one).
         names: strategy name per pair (default ``agent``).
-        baselines, n_random, seed, ma_crossover, n_trials, confidence: as for
-            :func:`simulate_trading_strategy`.
+        baselines, n_random, seed, ma_crossover, n_trials, confidence, risk: as for
+            :func:`simulate_trading_strategy` (with ``risk`` the pairs run one after the other
+            through the risk layer, each exactly as :func:`simulate_trading_strategy`).
 
     Returns:
         One :class:`BacktestResult` per pair, in order.
@@ -245,6 +293,15 @@ def simulate_many(
     """
     if len(models) != len(datas) or not models:
         raise ConfigError(f"simulate_many needs as many models as datas (got {len(models)}, {len(datas)})")
+    if risk is not None:
+        return [
+            simulate_trading_strategy(
+                m, d, env_config=env_config, name=names[i] if names else "agent",
+                baselines=baselines, n_random=n_random, seed=seed, ma_crossover=ma_crossover,
+                n_trials=n_trials, confidence=confidence, risk=risk,
+            )
+            for i, (m, d) in enumerate(zip(models, datas, strict=True))
+        ]
     cfgs = {evaluation_config(env_config or m.env_config).model_dump_json() for m in models}
     if len(cfgs) > 1:
         raise ConfigError("simulate_many runs one env: the agents must share one env config")
@@ -290,6 +347,7 @@ __all__ = [
     "FILL_COLUMNS",
     "SIGNAL_ENV",
     "BacktestResult",
+    "RiskRecord",
     "assemble_result",
     "check_timeframe",
     "evaluate_strategy_performance",

@@ -26,6 +26,8 @@ from .stats import Verdict
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .backtest_risk import RiskRecord
+
 F64 = npt.NDArray[np.float64]
 
 FILL_COLUMNS = (
@@ -151,6 +153,7 @@ class BacktestResult:
         meta: symbol, timeframe, split, time range, data fingerprints, strategy kind.
         config: the configuration that produced it (the bundle's experiment config, or the
             env config and strategy parameters).
+        risk: what the risk layer did (a backtest with ``risk=``; None without one).
     """
 
     name: str
@@ -165,6 +168,7 @@ class BacktestResult:
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    risk: RiskRecord | None = None
 
     @classmethod
     def from_run(

@@ -36,7 +36,6 @@ _EXPORTS = {
     "RiskState": "risk",
     "risk_management": "risk",
     "check_risk": "risk",
-    "backtest_with_risk": "risk",
     "Broker": "brokers",
     "BrokerState": "brokers",
     "ExchangeBroker": "brokers",

@@ -24,11 +24,7 @@ from coinrl.envs.risk import (
     risk_management,
 )
 
-from .risk_backtest import RiskBacktest, backtest_with_risk
-
 __all__ = [
-    "RiskBacktest",
-    "backtest_with_risk",
     "RiskConfig",
     "RiskDecision",
     "RiskEvent",

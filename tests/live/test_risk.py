@@ -1,6 +1,7 @@
 """The risk layer: hand-computed verdicts per rule, invariants over random inputs, the latched
-kill-switch and the guard's state across restarts, and the same rules over the env's books in a
-backtest."""
+kill-switch and the guard's state across restarts. The same rules in a backtest are tested in
+tests/agents/test_backtest_risk.py; the same decision in a backtest and a paper session in
+tests/live/test_parity.py."""
 
 from __future__ import annotations
 
@@ -11,20 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinrl.agents.rollout import simulate_actions
-from coinrl.envs.config import EnvConfig
 from coinrl.live.risk import (
     RiskConfig,
     RiskGuard,
     RiskState,
-    backtest_with_risk,
     check_risk,
     hold_exposure,
     risk_management,
 )
 from coinrl.pipeline.errors import ConfigError
-from coinrl.pipeline.splits import prepare_data_for_model
-from coinrl.pipeline.synthetic import gbm
 
 HOUR = 3_600_000
 T0 = 1_704_067_200_000 + 10 * HOUR
@@ -214,53 +210,6 @@ def test_old_orders_leave_the_guard_window():
     g.record_order(T0)
     g.record_order(T0 + 2 * HOUR)
     assert list(g.order_ts_ms) == [T0 + 2 * HOUR]
-
-
-# -- the same rules over the env's books -------------------------------------------------------
-SPEC = {"features": [{"kind": "returns", "horizons": [1, 4]}, {"kind": "rsi", "window": 14}]}
-ENV = EnvConfig(window=8, action="continuous", allow_short=False, max_leverage=1.0,
-                episode_length_bars=None, rebalance_threshold=0.0)
-
-
-@pytest.fixture(scope="module")
-def market():
-    return prepare_data_for_model(gbm(400, s0=40_000.0, seed=3), spec=SPEC).full
-
-
-def momentum(obs):
-    """Long when the newest 1-bar return is up, flat otherwise (a rule policy)."""
-    col = (ENV.window - 1) * 3
-    return np.where(np.asarray(obs)[:, col] > 0, 1.0, 0.0).astype(np.float32)[:, None]
-
-
-def to_target(a):
-    return float(np.asarray(a).reshape(-1)[0])
-
-
-def test_permissive_risk_backtest_equals_the_plain_backtest(market):
-    rb = backtest_with_risk(momentum, market, ENV, OFF, to_target=to_target)
-    targets = rb.target_exposure.astype(np.float32)[:, None]
-    (plain,) = simulate_actions(market, ENV, targets)
-    assert np.array_equal(rb.equity_quote, plain.equity_quote[1:])
-    assert np.array_equal(rb.proposed_exposure, rb.target_exposure)
-    assert plain.turnover_quote > 0  # the rule trades
-
-
-def test_binding_leverage_cap_trims_every_backtest_decision(market):
-    rb = backtest_with_risk(momentum, market, ENV, only(max_leverage=0.5), to_target=to_target)
-    assert rb.target_exposure.max() == pytest.approx(0.5)
-    assert {v for v, p in zip(rb.verdicts, rb.proposed_exposure, strict=True) if p == 1.0} == {"trimmed"}
-    (capped,) = simulate_actions(market, ENV, np.minimum(rb.proposed_exposure, 0.5)[:, None])
-    assert np.array_equal(rb.equity_quote, capped.equity_quote[1:])
-
-
-def test_a_kill_in_the_backtest_holds_the_position_to_the_end(market):
-    rb = backtest_with_risk(momentum, market, ENV, only(max_drawdown_frac=0.01), to_target=to_target)
-    k = rb.killed_at
-    assert k is not None
-    assert set(rb.verdicts[k:]) == {"kill"}
-    # held: no order (with every threshold at 0 the books may trade float-rounding dust)
-    np.testing.assert_allclose(rb.position_base[k:], rb.position_base[k], rtol=1e-12)
 
 
 def test_hold_exposure_gives_back_the_position():

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .backtest import BacktestResult
+    from .portfolio_backtest import PortfolioBacktestResult
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,10 @@ def report_html(saved: SavedBacktest, sections: Sequence[str] | None = None) -> 
         sections: the tear sheet's HTML sections (default: computed from the tables, see
             :func:`~coinrl.agents.tearsheet_html.tearsheet_sections`).
     """
+    from .portfolio_report import is_portfolio_report, portfolio_report_html
+
+    if is_portfolio_report(saved.summary):
+        return portfolio_report_html(saved)
     if sections is None:
         from .tearsheet_html import tearsheet_sections
 
@@ -240,7 +245,12 @@ def _random_note(random: Mapping[str, Any] | None) -> str:
 
 
 def _write_report_files(folder: Path, saved: SavedBacktest) -> None:
+    from .portfolio_report import is_portfolio_report, write_portfolio_report_files
     from .tearsheet_html import tearsheet_sections
+
+    if is_portfolio_report(saved.summary):
+        write_portfolio_report_files(folder, saved)
+        return
 
     fig = backtest_figure(saved.equity, saved.fills, saved.title, saved.periods_per_year)
     fig.savefig(folder / PNG_FILE)
@@ -280,7 +290,7 @@ def atomic_folder(dest: Path, build: Callable[[Path], None]) -> None:
 
 
 def save_backtest_results(
-    results: BacktestResult,
+    results: BacktestResult | PortfolioBacktestResult,
     filename: str | Path,
     *,
     tracking: TrackingConfig | None = None,
@@ -289,7 +299,9 @@ def save_backtest_results(
     """Write a self-contained report folder (atomically: built aside, then renamed in place).
 
     Args:
-        results: the :class:`~coinrl.agents.backtest.BacktestResult`.
+        results: the :class:`~coinrl.agents.backtest.BacktestResult` (or a portfolio's
+            :class:`~coinrl.agents.portfolio_backtest.PortfolioBacktestResult`: the same
+            folder, with the portfolio page of :mod:`~coinrl.agents.portfolio_report`).
         filename: the report folder (replaced if it exists).
         tracking: also log the report to a W&B run (``offline`` writes it beside the folder,
             under ``<parent>/wandb``); None or ``mode="disabled"``: no W&B.

@@ -1,0 +1,117 @@
+"""simulate_portfolio_strategy and its report: a weights signal and a policy judged against the
+portfolio baselines, the report folder with the stacked-area weights and the attribution table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from portfolio_helpers import random_walk
+
+from coinrl.agents.portfolio_backtest import (
+    PORTFOLIO_FILL_COLUMNS,
+    is_portfolio_strategy,
+    simulate_portfolio_strategy,
+)
+from coinrl.agents.portfolio_baselines import RANDOM_NAME
+from coinrl.agents.portfolio_report import ATTRIBUTION_CSV, WEIGHTS_DIV
+from coinrl.agents.portfolio_rollout import rollout_portfolio
+from coinrl.agents.report import load_backtest_results, render_report, save_backtest_results
+from coinrl.envs.config import PortfolioEnvConfig
+from coinrl.pipeline.errors import ConfigError
+
+CFG = PortfolioEnvConfig(window=4, max_leverage=1.0, allow_short=False, rebalance_threshold=0.0)
+
+
+@pytest.fixture(scope="module")
+def signal_result() -> tuple:
+    data = random_walk(24 * 10, 3, seed=11, vol=0.01)
+    rng = np.random.default_rng(3)
+    w = np.repeat(rng.dirichlet(np.ones(3), size=24) * 0.9, 10, axis=0)  # per bar, 24 changes
+    res = simulate_portfolio_strategy(w, data, env_config=CFG, split="test", n_random=5)
+    return data, w, res
+
+
+def test_a_weights_signal_is_backtested_beside_every_baseline(signal_result: tuple) -> None:
+    data, w, res = signal_result
+    same = rollout_portfolio(data, CFG, weights=w)
+    np.testing.assert_array_equal(res.equity_quote, same.equity_quote)
+    assert res.name == "signal"
+    assert res.meta["symbols"] == list(data.symbols)
+    assert res.meta["split"] == "test"
+    names = {"cash", "equal_weight_hold", "crp_daily", "crp_weekly", RANDOM_NAME,
+             *(f"hold_{s}" for s in data.symbols)}
+    assert set(res.baselines) == names
+    assert {v.baseline for v in res.verdicts} == names
+    assert "out of sample" in res.verdict_lines()[0]
+    assert res.baseline_metrics[RANDOM_NAME]["n_draws"] == 5
+    assert any("SMALL SAMPLE" in x for x in res.warnings)
+    assert res.stats["n_obs"] == len(data) - 4
+    total = sum(v["contribution"] for v in res.attribution.values())
+    assert total == pytest.approx(res.metrics["total_return"], rel=1e-10)
+    fills = res.fills
+    assert tuple(fills.columns) == PORTFOLIO_FILL_COLUMNS
+    assert set(fills["symbol"]) == set(data.symbols)
+    per_asset = fills.groupby("symbol")["fee_quote"].sum()
+    for a, sym in enumerate(data.symbols):
+        assert per_asset[sym] == pytest.approx(same.fees_quote[a], rel=1e-12)
+    flat = res.flat()
+    assert f"backtest/asset/{data.symbols[0]}/contribution" in flat
+    assert "backtest/margin_vs_crp_daily" in flat
+
+
+def test_the_report_shows_stacked_weights_attribution_and_verdicts(signal_result: tuple, tmp_path: Path) -> None:
+    data, _, res = signal_result
+    folder = save_backtest_results(res, tmp_path / "report")
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert f'id="{WEIGHTS_DIV}"' in page
+    assert '"stackgroup":"long"' in page.replace(" ", "")
+    assert 'class="attribution"' in page
+    for sym in data.symbols:
+        assert sym in page
+    assert "P(agent better)" in page
+    assert "crp_weekly" in page
+    for name in ("report.html", "backtest.png", "equity.parquet", "fills.parquet", "metrics.json",
+                 "fills.csv", ATTRIBUTION_CSV):
+        assert (folder / name).is_file(), name
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["portfolio"]["symbols"] == list(data.symbols)
+    eq = pd.read_parquet(folder / "equity.parquet")
+    np.testing.assert_allclose(eq[[f"weight_{s}" for s in data.symbols]].to_numpy(), res.rollout.weights)
+    attr = pd.read_csv(folder / ATTRIBUTION_CSV)
+    assert attr["contribution"].sum() == pytest.approx(res.metrics["total_return"], rel=1e-9)
+    (folder / "report.html").unlink()
+    render_report(folder)
+    assert 'class="attribution"' in (folder / "report.html").read_text(encoding="utf-8")
+    assert load_backtest_results(folder).summary["name"] == "signal"
+
+
+def test_a_hand_built_policy_is_backtested_through_the_env() -> None:
+    data = random_walk(200, 2, seed=12)
+    cfg = PortfolioEnvConfig(window=6, allow_short=True, max_leverage=2.0)
+
+    def momentum(obs: np.ndarray) -> np.ndarray:
+        # the last row's first feature of each asset, as a long/short tilt
+        row = obs[:, (6 - 1) * 4 : 6 * 4].reshape(len(obs), 2, 2)[:, :, 0]
+        return np.tanh(row).astype(np.float32)
+
+    res = simulate_portfolio_strategy(momentum, data, env_config=cfg, n_random=3)
+    assert res.name == "policy"
+    direct = rollout_portfolio(data, cfg, policy=momentum)
+    np.testing.assert_array_equal(res.equity_quote, direct.equity_quote)
+    assert (res.rollout.target_weights < 0).any()
+    assert len(res.verdicts) == 7
+
+
+def test_dispatch_and_refusals() -> None:
+    data = random_walk(60, 2)
+    assert is_portfolio_strategy(np.zeros((56, 2)), data)
+    assert is_portfolio_strategy(None, None, CFG)
+    assert not is_portfolio_strategy(np.zeros(56), None, None)
+    with pytest.raises(ConfigError, match="env_config"):
+        simulate_portfolio_strategy(np.zeros((56, 2)), data)
+    with pytest.raises(ConfigError, match="risk"):
+        simulate_portfolio_strategy(np.zeros((56, 2)), data, env_config=CFG, risk=object())

@@ -75,6 +75,13 @@ def make_algorithm(config: TrainConfig, env: VecEnv, seed: int) -> BaseAlgorithm
     from gymnasium import spaces
 
     discrete = isinstance(env.action_space, spaces.Discrete)
+    if config.algo == "dqn" and isinstance(env.action_space, spaces.MultiDiscrete):
+        raise ConfigError(
+            "train.algo=dqn cannot trade a portfolio: its discrete action is MultiDiscrete (one "
+            "position per asset), which DQN does not support; use ppo or a2c"
+        )
+    if config.algo == "sac" and isinstance(env.action_space, spaces.MultiDiscrete):
+        raise ConfigError("train.algo=sac needs a continuous action space; set env.action=continuous")
     if config.algo == "dqn" and not discrete:
         raise ConfigError("train.algo=dqn needs a discrete action space; set env.action=discrete")
     if config.algo == "sac" and discrete:

@@ -12,6 +12,9 @@ Layout of a bundle folder::
     data.json          training-data provenance: source, symbol, timeframe, range, hashes
     versions.json      coinrl, stable-baselines3, torch, gymnasium, numpy, pandas, python, git
     training.json      validation history and outcome of the training run
+    portfolio.json     portfolio agents only: the assets (in order), the normaliser of each
+                       asset (or the pooled one) and the market-wide features' normaliser,
+                       as plain JSON; normaliser.json then holds the first of them
 
 :func:`load_model` refuses (with a :class:`~coinrl.pipeline.errors.DataError` or
 :class:`~coinrl.pipeline.errors.ConfigError` saying what differs and what to do) a bundle
@@ -49,13 +52,13 @@ from typing import Any
 
 import yaml
 
-from coinrl.envs.config import EnvConfig
+from coinrl.envs.config import EnvConfig, PortfolioEnvConfig
 from coinrl.pipeline.config import validate_config
 from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.features import FeatureSpec
 from coinrl.pipeline.splits import Normaliser
 
-from .agent import TrainedAgent
+from .agent import PortfolioSpec, TrainedAgent
 from .config import TrainConfig
 from .metrics import json_safe
 from .model_io import PickledModelError, read_model, write_model
@@ -79,9 +82,12 @@ NORMALISER_FILE = "normaliser.json"
 DATA_FILE = "data.json"
 VERSIONS_FILE = "versions.json"
 TRAINING_FILE = "training.json"
+PORTFOLIO_FILE = "portfolio.json"
 REQUIRED_FILES = (
     MODEL_FILE, CONFIG_FILE, SPEC_FILE, NORMALISER_FILE, DATA_FILE, VERSIONS_FILE, TRAINING_FILE
 )
+OPTIONAL_FILES = (PORTFOLIO_FILE,)
+"""Files a bundle holds only for some agents (listed in the manifest when present)."""
 
 CHECKED_LIBRARIES = ("stable-baselines3", "torch", "gymnasium", "numpy", "pandas", "coinrl")
 """Libraries whose major version must match between saving and loading."""
@@ -217,7 +223,11 @@ def _write_bundle_dir(agent: TrainedAgent, folder: Path) -> None:
         folder / TRAINING_FILE,
         {"history": scrub_secrets(agent.history), "info": scrub_secrets(agent.info)},
     )
-    files = {name: sha256_file(folder / name) for name in REQUIRED_FILES}
+    names = list(REQUIRED_FILES)
+    if agent.portfolio is not None:
+        _write_json(folder / PORTFOLIO_FILE, agent.portfolio.to_dict())
+        names.append(PORTFOLIO_FILE)
+    files = {name: sha256_file(folder / name) for name in names}
     manifest = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -228,6 +238,10 @@ def _write_bundle_dir(agent: TrainedAgent, folder: Path) -> None:
         "data_fingerprint": agent.data_info.get("data_fingerprint"),
         "files": files,
     }
+    if agent.portfolio is not None:
+        manifest["kind"] = "portfolio"
+        manifest["symbols"] = list(agent.portfolio.symbols)
+        manifest["portfolio_fingerprint"] = agent.portfolio.fingerprint()
     _write_json(folder / MANIFEST, manifest)
 
 
@@ -293,11 +307,13 @@ def verify_bundle(folder: str | Path) -> dict[str, Any]:
             f"v{READABLE_VERSIONS[0]}-v{BUNDLE_VERSION}"
         )
     files = manifest.get("files") or {}
-    if not isinstance(files, dict) or set(files) - set(REQUIRED_FILES):
+    if not isinstance(files, dict) or set(files) - set(REQUIRED_FILES) - set(OPTIONAL_FILES):
         raise DataError(
-            f"{root}: {MANIFEST} lists files other than {list(REQUIRED_FILES)}; not a coinrl bundle"
+            f"{root}: {MANIFEST} lists files other than {list(REQUIRED_FILES + OPTIONAL_FILES)}; "
+            "not a coinrl bundle"
         )
-    missing = [n for n in REQUIRED_FILES if n not in files or not (root / n).is_file()]
+    wanted = [*REQUIRED_FILES, *(n for n in OPTIONAL_FILES if n in files)]
+    missing = [n for n in wanted if n not in files or not (root / n).is_file()]
     if missing:
         raise DataError(f"{root}: bundle files {missing} are missing; re-save or re-download it")
     bad = [n for n, digest in files.items() if sha256_file(root / n) != digest]
@@ -365,11 +381,21 @@ def _load_dir(
     cfg = _read_yaml(root / CONFIG_FILE) or {}
     if not isinstance(cfg, dict) or "env" not in cfg or "train" not in cfg:
         raise ConfigError(f"{root}/{CONFIG_FILE} lacks the env and train sections; retrain")
-    env_config = validate_config(EnvConfig, cfg["env"], source=f"{root}/{CONFIG_FILE}:env")
+    portfolio = _read_portfolio(root, manifest, spec)
+    env_model = EnvConfig if portfolio is None else PortfolioEnvConfig
+    env_config = validate_config(env_model, cfg["env"], source=f"{root}/{CONFIG_FILE}:env")
     train_config = validate_config(TrainConfig, cfg["train"], source=f"{root}/{CONFIG_FILE}:train")
-    from coinrl.envs.trading_env import build_spaces
+    obs_space: Any
+    act_space: Any
+    if portfolio is not None:
+        from .train_portfolio import portfolio_spaces
 
-    obs_space, act_space = build_spaces(env_config, len(spec.feature_names))
+        assert isinstance(env_config, PortfolioEnvConfig)  # noqa: S101  (validated just above)
+        obs_space, act_space = portfolio_spaces(env_config, portfolio, len(spec.feature_names))
+    else:
+        from coinrl.envs.trading_env import build_spaces
+
+        obs_space, act_space = build_spaces(env_config, len(spec.feature_names))
     try:
         model = read_model(
             root / MODEL_FILE, train_config,
@@ -395,7 +421,25 @@ def _load_dir(
         experiment_config=cfg,
         history=list(training.get("history", [])),
         info={**training.get("info", {}), "versions": versions, "bundle": str(root)},
+        portfolio=portfolio,
     )
+
+
+def _read_portfolio(root: Path, manifest: Mapping[str, Any], spec: FeatureSpec) -> PortfolioSpec | None:
+    """The bundle's :class:`PortfolioSpec` (None for a one-market bundle), checked against the
+    manifest and the feature spec."""
+    if PORTFOLIO_FILE not in (manifest.get("files") or {}):
+        return None
+    portfolio = PortfolioSpec.from_dict(_read_json(root / PORTFOLIO_FILE))
+    if portfolio.fingerprint() != manifest.get("portfolio_fingerprint"):
+        raise ConfigError(f"{root}: {PORTFOLIO_FILE} does not match the fingerprint in {MANIFEST}; retrain")
+    bad = [n for n in portfolio.normalisers if n.names != spec.feature_names]
+    if bad:
+        raise ConfigError(
+            f"{root}: {PORTFOLIO_FILE}'s normalisers cover {list(bad[0].names)}, the spec "
+            f"{list(spec.feature_names)}; the bundle is inconsistent, retrain it"
+        )
+    return portfolio
 
 
 def _unzip(path: Path, dest: Path) -> None:
@@ -416,7 +460,7 @@ def _unzip(path: Path, dest: Path) -> None:
 
 def _zip_folder(folder: Path, dest: Path) -> None:
     """Zip a bundle folder to ``dest`` atomically (the manifest, its files, any signature)."""
-    names = [MANIFEST, *REQUIRED_FILES]
+    names = [MANIFEST, *REQUIRED_FILES, *(n for n in OPTIONAL_FILES if (folder / n).is_file())]
     if (folder / SIGNATURE_FILE).is_file():
         names.append(SIGNATURE_FILE)
     tmp = dest.with_name(f".{dest.name}.tmp")
@@ -473,6 +517,8 @@ def load_model(
 __all__ = [
     "BUNDLE_FORMAT",
     "CHECKED_LIBRARIES",
+    "OPTIONAL_FILES",
+    "PORTFOLIO_FILE",
     "bundle_config",
     "check_versions",
     "git_commit",

@@ -32,13 +32,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import random
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,21 +43,29 @@ import numpy as np
 
 from coinrl.envs.config import EnvConfig, env_config_from
 from coinrl.pipeline.dataset import MarketData
-from coinrl.pipeline.errors import ConfigError, DataError
+from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.portfolio import PreparedPortfolio
 from coinrl.pipeline.splits import PreparedData
 
 from .agent import TrainedAgent, data_info
 from .algos import make_algorithm
+from .checkpoints import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
+    MODEL_FILE,
+    REPLAY_FILE,
+    RNG_FILE,
+    STATE_FILE,
+    MonitorState,
+    atomic_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+)
 from .config import TrainConfig
 from .metrics import json_safe
-from .model_io import (
-    PickledModelError,
-    load_replay_buffer,
-    read_model,
-    read_policy_state,
-    save_replay_buffer,
-    write_model,
-)
+from .model_io import read_policy_state, save_replay_buffer, write_model
 from .progress import ProgressFn, planned_timesteps, progress_callback, rich_progress
 from .rollout import evaluation_config, rollout_policy
 from .tracking import Tracker, make_logger
@@ -71,13 +76,6 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS_DIR = "checkpoints"
-BEST_DIR = "best"
-STATE_FILE = "state.json"
-RNG_FILE = "rng.json"
-MODEL_FILE = "model.zip"
-REPLAY_FILE = "replay_buffer.npz"
 
 # Fields that may change between a checkpoint and its resumption (budget, cadence, display).
 RESUMABLE_CHANGES = frozenset({
@@ -134,35 +132,79 @@ def _score(metric: str, metrics: Mapping[str, float], episode_reward: float) -> 
     return v
 
 
-def _resume_key(train: TrainConfig, env: EnvConfig, prepared: PreparedData) -> dict[str, Any]:
+@dataclass
+class TrainTarget:
+    """What :func:`train_model` trains on, one asset or a portfolio alike.
+
+    Attributes:
+        env: the env config (a ``PortfolioEnvConfig`` for a portfolio).
+        make_venv: ``n_envs -> VecEnv`` on the training split.
+        validation: the validation split (None: no validation).
+        evaluate: ``(model, validation) -> (metrics, episode_reward)``: the deterministic
+            policy over the whole validation split.
+        data_ids: the data's identity in the resume key (``data_fingerprint``,
+            ``normaliser_fingerprint``).
+        label: what is traded, for log lines.
+        train_rows: bars in the training split.
+        agent_fields: the :class:`TrainedAgent` fields that describe the data
+            (``feature_spec``, ``normaliser``, ``data_info``, ``portfolio``).
+    """
+
+    env: EnvConfig
+    make_venv: Callable[[int], VecEnv]
+    validation: Any
+    evaluate: Callable[[BaseAlgorithm, Any], tuple[dict[str, float], float]]
+    data_ids: dict[str, str]
+    label: str
+    train_rows: int
+    agent_fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _single_target(prepared: PreparedData, env_config: EnvConfig | Mapping[str, Any] | None) -> TrainTarget:
+    env = env_config_from(env_config)
+    eval_cfg = evaluation_config(env)
+
+    def evaluate(model: BaseAlgorithm, validation: MarketData) -> tuple[dict[str, float], float]:
+        ro = rollout_policy(model, validation, eval_cfg, deterministic=True)
+        return ro.metrics(), float(ro.rewards.sum())
+
+    return TrainTarget(
+        env=env,
+        make_venv=lambda n: make_vec_env(prepared.train, env, n),
+        validation=prepared.validation,
+        evaluate=evaluate,
+        data_ids={"data_fingerprint": prepared.data_fingerprint,
+                  "normaliser_fingerprint": prepared.normaliser.fingerprint()},
+        label=f"symbol={prepared.train.symbol}",
+        train_rows=len(prepared.train),
+        agent_fields={"feature_spec": prepared.spec, "normaliser": prepared.normaliser,
+                      "data_info": data_info(prepared)},
+    )
+
+
+def train_target(
+    training_data: PreparedData | PreparedPortfolio, env_config: EnvConfig | Mapping[str, Any] | None
+) -> TrainTarget:
+    """The :class:`TrainTarget` of prepared data: one asset, or a portfolio
+    (:func:`~coinrl.agents.train_portfolio.portfolio_target`)."""
+    if isinstance(training_data, PreparedPortfolio):
+        from .train_portfolio import portfolio_target
+
+        return portfolio_target(training_data, env_config)
+    return _single_target(training_data, env_config)
+
+
+def _resume_key(train: TrainConfig, target: TrainTarget) -> dict[str, Any]:
     return {
         "train": {k: v for k, v in train.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES},
-        "env": env.model_dump(mode="json"),
-        "data_fingerprint": prepared.data_fingerprint,
-        "normaliser_fingerprint": prepared.normaliser.fingerprint(),
+        "env": target.env.model_dump(mode="json"),
+        **target.data_ids,
     }
 
 
-def _atomic_dir(dest: Path, build: Any) -> None:
-    """``build(tmp_dir)`` then rename the folder into place (replacing ``dest``)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        build(tmp)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def check_trainable(training_data: PreparedData, env_config: EnvConfig | Mapping[str, Any] | None) -> None:
+def check_trainable(
+    training_data: PreparedData | PreparedPortfolio, env_config: EnvConfig | Mapping[str, Any] | None
+) -> None:
     """Raise what :func:`train_model` would raise about its data, before anything is written.
 
     Builds (and closes) one training env on the train split, so a window or episode longer
@@ -171,85 +213,11 @@ def check_trainable(training_data: PreparedData, env_config: EnvConfig | Mapping
 
     Raises:
         DataError: the train split is too short for ``env.window`` + ``env.episode_length_bars``.
+        ConfigError: an env config that does not fit the data (e.g. ``asset_costs`` naming
+            an asset the portfolio does not hold).
     """
-    venv = make_vec_env(training_data.train, env_config_from(env_config), 1)
+    venv = train_target(training_data, env_config).make_venv(1)
     venv.close()
-
-
-# --------------------------------------------------------------------------- state
-
-
-@dataclass
-class MonitorState:
-    """What the training monitor carries across a checkpoint (JSON-safe)."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_score: float | None = None
-    best_step: int | None = None
-    evals_since_best: int = 0
-    next_eval_step: int = 0
-    next_checkpoint_step: int = 0
-    stopped_early: bool = False
-    last_eval_step: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """As plain data."""
-        return dict(json_safe(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MonitorState:
-        """Back from :meth:`to_dict`."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest first."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global RNG states (python, numpy's legacy one SB3 draws from, torch) as JSON data."""
-    import torch
-
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002  (SB3 uses the legacy RNG)
-    return {
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
-        "numpy": {"kind": kind, "keys": np.asarray(keys).tolist(), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state().numpy().tolist(),
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any], source: Path) -> None:
-    """Restore :func:`_rng_state`'s data.
-
-    Raises:
-        DataError: the data is not such a state.
-    """
-    import torch
-
-    try:
-        py, npy = state["python"], state["numpy"]
-        py_state = (int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss_next"])
-        np_state = (str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
-                    int(npy["has_gauss"]), float(npy["cached_gaussian"]))
-        torch_state = torch.tensor(np.asarray(state["torch"], dtype=np.uint8))
-        random.setstate(py_state)
-        np.random.set_state(np_state)  # noqa: NPY002  (SB3 draws from the legacy global RNG)
-        torch.set_rng_state(torch_state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise DataError(f"{source} is not an RNG state ({e!r}); the checkpoint is damaged") from e
 
 
 # --------------------------------------------------------------------------- the monitor
@@ -257,16 +225,14 @@ def _set_rng_state(state: Mapping[str, Any], source: Path) -> None:
 
 def _monitor_callback(
     train: TrainConfig,
-    env_config: EnvConfig,
-    validation: MarketData | None,
+    target: TrainTarget,
+    validation: Any,
     run_dir: Path | None,
     state: MonitorState,
     resume_key: Mapping[str, Any],
 ) -> Any:
     """The SB3 callback doing validation, best model, early stopping and checkpoints."""
     from stable_baselines3.common.callbacks import BaseCallback
-
-    eval_cfg = evaluation_config(env_config)
 
     class _Monitor(BaseCallback):
         def __init__(self) -> None:
@@ -279,9 +245,7 @@ def _monitor_callback(
             if validation is None:
                 return
             step = int(self.num_timesteps)
-            ro = rollout_policy(self.model, validation, eval_cfg, deterministic=True)
-            metrics = ro.metrics()
-            reward = float(ro.rewards.sum())
+            metrics, reward = target.evaluate(self.model, validation)
             score = _score(train.eval_metric, metrics, reward)
             st = self.state
             improved = st.best_score is None or score > st.best_score + train.min_improvement
@@ -293,7 +257,7 @@ def _monitor_callback(
                     k: v.detach().clone() for k, v in self.model.policy.state_dict().items()
                 }
                 if run_dir is not None:
-                    _atomic_dir(run_dir / BEST_DIR, lambda d: write_model(self.model, d / MODEL_FILE))
+                    atomic_dir(run_dir / BEST_DIR, lambda d: write_model(self.model, d / MODEL_FILE))
             else:
                 st.evals_since_best += 1
             st.last_eval_step = step
@@ -327,11 +291,11 @@ def _monitor_callback(
                 write_model(model, d / MODEL_FILE)
                 if train.save_replay_buffer and getattr(model, "replay_buffer", None) is not None:
                     save_replay_buffer(model, d / REPLAY_FILE)
-                (d / RNG_FILE).write_text(json.dumps(_rng_state()), encoding="utf-8")
+                (d / RNG_FILE).write_text(json.dumps(rng_state()), encoding="utf-8")
                 payload = {"step": step, "monitor": self.state.to_dict(), "resume_key": resume_key}
                 (d / STATE_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
-            _atomic_dir(dest, build)
+            atomic_dir(dest, build)
             for old in list_checkpoints(run_dir)[: -train.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             logger.info("checkpoint step=%d path=%s", step, dest)
@@ -359,55 +323,8 @@ def _monitor_callback(
 # --------------------------------------------------------------------------- train
 
 
-def _load_checkpoint(
-    ckpt: Path, train: TrainConfig, venv: VecEnv, resume_key: Mapping[str, Any]
-) -> tuple[BaseAlgorithm, MonitorState]:
-    """Rebuild the model of a checkpoint from ``train`` on ``venv``; nothing is unpickled."""
-    try:
-        payload = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-        rng = json.loads((ckpt / RNG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(
-            f"checkpoint {ckpt} has an unreadable {STATE_FILE} or {RNG_FILE} ({e}); delete that "
-            "checkpoint folder to resume from the one before, or start a new run"
-        ) from e
-    saved_key = payload.get("resume_key")
-    want = json.loads(json.dumps(resume_key))
-    if saved_key != want:
-        diff = sorted(
-            k for k in set(want) | set(saved_key or {})
-            if (saved_key or {}).get(k) != want.get(k)
-        )
-        raise ConfigError(
-            f"checkpoint {ckpt} was written by a run with different {diff}; resume with the "
-            "same config and data, or start a new run (another out_dir, or without --resume)"
-        )
-    try:
-        model = read_model(ckpt / MODEL_FILE, train, env=venv, device=train.device)
-    except PickledModelError as e:
-        raise DataError(
-            f"checkpoint {ckpt} was written by an older coinrl: its model holds pickled objects "
-            f"({', '.join(e.fields)}), and coinrl never unpickles a run folder; start a new run "
-            "(another out_dir, or without --resume)"
-        ) from e
-    if (ckpt / REPLAY_FILE).is_file():
-        load_replay_buffer(model, ckpt / REPLAY_FILE)
-    elif not train.is_on_policy:
-        logger.warning(
-            "resume: checkpoint %s has no replay buffer (train.save_replay_buffer=false); "
-            "the resumed run starts from an empty one", ckpt,
-        )
-    step = int(model.num_timesteps)
-    # fresh episodes, seeded from the run seed and the step: a resumed run is reproducible
-    model.set_random_seed(int(train.seed or 0) + step)
-    _set_rng_state(rng, ckpt / RNG_FILE)
-    state = MonitorState.from_dict(payload.get("monitor", {}))
-    logger.info("resuming from checkpoint path=%s step=%d", ckpt, step)
-    return model, state
-
-
 def train_model(
-    training_data: PreparedData,
+    training_data: PreparedData | PreparedPortfolio,
     config: TrainConfig | None = None,
     env_config: EnvConfig | Mapping[str, Any] | None = None,
     *,
@@ -422,9 +339,13 @@ def train_model(
 
     Args:
         training_data: the prepared splits (normaliser fitted on train) from
-            :func:`~coinrl.pipeline.source.load_dataset` or ``prepare_data_for_model``.
+            :func:`~coinrl.pipeline.source.load_dataset` or ``prepare_data_for_model``; or a
+            :class:`~coinrl.pipeline.portfolio.PreparedPortfolio` (one account over A assets:
+            PPO, A2C or SAC on :class:`~coinrl.envs.sb3.PortfolioSB3VecEnv`, validated with
+            :func:`~coinrl.agents.portfolio_rollout.rollout_portfolio`).
         config: the training config; a ``None`` seed means 0.
-        env_config: the env config (costs, window, actions, reward).
+        env_config: the env config (costs, window, actions, reward); a
+            ``PortfolioEnvConfig`` (or its mapping) for a portfolio.
         out_dir: run folder for checkpoints, the best model and ``progress.csv``; None keeps
             everything in memory (no checkpoints).
         resume: continue from the latest checkpoint in ``out_dir`` (starts fresh, with a
@@ -443,32 +364,33 @@ def train_model(
         ``weights_sha256``, ``resumed_from``).
 
     Raises:
-        ConfigError: an algorithm that does not fit the action space, or a checkpoint from a
-            different config or data.
+        ConfigError: an algorithm that does not fit the action space (DQN on a portfolio),
+            or a checkpoint from a different config or data.
     """
     train = (config or TrainConfig()).with_seed(0)
     seed = int(train.seed or 0)
-    env = env_config_from(env_config)
+    target = train_target(training_data, env_config)
+    env = target.env
     run_dir = Path(out_dir) if out_dir is not None else None
     if resume and run_dir is None:
         raise ConfigError("resume=True needs out_dir, the run folder holding the checkpoints")
-    validation: MarketData | None = training_data.validation
+    validation = target.validation
     if validation is None or len(validation) <= env.window:
         logger.warning(
             "validation split has %d bars (window=%d): no validation, no best model, no early stop",
             0 if validation is None else len(validation), env.window,
         )
         validation = None
-    key = _resume_key(train, env, training_data)
+    key = _resume_key(train, target)
     from stable_baselines3.common.utils import set_random_seed
 
     with torch_settings(train.torch_threads, train.deterministic_torch):
-        venv = make_vec_env(training_data.train, env, train.n_envs)
+        venv = target.make_venv(train.n_envs)
         ckpt = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
         if resume and ckpt is None:
             logger.warning("resume: no checkpoint in %s; starting a fresh run", run_dir)
         if ckpt is not None:
-            model, state = _load_checkpoint(ckpt, train, venv, key)
+            model, state = load_checkpoint(ckpt, train, venv, key)
         else:
             set_random_seed(seed)
             model = make_algorithm(train, venv, seed)
@@ -479,7 +401,7 @@ def train_model(
         own_sink = sink is None
         out_logger = sink or make_logger(run_dir, tracker)
         model.set_logger(out_logger)
-        monitor = _monitor_callback(train, env, validation, run_dir, state, key)
+        monitor = _monitor_callback(train, target, validation, run_dir, state, key)
         callbacks: list[Any] = [monitor]
         done = int(model.num_timesteps)
         planned = planned_timesteps(train, done)
@@ -500,9 +422,9 @@ def train_model(
         else:
             log_interval = max(1, train.n_envs)
         logger.info(
-            "training algo=%s seed=%d n_envs=%d steps=%d remaining=%d symbol=%s train_rows=%d",
+            "training algo=%s seed=%d n_envs=%d steps=%d remaining=%d %s train_rows=%d",
             train.algo, seed, train.n_envs, train.total_timesteps, remaining,
-            training_data.train.symbol, len(training_data.train),
+            target.label, target.train_rows,
         )
         try:
             if remaining > 0 and not state.stopped_early:
@@ -552,23 +474,29 @@ def train_model(
         model=model,
         env_config=env,
         train_config=train,
-        feature_spec=training_data.spec,
-        normaliser=training_data.normaliser,
-        data_info=data_info(training_data),
         experiment_config=exp_cfg,
         history=list(state.history),
         info=info,
+        **target.agent_fields,
     )
 
 
 __all__ = [
+    "BEST_DIR",
+    "CHECKPOINTS_DIR",
+    "MODEL_FILE",
+    "REPLAY_FILE",
     "RESUMABLE_CHANGES",
+    "RNG_FILE",
+    "STATE_FILE",
     "MonitorState",
+    "TrainTarget",
     "check_trainable",
     "latest_checkpoint",
     "list_checkpoints",
     "make_vec_env",
     "torch_settings",
     "train_model",
+    "train_target",
     "weights_hash",
 ]

@@ -34,6 +34,7 @@ from typing import Any
 
 from coinrl.agents.train import RESUMABLE_CHANGES
 from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.portfolio import PreparedPortfolio
 from coinrl.pipeline.splits import PreparedData
 
 from .config import ExperimentConfig
@@ -48,7 +49,7 @@ RUN_ENTRIES = frozenset({
 })
 
 
-def run_identity(config: ExperimentConfig, prepared: PreparedData) -> dict[str, Any]:
+def run_identity(config: ExperimentConfig, prepared: PreparedData | PreparedPortfolio) -> dict[str, Any]:
     """What a resumed run must share with the run it continues (plain JSON data).
 
     Args:

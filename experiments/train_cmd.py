@@ -21,22 +21,38 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from coinrl.agents.agent import TrainedAgent
 from coinrl.agents.bundle import CONFIG_FILE, load_model, save_model
 from coinrl.agents.evaluate import evaluate_model
 from coinrl.agents.metrics import json_safe
 from coinrl.agents.plots import equity_curve_figure
 from coinrl.agents.tracking import Tracker, make_logger
 from coinrl.agents.train import check_trainable, train_model
+from coinrl.agents.train_portfolio import evaluate_portfolio, portfolio_data_for, split_of
 from coinrl.pipeline.errors import ConfigError
-from coinrl.pipeline.source import load_candles, load_dataset
-from coinrl.pipeline.splits import candles_fingerprint, market_data_from_spec, split_bounds
+from coinrl.pipeline.portfolio import PreparedPortfolio
+from coinrl.pipeline.source import (
+    PortfolioDataConfig,
+    load_candles,
+    load_dataset,
+    load_portfolio_dataset,
+)
+from coinrl.pipeline.splits import (
+    PreparedData,
+    candles_fingerprint,
+    market_data_from_spec,
+    split_bounds,
+)
 
 from .config import ExperimentConfig, experiment_config_from, load_experiment_config
 from .run_dir import claim_run_dir, run_identity
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.logger import Logger
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +77,11 @@ def train_experiment(
         The bundle folder ``out_dir/<name>/bundle``.
     """
     run_dir = Path(out_dir) / config.name
-    prepared = load_dataset(config.data)
+    prepared: PreparedData | PreparedPortfolio
+    if isinstance(config.data, PortfolioDataConfig):
+        prepared = load_portfolio_dataset(config.data)
+    else:
+        prepared = load_dataset(config.data)
     check_trainable(prepared, config.env)
     claim_run_dir(run_dir, run_identity(config, prepared), resume=resume, overwrite=overwrite)
     log_file = _attach_log_file(run_dir / LOG_FILE)
@@ -101,6 +121,8 @@ def _train_in(run_dir: Path, config: ExperimentConfig, prepared: Any, resume: bo
             experiment_config=full_cfg,
             sink=sink,
         )
+        if isinstance(prepared, PreparedPortfolio):
+            return _finish_portfolio(run_dir, config, agent, prepared, sink, tracker)
         report = evaluate_model(agent, prepared.validation, split="validation", seed=config.seed)
         step = int(agent.info["num_timesteps"])
         for key, value in report.flat("eval/final").items():
@@ -127,6 +149,34 @@ def _train_in(run_dir: Path, config: ExperimentConfig, prepared: Any, resume: bo
         "run name=%s bundle=%s validation_total_return=%.4f buy_and_hold=%.4f",
         config.name, bundle, report.agent["total_return"],
         report.baselines["buy_and_hold"]["total_return"],
+    )
+    return bundle
+
+
+def _finish_portfolio(
+    run_dir: Path, config: ExperimentConfig, agent: TrainedAgent, prepared: PreparedPortfolio,
+    sink: Logger, tracker: Tracker,
+) -> Path:
+    """Validation report (agent, cash, constant-rebalanced 1/N) and bundle of a portfolio run."""
+    report = evaluate_portfolio(agent, prepared.validation, split="validation")
+    step = int(agent.info["num_timesteps"])
+    for name, metrics in (("agent", report["agent"]), *report["baselines"].items()):
+        for key, value in metrics.items():
+            sink.record(f"eval/final/{name}/{key}", value)
+    sink.dump(step)
+    agent.info["validation"] = report
+    bundle = save_model(agent, run_dir / BUNDLE_DIR)
+    (run_dir / EVALUATION_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if tracker.enabled:
+        tracker.summary({f"final/agent/{k}": v for k, v in report["agent"].items()})
+        tracker.log_artifact(
+            bundle, f"{config.name}-bundle", "model",
+            metadata={"algo": agent.algo, "data_fingerprint": agent.data_info.get("data_fingerprint")},
+        )
+    logger.info(
+        "run name=%s bundle=%s validation_total_return=%.4f equal_weight=%.4f cash=%.4f",
+        config.name, bundle, report["agent"]["total_return"],
+        report["baselines"]["equal_weight"]["total_return"], report["baselines"]["cash"]["total_return"],
     )
     return bundle
 
@@ -187,6 +237,12 @@ def run_evaluate(bundle: Path, split: str) -> dict[str, Any]:
             f"{bundle} has no data section in its config (it was saved from train_model "
             "without an experiment config); evaluate it with evaluate_model on your own data"
         )
+    if agent.is_portfolio:
+        data = split_of(portfolio_data_for(agent), split)
+        out = evaluate_portfolio(agent, data, split=split)
+        out["meta"]["data_matches_bundle"] = bool(data.meta.get("data_matches_agent"))
+        out["bundle"] = _bundle_summary(bundle, agent)
+        return out
     cfg = experiment_config_from(raw, source=f"{bundle}/{CONFIG_FILE}")
     candles = load_candles(cfg.data)
     full = market_data_from_spec(candles, agent.feature_spec, agent.normaliser, split="full")
@@ -206,7 +262,12 @@ def run_evaluate(bundle: Path, split: str) -> dict[str, Any]:
     report = evaluate_model(agent, md, split=split, seed=cfg.seed)
     out = report.to_dict()
     out["meta"]["data_matches_bundle"] = matches
-    out["bundle"] = json_safe(
+    out["bundle"] = _bundle_summary(bundle, agent)
+    return out
+
+
+def _bundle_summary(bundle: Path, agent: TrainedAgent) -> Any:
+    return json_safe(
         {
             "path": str(bundle),
             "algo": agent.algo,
@@ -214,7 +275,6 @@ def run_evaluate(bundle: Path, split: str) -> dict[str, Any]:
             "training": {k: v for k, v in agent.info.items() if k not in ("versions", "validation")},
         }
     )
-    return out
 
 
 def retrain_from_bundle(

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,33 @@ class PreparedPortfolio:
     norm: NormConfig
     norm_scope: NormScope
     main_fold: Fold
+
+    @property
+    def asset_fingerprints(self) -> dict[str, str]:
+        """sha256 hex per asset of its candles on the clock (``ts_ms``, OHLCV, funding and the
+        tradable mask of ``full``), keyed by symbol."""
+        return {sym: portfolio_fingerprint(self.full, a) for a, sym in enumerate(self.full.symbols)}
+
+    @property
+    def data_fingerprint(self) -> str:
+        """sha256 hex of every asset's candles on the clock (see :attr:`asset_fingerprints`)."""
+        return portfolio_fingerprint(self.full)
+
+
+def portfolio_fingerprint(data: PortfolioData, asset: int | None = None) -> str:
+    """sha256 hex of a portfolio's clock and candle arrays (one asset's, or all of them).
+
+    Hashes ``ts_ms`` (int64) and, per asset, the symbol, open/high/low/close/volume/funding
+    (float64) and the tradable mask, little-endian: the same candles give the same hash.
+    """
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(data.ts_ms, dtype="<i8").tobytes())
+    for a in range(data.n_assets) if asset is None else (asset,):
+        h.update(data.symbols[a].encode())
+        for col in (data.open, data.high, data.low, data.close, data.volume, data.funding_rate):
+            h.update(np.ascontiguousarray(col[:, a], dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(data.tradable[:, a], dtype=np.uint8).tobytes())
+    return h.hexdigest()
 
 
 def _symbol(frame: pd.DataFrame, i: int) -> str:
@@ -111,6 +139,8 @@ def prepare_portfolio(
     *,
     norm_scope: NormScope = "per_asset",
     market_features: bool = False,
+    normalisers: Sequence[Normaliser] | None = None,
+    market_normaliser: Normaliser | None = None,
 ) -> PreparedPortfolio:
     """Cleaned candles of A assets -> one clock, per-asset features, split, train-only norm.
 
@@ -121,6 +151,9 @@ def prepare_portfolio(
         norm: normalisation method and clip.
         norm_scope: ``per_asset`` or ``pooled`` (see module doc).
         market_features: add the market-wide ``basket_ret_1`` feature.
+        normalisers, market_normaliser: already fitted normalisers (a trained agent's: one per
+            asset, or one pooled, as ``norm_scope`` says) applied instead of fitting new ones,
+            so new candles get the observations the agent was trained on.
 
     Raises:
         DataError: assets on different timeframes, an asset with no overlap, an asset with no
@@ -188,12 +221,28 @@ def prepare_portfolio(
     train_rows = np.zeros(t_n, dtype=bool)
     train_rows[main.train.start : main.train.stop] = True
     x = np.zeros((t_n, a_n, f_n), dtype=np.float32)
-    if norm_scope == "pooled":
+    if normalisers is not None:
+        fitted_given = tuple(normalisers)
+        want = 1 if norm_scope == "pooled" else a_n
+        if len(fitted_given) != want or any(n.names != spec.feature_names for n in fitted_given):
+            raise ConfigError(
+                f"{len(fitted_given)} fitted normaliser(s) given for {a_n} asset(s) with "
+                f"norm_scope={norm_scope!r} (need {want}, each over the spec's features "
+                f"{list(spec.feature_names)}); pass the normalisers the agent was trained with"
+            )
+        if market_features and market_normaliser is None:
+            raise ConfigError("market_features=True with fitted normalisers needs the fitted "
+                              "market_normaliser too")
+        for a in range(a_n):
+            ok = tradable[:, a]
+            x[ok, a] = fitted_given[0 if norm_scope == "pooled" else a].transform(raw[ok, a])
+        normalisers = fitted_given
+    elif norm_scope == "pooled":
         sel = tradable & train_rows[:, None]
         if not sel.any():
             raise DataError("no asset is tradable in the training rows; move the split or add data")
         pooled = Normaliser.fit(raw[sel], spec.feature_names, norm_cfg)
-        normalisers: tuple[Normaliser, ...] = (pooled,)
+        normalisers = (pooled,)
         for a in range(a_n):
             ok = tradable[:, a]
             x[ok, a] = pooled.transform(raw[ok, a])
@@ -216,7 +265,7 @@ def prepare_portfolio(
     mkt_norm = None
     mkt_x = np.zeros((t_n, 0), dtype=np.float32)
     if market_features:
-        mkt_norm = Normaliser.fit(mkt_raw[train_rows], MARKET_FEATURES, norm_cfg)
+        mkt_norm = market_normaliser or Normaliser.fit(mkt_raw[train_rows], MARKET_FEATURES, norm_cfg)
         mkt_x = mkt_norm.transform(mkt_raw)
     full = PortfolioData(
         ts_ms=np.ascontiguousarray(clock), tradable=np.ascontiguousarray(tradable),
@@ -241,9 +290,9 @@ def prepare_portfolio(
     )
     return PreparedPortfolio(
         train=parts["train"], validation=parts["validation"], test=parts["test"], full=full,
-        normalisers=normalisers, market_normaliser=mkt_norm, spec=spec, split=split_cfg,
+        normalisers=tuple(normalisers), market_normaliser=mkt_norm, spec=spec, split=split_cfg,
         norm=norm_cfg, norm_scope=norm_scope, main_fold=main,
     )
 
 
-__all__ = ["MARKET_FEATURES", "NormScope", "PreparedPortfolio", "prepare_portfolio"]
+__all__ = ["MARKET_FEATURES", "NormScope", "PreparedPortfolio", "portfolio_fingerprint", "prepare_portfolio"]

@@ -8,6 +8,7 @@ normaliser fitted on train), the same way for training, tuning and backtesting.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +22,7 @@ from .features import FeatureSpec, default_feature_spec
 from .formats import read_ohlcv
 from .portfolio import PreparedPortfolio, prepare_portfolio
 from .sample import load_sample
-from .splits import NormConfig, PreparedData, SplitConfig, prepare_data_for_model
+from .splits import Normaliser, NormConfig, PreparedData, SplitConfig, prepare_data_for_model
 from .store import iter_catalog
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,23 @@ def resolve_symbols(symbols: tuple[str, ...], data_dir: str | Path, timeframe: s
     return tuple(paths)
 
 
-def load_portfolio_dataset(cfg: PortfolioDataConfig | None = None) -> PreparedPortfolio:
+def load_portfolio_dataset(
+    cfg: PortfolioDataConfig | None = None,
+    *,
+    spec: FeatureSpec | None = None,
+    normalisers: Sequence[Normaliser] | None = None,
+    market_normaliser: Normaliser | None = None,
+) -> PreparedPortfolio:
     """Each source's candles -> one clock -> per-asset features -> split -> train-only norm.
+
+    Args:
+        cfg: the ``data:`` section.
+        spec, normalisers, market_normaliser: a trained agent's feature spec and fitted
+            normalisers, used instead of ``cfg.features`` and a new fit (see
+            :func:`~coinrl.pipeline.portfolio.prepare_portfolio`).
+
+    Returns:
+        The prepared portfolio; ``full.meta["sources"]`` lists the file of each asset.
 
     Raises:
         DataError: a source that cannot be read, a symbol not stored, assets on different
@@ -129,6 +145,12 @@ def load_portfolio_dataset(cfg: PortfolioDataConfig | None = None) -> PreparedPo
     """
     cfg = cfg or PortfolioDataConfig()
     sources = cfg.sources + resolve_symbols(cfg.symbols, cfg.data_dir, cfg.timeframe)
-    frames = [load_candles(cfg.model_copy(update={"source": s})) for s in sources or (cfg.source,)]
-    return prepare_portfolio(frames, spec=cfg.features, split=cfg.split, norm=cfg.norm,
-                             norm_scope=cfg.norm_scope, market_features=cfg.market_features)
+    sources = sources or (cfg.source,)
+    frames = [load_candles(cfg.model_copy(update={"source": s})) for s in sources]
+    prepared = prepare_portfolio(
+        frames, spec=spec or cfg.features, split=cfg.split, norm=cfg.norm,
+        norm_scope=cfg.norm_scope, market_features=cfg.market_features,
+        normalisers=normalisers, market_normaliser=market_normaliser,
+    )
+    prepared.full.meta["sources"] = list(sources)
+    return prepared

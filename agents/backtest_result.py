@@ -257,7 +257,9 @@ class BacktestResult:
         return [v.line() for v in self.verdicts]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (what ``metrics.json`` holds)."""
+        """JSON-safe summary (what ``metrics.json`` holds; with a risk layer, its summary in
+        ``meta.risk`` and every rule that acted, with its decision time, in ``risk_events``)."""
+        extra = {} if self.risk is None else {"risk_events": self.risk.event_rows()}
         return dict(
             json_safe({
                 "name": self.name,
@@ -270,6 +272,7 @@ class BacktestResult:
                 "meta": self.meta,
                 "config": self.config,
                 "env": self.env_config.model_dump(mode="json"),
+                **extra,
             })
         )
 

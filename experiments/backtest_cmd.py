@@ -27,6 +27,7 @@ import typer
 
 from coinrl.agents.backtest import BacktestResult, simulate_trading_strategy
 from coinrl.agents.bundle import CONFIG_FILE, load_model
+from coinrl.agents.portfolio_backtest import PortfolioBacktestResult
 from coinrl.agents.report import METRICS_FILE, render_report, save_backtest_results
 from coinrl.agents.walkforward import (
     SUMMARY_FILE,
@@ -79,8 +80,13 @@ def run_backtest(
     cost_sweep: bool = False,
     force: bool = False,
     overwrite: bool = False,
-) -> tuple[Path, BacktestResult]:
+    risk_path: Path | None = None,
+) -> tuple[Path, BacktestResult | PortfolioBacktestResult]:
     """``coinrl backtest BUNDLE [env.cost=value ...] [--data FILE] [--split test] [--out DIR]``.
+
+    A portfolio bundle is backtested by
+    :func:`~coinrl.experiments.portfolio_backtest_cmd.run_portfolio_backtest` (its data rebuilt
+    from its own ``data.sources``, the portfolio baselines, the portfolio report page).
 
     Args:
         bundle: bundle folder or zip (from ``coinrl train``).
@@ -100,6 +106,9 @@ def run_backtest(
         force: run on candles of another timeframe than the bundle's (refused otherwise); the
             report says it was forced.
         overwrite: replace a report folder that holds another backtest (refused otherwise).
+        risk_path: a YAML file of :class:`~coinrl.envs.risk.RiskConfig` (what ``coinrl
+            paper/live --risk`` take): every decision passes the risk layer of paper and live
+            trading (recorded in the report's ``meta.risk``).
 
     Returns:
         ``(report folder, result)``.
@@ -117,8 +126,22 @@ def run_backtest(
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     costs = parse_cost_overrides(cost_overrides)
+    risk = None
+    if risk_path is not None:
+        from coinrl.envs.risk import RiskConfig
+        from coinrl.pipeline.config import load_config
+
+        risk = load_config(RiskConfig, risk_path)
     notify(progress, "load", 0, 1)
     agent = load_model(bundle)
+    if getattr(agent, "portfolio", None) is not None:  # a portfolio bundle: its own command
+        from .portfolio_backtest_cmd import run_portfolio_backtest
+
+        return run_portfolio_backtest(
+            agent, bundle, split, out_dir, data=data, n_trials=n_trials, track=track,
+            progress=progress, cost_overrides=cost_overrides, cost_sweep=cost_sweep, force=force,
+            overwrite=overwrite,
+        )
     env_cfg = apply_cost_overrides(agent.env_config, costs)
     raw = dict(agent.experiment_config)
     if "data" not in raw and data is None:
@@ -141,6 +164,8 @@ def run_backtest(
         "data_fingerprint": md.meta.get("data_fingerprint"),
         "split": split,
         "cost_overrides": costs,
+        # None without --risk: equal to an older folder's missing key, unequal to a risk run's
+        "risk_config": None if risk is None else risk.model_dump(mode="json"),
     }
     check_replace(folder, identity, overwrite, summary_file=METRICS_FILE, kind="backtest")
     notify(progress, "load", 1, 1)
@@ -150,7 +175,7 @@ def run_backtest(
     def run(env: Any) -> BacktestResult:
         return simulate_trading_strategy(
             agent, md, env_config=env, split=split, seed=cfg.seed, n_trials=n_trials,
-            force=force, data_description=described,
+            force=force, data_description=described, risk=risk,
         )
 
     res = run(env_cfg)
@@ -381,12 +406,15 @@ def register(app: typer.Typer) -> None:
             "--force", help="Run on candles of another timeframe than the bundle's (stated in the report).")] = False,
         overwrite: Annotated[bool, typer.Option(
             "--overwrite", help="Replace a report folder that holds another backtest.")] = False,
+        risk: Annotated[Path | None, typer.Option(
+            "--risk", help="RiskConfig YAML (as coinrl paper/live --risk): apply the risk layer.")] = None,
     ) -> None:
         """Backtest a bundle's policy beside the baselines; write the report folder."""
         with progress_bar(transient=True) as prog:
             folder, res = run_backtest(bundle, data, split, out, n_trials=trials, track=track,
                                        progress=_Bars(prog), cost_overrides=list(overrides or []),
-                                       cost_sweep=cost_sweep, force=force, overwrite=overwrite)
+                                       cost_sweep=cost_sweep, force=force, overwrite=overwrite,
+                                       risk_path=risk)
         _print_summary(
             f"{bundle}: {res.meta.get('data_description', split)} (fees and slippage included)",
             {res.name: res.metrics, **res.baseline_metrics()}, res.verdict_lines(), res.warnings,

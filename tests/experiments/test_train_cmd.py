@@ -226,3 +226,46 @@ def test_evaluate_prints_the_backtest_table_format(tmp_path: Path) -> None:
     for name in ("agent", "buy_and_hold", "flat", "random"):
         assert name in header
     assert "%" in rows[labels.index("total return")]
+
+
+# --------------------------------------------------------------------------- portfolios
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline_wandb")
+def test_coinrl_train_trains_the_shipped_portfolio_config_into_a_bundle(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from coinrl.experiments.cli import app
+
+    monkeypatch.chdir(CONFIGS.parents[1])  # the YAML's ../shared/data paths are from the repo root
+    tiny = ["train.total_timesteps=4096", "train.eval_every_steps=2048",
+            "train.checkpoint_every_steps=2048", "train.progress_bar=false"]
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["train", str(CONFIGS / "ppo_portfolio.yaml"), *tiny, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    run_dir = out / "ppo_portfolio"
+    agent = load_model(run_dir / "bundle")
+    assert agent.portfolio is not None
+    assert agent.portfolio.symbols == ("ADA/BTC", "ETH/BTC", "LTC/BTC")
+    assert agent.info["num_timesteps"] == 4096
+    assert [h["step"] for h in agent.history] == [2048, 4096]
+    validation = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(validation["baselines"]) == {"cash", "equal_weight"}
+    assert validation["agent"]["fees_frac"] > 0  # costs charged
+    assert "equal_weight" in res.output  # the CLI's results table
+
+    report = run_evaluate(run_dir / "bundle", "test")
+    assert report["split"] == "test"
+    assert report["meta"]["data_matches_bundle"] is True
+    assert report["bundle"]["data"]["kind"] == "portfolio"
+    json.dumps(report, allow_nan=False)
+
+    # --resume after completion trains nothing more; the bundle alone reproduces the weights
+    again = CliRunner().invoke(app, ["train", str(CONFIGS / "ppo_portfolio.yaml"), *tiny, "--out", str(out), "--resume"])
+    assert again.exit_code == 0, again.output
+    assert load_model(run_dir / "bundle").info["resumed_from"] is not None
+    _, same = retrain_from_bundle(run_dir / "bundle", tmp_path / "again", ["tracking.mode=disabled"])
+    assert same, "retraining the portfolio from its bundle's config gave other weights"

@@ -79,7 +79,8 @@ def parse_cost_overrides(overrides: Sequence[str]) -> dict[str, Any]:
 
 
 def apply_cost_overrides(env_config: EnvConfig, overrides: Mapping[str, Any] | Sequence[str]) -> EnvConfig:
-    """``env_config`` with execution costs replaced (validated as the config would be).
+    """``env_config`` with execution costs replaced (validated as the config would be; a
+    :class:`~coinrl.envs.config.PortfolioEnvConfig` stays one).
 
     Args:
         env_config: the bundle's env config.
@@ -98,7 +99,7 @@ def apply_cost_overrides(env_config: EnvConfig, overrides: Mapping[str, Any] | S
             f"({', '.join(COST_KEYS)})"
         )
     try:
-        return EnvConfig.model_validate({**env_config.model_dump(), **updates})
+        return type(env_config).model_validate({**env_config.model_dump(), **updates})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

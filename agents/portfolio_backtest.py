@@ -41,7 +41,12 @@ from .portfolio_baselines import (
     portfolio_verdicts,
 )
 from .portfolio_metrics import asset_attribution, portfolio_metrics
-from .portfolio_rollout import PortfolioRollout, evaluation_portfolio_config, rollout_portfolio
+from .portfolio_rollout import (
+    PortfolioConfigLike,
+    PortfolioRollout,
+    evaluation_portfolio_config,
+    rollout_portfolio,
+)
 from .stats import Verdict, data_label, lookahead_warning, sharpe_stats
 
 if TYPE_CHECKING:
@@ -111,8 +116,8 @@ class PortfolioBacktestResult:
         metrics: :func:`~coinrl.agents.portfolio_metrics.portfolio_metrics` of the run.
         attribution: :func:`~coinrl.agents.portfolio_metrics.asset_attribution` of the run.
         baselines: the baselines' runs by name (``random_weights``: its first draw).
-        baseline_metrics: their metrics (``random_weights``: the mean over draws, spread in
-            ``draws_*``).
+        baselines_metrics: their metrics (``random_weights``: the mean over draws, spread in
+            ``draws_*``); :meth:`baseline_metrics` returns them, as the single-asset result's.
         verdicts: the strategy against each baseline.
         stats: Sharpe-ratio statistics (``psr``, ``dsr``, ...).
         warnings: plain-language warnings (small sample, implausible Sharpe).
@@ -126,12 +131,14 @@ class PortfolioBacktestResult:
     metrics: dict[str, float] = field(default_factory=dict)
     attribution: dict[str, dict[str, float]] = field(default_factory=dict)
     baselines: dict[str, PortfolioRollout] = field(default_factory=dict)
-    baseline_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    baselines_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, float] = field(default_factory=dict)
+    """Kept empty (the single-asset result's directional statistics have no portfolio form yet)."""
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -186,11 +193,15 @@ class PortfolioBacktestResult:
             frame[f"baseline_{name}_equity_quote"] = b.equity_quote
         return pd.DataFrame(frame)
 
+    def baseline_metrics(self) -> dict[str, dict[str, float]]:
+        """Metrics per baseline."""
+        return self.baselines_metrics
+
     def flat(self, prefix: str = "backtest") -> dict[str, float]:
         """Namespaced scalars: ``<prefix>/<name>/<metric>``, ``<prefix>/<baseline>/<metric>``,
         ``<prefix>/stats/<key>``, ``<prefix>/asset/<SYM>/<key>`` and the margins."""
         out = {f"{prefix}/{self.name}/{k}": v for k, v in self.metrics.items()}
-        for name, ms in self.baseline_metrics.items():
+        for name, ms in self.baselines_metrics.items():
             out.update({f"{prefix}/{name}/{k}": v for k, v in ms.items()})
         out.update({f"{prefix}/stats/{k}": v for k, v in self.stats.items()})
         for sym, vals in self.attribution.items():
@@ -210,8 +221,8 @@ class PortfolioBacktestResult:
         return dict(json_safe({
             "name": self.name,
             "metrics": self.metrics,
-            "baselines": self.baseline_metrics,
-            "policy": {},
+            "baselines": self.baselines_metrics,
+            "policy": self.policy,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "stats": self.stats,
             "warnings": self.warnings,
@@ -293,7 +304,7 @@ def simulate_portfolio_strategy(
     model: Any,
     historical_data: Any = None,
     *,
-    env_config: PortfolioEnvConfig | Mapping[str, Any] | None = None,
+    env_config: PortfolioConfigLike = None,
     name: str | None = None,
     split: str | None = None,
     baselines: bool = True,
@@ -391,7 +402,7 @@ def simulate_portfolio_strategy(
     if baselines:
         runs = play_portfolio_baselines(data, cfg, agent=ro, n_random=n_random, seed=seed)
         res.baselines = runs.rollouts
-        res.baseline_metrics = runs.metrics
+        res.baselines_metrics = runs.metrics
         res.verdicts = portfolio_verdicts(ro, runs, data=described, confidence=confidence, seed=seed)
     if ro.n_steps >= 2:
         res.stats = sharpe_stats(res.returns, n_trials=n_trials)

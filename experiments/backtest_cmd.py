@@ -27,6 +27,7 @@ import typer
 
 from coinrl.agents.backtest import BacktestResult, simulate_trading_strategy
 from coinrl.agents.bundle import CONFIG_FILE, load_model
+from coinrl.agents.portfolio_backtest import PortfolioBacktestResult
 from coinrl.agents.report import METRICS_FILE, render_report, save_backtest_results
 from coinrl.agents.walkforward import (
     SUMMARY_FILE,
@@ -80,8 +81,12 @@ def run_backtest(
     force: bool = False,
     overwrite: bool = False,
     risk_path: Path | None = None,
-) -> tuple[Path, BacktestResult]:
+) -> tuple[Path, BacktestResult | PortfolioBacktestResult]:
     """``coinrl backtest BUNDLE [env.cost=value ...] [--data FILE] [--split test] [--out DIR]``.
+
+    A portfolio bundle is backtested by
+    :func:`~coinrl.experiments.portfolio_backtest_cmd.run_portfolio_backtest` (its data rebuilt
+    from its own ``data.sources``, the portfolio baselines, the portfolio report page).
 
     Args:
         bundle: bundle folder or zip (from ``coinrl train``).
@@ -129,6 +134,14 @@ def run_backtest(
         risk = load_config(RiskConfig, risk_path)
     notify(progress, "load", 0, 1)
     agent = load_model(bundle)
+    if getattr(agent, "portfolio", None) is not None:  # a portfolio bundle: its own command
+        from .portfolio_backtest_cmd import run_portfolio_backtest
+
+        return run_portfolio_backtest(
+            agent, bundle, split, out_dir, data=data, n_trials=n_trials, track=track,
+            progress=progress, cost_overrides=cost_overrides, cost_sweep=cost_sweep, force=force,
+            overwrite=overwrite,
+        )
     env_cfg = apply_cost_overrides(agent.env_config, costs)
     raw = dict(agent.experiment_config)
     if "data" not in raw and data is None:

@@ -47,7 +47,7 @@ def test_a_weights_signal_is_backtested_beside_every_baseline(signal_result: tup
     assert set(res.baselines) == names
     assert {v.baseline for v in res.verdicts} == names
     assert "out of sample" in res.verdict_lines()[0]
-    assert res.baseline_metrics[RANDOM_NAME]["n_draws"] == 5
+    assert res.baseline_metrics()[RANDOM_NAME]["n_draws"] == 5
     assert any("SMALL SAMPLE" in x for x in res.warnings)
     assert res.stats["n_obs"] == len(data) - 4
     total = sum(v["contribution"] for v in res.attribution.values())

@@ -1,0 +1,72 @@
+"""``coinrl backtest BUNDLE`` on a portfolio bundle trained on the three 5-minute coin files: the
+data rebuilt from the bundle, the portfolio baselines and the portfolio report page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from coinrl.agents.bundle import save_model
+from coinrl.agents.config import TrainConfig
+from coinrl.agents.train import train_model
+from coinrl.envs.config import PortfolioEnvConfig
+from coinrl.experiments.backtest_cmd import run_backtest
+from coinrl.experiments.cli import app
+from coinrl.pipeline.errors import ConfigError
+from coinrl.pipeline.source import PortfolioDataConfig, load_portfolio_dataset
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow  # trains a small portfolio agent (~10 s), CI runs it
+ENV = PortfolioEnvConfig(window=6, episode_length_bars=128, initial_cash_quote=1.0)
+
+
+@pytest.fixture(scope="module")
+def portfolio_bundle(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data: dict[str, Any] = {
+        "sources": [str(shared_data / f"{s}_BTC-5m.feather") for s in ("ADA", "ETH", "LTC")],
+        "features": {"features": [{"kind": "returns", "horizons": [1, 6]}]},
+        "split": {"train": 0.7, "validation": 0.15, "test": 0.15},
+    }
+    train = TrainConfig.model_validate({
+        "total_timesteps": 1024, "n_envs": 4, "seed": 0, "progress_bar": False,
+        "ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 1}, "eval_every_steps": 0,
+        "checkpoint_every_steps": 0, "early_stopping_patience": None,
+    })
+    config = {"name": "pf_tiny", "data": data, "env": ENV.model_dump(mode="json"),
+              "train": train.model_dump(mode="json"), "tracking": {"mode": "disabled"}}
+    prepared = load_portfolio_dataset(PortfolioDataConfig.model_validate(data))
+    agent = train_model(prepared, train, ENV, experiment_config=config)
+    return save_model(agent, tmp_path_factory.mktemp("pf") / "bundle")
+
+
+def test_backtest_of_a_portfolio_bundle_writes_the_portfolio_report(portfolio_bundle: Path, tmp_path: Path) -> None:
+    folder, res = run_backtest(portfolio_bundle, split="test", out_dir=tmp_path, track=False,
+                               cost_overrides=["env.taker_fee_rate=0.002"])
+    assert res.meta["symbols"] == ["ADA/BTC", "ETH/BTC", "LTC/BTC"]
+    assert res.meta["data_matches_bundle"] is True
+    assert res.env_config.taker_fee_rate == 0.002
+    assert isinstance(res.env_config, PortfolioEnvConfig)
+    assert "out of sample" in res.verdict_lines()[0]
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert 'id="portfolio-weights"' in page
+    assert 'class="attribution"' in page
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["meta"]["bundle_id"]
+    again, _ = run_backtest(portfolio_bundle, split="test", out_dir=tmp_path, track=False,
+                            cost_overrides=["env.taker_fee_rate=0.002"])
+    assert again == folder  # the same backtest replaces its own folder
+    with pytest.raises(ConfigError, match="--data"):
+        run_backtest(portfolio_bundle, data=tmp_path / "x.csv", out_dir=tmp_path, track=False)
+
+
+def test_the_backtest_command_prints_the_portfolio_verdicts(portfolio_bundle: Path, tmp_path: Path) -> None:
+    cli = runner.invoke(app, ["backtest", str(portfolio_bundle), "--split", "validation", "--no-track",
+                              "--out", str(tmp_path)], terminal_width=240)
+    assert cli.exit_code == 0, cli.output
+    assert "crp_daily" in cli.output
+    assert "P(agent better)" in cli.output
+    assert "report.html" in cli.output

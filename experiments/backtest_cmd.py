@@ -140,7 +140,7 @@ def run_backtest(
         return run_portfolio_backtest(
             agent, bundle, split, out_dir, data=data, n_trials=n_trials, track=track,
             progress=progress, cost_overrides=cost_overrides, cost_sweep=cost_sweep, force=force,
-            overwrite=overwrite,
+            overwrite=overwrite, risk=risk,
         )
     env_cfg = apply_cost_overrides(agent.env_config, costs)
     raw = dict(agent.experiment_config)

@@ -61,6 +61,10 @@ def test_backtest_of_a_portfolio_bundle_writes_the_portfolio_report(portfolio_bu
     assert again == folder  # the same backtest replaces its own folder
     with pytest.raises(ConfigError, match="--data"):
         run_backtest(portfolio_bundle, data=tmp_path / "x.csv", out_dir=tmp_path, track=False)
+    risk = tmp_path / "risk.yaml"
+    risk.write_text("max_leverage: 0.5\n")
+    with pytest.raises(ConfigError, match="--risk"):
+        run_backtest(portfolio_bundle, out_dir=tmp_path, track=False, risk_path=risk)
 
 
 def test_the_backtest_command_prints_the_portfolio_verdicts(portfolio_bundle: Path, tmp_path: Path) -> None:

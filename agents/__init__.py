@@ -17,6 +17,9 @@ Modules (one job each):
 - :mod:`.plots` / :mod:`.report` / :mod:`.tearsheet`: :func:`plot_backtest_results`,
   :func:`save_backtest_results` (the report folder and its quant tear sheet).
 - :mod:`.tune`: :func:`optimize_parameters` (Optuna).
+- :mod:`.portfolio_rollout` / :mod:`.portfolio_backtest`: :func:`rollout_portfolio` and
+  :func:`simulate_portfolio_strategy` (one account over A assets: baselines, attribution,
+  report).
 
 The seed's functions of this stage are all importable from here: ``train_model``,
 ``evaluate_model``, ``save_model``, ``load_model``, ``simulate_trading_strategy``,
@@ -54,6 +57,8 @@ _EXPORTS = {
     "plot_backtest_results": "plots",
     "save_backtest_results": "report",
     "load_backtest_results": "report",
+    "rollout_portfolio": "portfolio_rollout",
+    "simulate_portfolio_strategy": "portfolio_backtest",
 }
 
 SEED_FUNCTIONS = (

@@ -22,6 +22,10 @@ drift to the next open, which the env's ``rebalance_threshold`` suppresses).
   its verdict pools all draws.
 
 ``level`` is ``min(1, gross budget, net budget)``: unlevered, fully invested when allowed.
+The env's rules bind the baselines as they bind the agent: a rebalance smaller than
+``rebalance_threshold`` of equity is not traded (so a quiet day's ``crp_daily`` may hold), and
+a fully invested 1/N rebalance that the costs push over the gross budget is scaled down by the
+books (counted in ``scaled_rebalances``).
 Verdicts use the project's paired block bootstrap
 (:func:`~coinrl.agents.stats.verdict_from_returns`): total-return margin after costs, ``P(agent
 better)``, an interval, and a plain line.

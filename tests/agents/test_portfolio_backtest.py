@@ -115,3 +115,27 @@ def test_dispatch_and_refusals() -> None:
         simulate_portfolio_strategy(np.zeros((56, 2)), data)
     with pytest.raises(ConfigError, match="risk"):
         simulate_portfolio_strategy(np.zeros((56, 2)), data, env_config=CFG, risk=object())
+
+
+def test_an_untradable_stretch_is_never_filled_and_a_one_asset_portfolio_runs() -> None:
+    from dataclasses import replace
+
+    data = random_walk(120, 2, seed=13)
+    tradable = data.tradable.copy()
+    tradable[40:60, 1] = False
+    close, open_ = data.close.copy(), data.open.copy()
+    close[40:60, 1] = close[39, 1]  # the data's policy: flat at the last tradable close
+    open_[40:60, 1] = close[39, 1]
+    masked = replace(data, tradable=tradable, close=close, open=open_,
+                     high=np.maximum(open_, close), low=np.minimum(open_, close))
+    rng = np.random.default_rng(5)
+    w = rng.uniform(0.0, 0.5, (116, 2))
+    res = simulate_portfolio_strategy(w, masked, env_config=CFG, n_random=3)
+    fills = res.fills
+    ts_gap = masked.ts_ms[40:60]
+    assert not fills[(fills["symbol"] == "A1/USD") & fills["ts_ms"].isin(ts_gap)].shape[0]
+    assert fills[fills["ts_ms"].isin(ts_gap)].shape[0] > 0  # the other asset still trades
+    one = random_walk(80, 1, seed=14)
+    res1 = simulate_portfolio_strategy(np.full((76, 1), 0.5), one, env_config=CFG, n_random=3)
+    assert "hold_A0/USD" not in res1.baselines
+    assert {"cash", "equal_weight_hold", "crp_daily"} <= set(res1.baselines)

@@ -7,7 +7,8 @@ Modules (one job each):
 - :mod:`.data`: :func:`get_live_data` / :class:`LiveDataFeed`: closed candles, gap-checked,
   featured with the bundle's own spec and normaliser.
 - :mod:`.risk`: :class:`RiskConfig` and :func:`risk_management` (pure rules, the same in
-  backtest, paper and live), :class:`RiskGuard`.
+  backtest, paper and live: they live in ``coinrl.envs.risk``), :class:`RiskGuard`; the
+  portfolio form :func:`check_portfolio_risk` (``coinrl.envs.risk_portfolio``).
 - :mod:`.brokers`: one :class:`Broker` interface; :class:`PaperBroker` (the env's books) and
   :class:`ExchangeBroker` (real orders); :func:`execute_trade`, :func:`monitor_open_positions`.
 - :mod:`.journal`: the append-only SQLite :class:`Journal`; :func:`log_trades`.
@@ -36,6 +37,9 @@ _EXPORTS = {
     "RiskState": "risk",
     "risk_management": "risk",
     "check_risk": "risk",
+    "PortfolioRiskConfig": "risk",
+    "PortfolioRiskGuard": "risk",
+    "check_portfolio_risk": "risk",
     "Broker": "brokers",
     "BrokerState": "brokers",
     "ExchangeBroker": "brokers",

@@ -23,8 +23,22 @@ from coinrl.envs.risk import (
     hold_exposure,
     risk_management,
 )
+from coinrl.envs.risk_portfolio import (
+    AssetRiskLimits,
+    PortfolioRiskConfig,
+    PortfolioRiskDecision,
+    PortfolioRiskGuard,
+    PortfolioRiskState,
+    check_portfolio_risk,
+    hold_weights,
+)
 
 __all__ = [
+    "AssetRiskLimits",
+    "PortfolioRiskConfig",
+    "PortfolioRiskDecision",
+    "PortfolioRiskGuard",
+    "PortfolioRiskState",
     "RiskConfig",
     "RiskDecision",
     "RiskEvent",
@@ -32,7 +46,9 @@ __all__ = [
     "RiskState",
     "RuleAction",
     "Verdict",
+    "check_portfolio_risk",
     "check_risk",
     "hold_exposure",
+    "hold_weights",
     "risk_management",
 ]

@@ -247,7 +247,11 @@ def weights_signal(weights: npt.ArrayLike, data: PortfolioData, env_config: Port
 
 
 class _Recorder:
-    """The marks of N whole-split accounts; an account's marks freeze once its episode ends."""
+    """The marks of N whole-split accounts; an account's marks freeze once its episode ends.
+
+    Each step copies the info arrays and the state's asset rows into preallocated ``(T + 1,
+    ...)`` buffers (one copy each; the per-asset running totals are read off them at the end).
+    """
 
     def __init__(self, venv: PortfolioVectorEnv, info: Mapping[str, Any], n_steps: int) -> None:
         n, a = venv.num_envs, venv.n_assets
@@ -258,50 +262,59 @@ class _Recorder:
         self.ts = np.ascontiguousarray(venv.arrays.ts_ms[w - 1 : w + n_steps])
         self.close = np.ascontiguousarray(bars[w - 1 : w + n_steps, :, pk.B_CLOSE])
         self.open = np.ascontiguousarray(bars[w - 1 : w + n_steps, :, pk.B_OPEN])
-        self.eq = np.zeros((n, n_steps + 1))
-        self.qty = np.zeros((n, n_steps + 1, a))
-        self.w = np.zeros((n, n_steps + 1, a))
-        self.rew = np.zeros((n, n_steps))
-        self.cum = {f: np.zeros((n, n_steps + 1, a)) for f in _ASSET_TOTALS}
-        self.borrow = np.zeros((n, n_steps + 1))
+        self.eq = np.zeros((n_steps + 1, n))
+        self.qty = np.zeros((n_steps + 1, n, a))
+        self.w = np.zeros((n_steps + 1, n, a))
+        self.rew = np.zeros((n_steps, n))
+        self.assets = np.zeros((n_steps + 1, a * pk.N_ASSET_ROWS, n))  # the state's asset rows
+        self.acct = np.zeros((n_steps + 1, 2, n))  # borrow, scaled rebalances
         self.done = np.zeros(n, dtype=bool)
         self.liq_mark = np.full(n, -1, dtype=np.int64)
-        self.scaled = np.zeros(n, dtype=np.int64)
-        self._mark(0, np.ones(n, dtype=bool), info)
+        self._mark(0, info)
 
-    def _mark(self, k: int, live: npt.NDArray[np.bool_], info: Mapping[str, Any]) -> None:
+    def _mark(self, k: int, info: Mapping[str, Any]) -> None:
         s = self.venv._state  # the books' state matrix (read only)
-        self.eq[:, k] = np.where(live, info["equity_quote"], self.eq[:, k - 1] if k else 0.0)
-        self.qty[:, k] = np.where(live[:, None], info["position_base"], 0.0)
-        self.w[:, k] = np.where(live[:, None], info["weights"], 0.0)
-        for f, field in _ASSET_TOTALS.items():
-            now = s[pk.N_ACCT_ROWS + field :: pk.N_ASSET_ROWS].T
-            self.cum[f][:, k] = np.where(live[:, None], now, self.cum[f][:, k - 1] if k else 0.0)
-        self.borrow[:, k] = np.where(live, s[kernel.BORROW], self.borrow[:, k - 1] if k else 0.0)
-        self.scaled = np.where(live, s[pk.SCALED].astype(np.int64), self.scaled)
+        self.eq[k] = info["equity_quote"]
+        self.qty[k] = info["position_base"]
+        self.w[k] = info["weights"]
+        self.assets[k] = s[pk.N_ACCT_ROWS:]
+        self.acct[k, 0] = s[kernel.BORROW]
+        self.acct[k, 1] = s[pk.SCALED]
+        d = self.done
+        if k and d.any():  # ended accounts: flat, equity and totals frozen
+            self.eq[k, d] = self.eq[k - 1, d]
+            self.qty[k, d] = 0.0
+            self.w[k, d] = 0.0
+            self.assets[k][:, d] = self.assets[k - 1][:, d]
+            self.acct[k][:, d] = self.acct[k - 1][:, d]
 
     def step(self, rewards: F64, terminated: npt.NDArray[np.bool_], info: Mapping[str, Any]) -> None:
         k = self.k + 1
         self.k = k
-        live = ~self.done
-        self.rew[live, k - 1] = rewards[live]
-        self._mark(k, live, info)
-        newly = terminated & live
+        self.rew[k - 1] = np.where(self.done, 0.0, rewards)
+        self._mark(k, info)
+        newly = terminated & ~self.done
         self.liq_mark[newly] = k
         self.done |= newly
 
     def rollouts(self, actions: npt.NDArray[Any], targets: F64) -> list[PortfolioRollout]:
         venv = self.venv
+        cum = {f: np.ascontiguousarray(self.assets[:, field :: pk.N_ASSET_ROWS, :].transpose(2, 0, 1))
+               for f, field in _ASSET_TOTALS.items()}
         return [
             PortfolioRollout(
                 symbols=tuple(venv.symbols), timeframe=venv.arrays.pd.timeframe, ts_ms=self.ts,
-                equity_quote=self.eq[i], position_base=self.qty[i], weights=self.w[i],
-                target_weights=targets[i], actions=actions[i], rewards=self.rew[i],
+                equity_quote=np.ascontiguousarray(self.eq[:, i]),
+                position_base=np.ascontiguousarray(self.qty[:, i]),
+                weights=np.ascontiguousarray(self.w[:, i]),
+                target_weights=targets[i], actions=actions[i],
+                rewards=np.ascontiguousarray(self.rew[:, i]),
                 close_quote=self.close, open_quote=self.open,
-                fees_cum_quote=self.cum["fees"][i], slippage_cum_quote=self.cum["slippage"][i],
-                funding_cum_quote=self.cum["funding"][i], turnover_cum_quote=self.cum["turnover"][i],
-                realised_cum_quote=self.cum["realised"][i], borrow_cum_quote=self.borrow[i],
-                scaled_rebalances=int(self.scaled[i]), liquidated=bool(self.liq_mark[i] >= 0),
+                fees_cum_quote=cum["fees"][i], slippage_cum_quote=cum["slippage"][i],
+                funding_cum_quote=cum["funding"][i], turnover_cum_quote=cum["turnover"][i],
+                realised_cum_quote=cum["realised"][i],
+                borrow_cum_quote=np.ascontiguousarray(self.acct[:, 0, i]),
+                scaled_rebalances=int(self.acct[-1, 1, i]), liquidated=bool(self.liq_mark[i] >= 0),
                 liquidation_mark=int(self.liq_mark[i]) if self.liq_mark[i] >= 0 else None,
             )
             for i in range(venv.num_envs)

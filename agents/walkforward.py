@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from coinrl.envs.config import EnvConfig, env_config_from
+from coinrl.envs.risk import RiskConfig
 from coinrl.pipeline.errors import ConfigError
 from coinrl.pipeline.splits import PreparedData
 
@@ -84,6 +85,7 @@ def walk_forward(
     n_random: int = 5,
     ma_crossover: tuple[int, int] | None = MA_CROSSOVER_BARS,
     progress: ProgressFn | None = None,
+    risk: RiskConfig | None = None,
 ) -> WalkForwardResult:
     """Retrain per fold and seed, backtest each on its fold's test rows, summarise.
 
@@ -102,6 +104,9 @@ def walk_forward(
         ma_crossover: windows of the crossover baseline (None: leave it out).
         progress: called with ``("train", done, total)`` after each training and
             ``("backtest", 1, 1)`` when the backtests are done.
+        risk: the risk limits of paper and live trading, applied to every fold's backtest
+            (:func:`~coinrl.agents.backtest.simulate_trading_strategy`'s ``risk``); recorded
+            in ``meta["risk"]``.
 
     Returns:
         The :class:`WalkForwardResult`.
@@ -139,7 +144,7 @@ def walk_forward(
                 progress("train", done, total)
     flat = simulate_many(
         agents, datas, env_config=env, n_random=n_random, ma_crossover=ma_crossover,
-        n_trials=max(int(n_trials or len(seeds)), len(seeds)), confidence=confidence,
+        n_trials=max(int(n_trials or len(seeds)), len(seeds)), confidence=confidence, risk=risk,
     )
     if progress is not None:
         progress("backtest", 1, 1)
@@ -150,6 +155,8 @@ def walk_forward(
     out.meta["embargo_bars"] = prepared.split.embargo_bars
     out.meta["walk_forward_mode"] = prepared.split.walk_forward_mode
     out.meta["data_fingerprint"] = prepared.data_fingerprint
+    if risk is not None:
+        out.meta["risk"] = risk.model_dump(mode="json")
     for j, f in enumerate(prepared.folds):
         out.meta["folds"][j].update({
             "train_rows": [f.train.start, f.train.stop],

@@ -180,3 +180,14 @@ def test_without_risk_the_result_has_no_risk_record(market):
 def test_simulate_many_refuses_mismatched_pairs_with_risk_too():
     with pytest.raises(ConfigError, match="as many models as datas"):
         simulate_many([], [], risk=OFF)
+
+
+def test_simulate_many_with_risk_gives_each_pair_its_single_risk_backtest(trained, planted):
+    cap = only(max_leverage=0.5)
+    many = simulate_many([trained, trained], [planted.test, planted.validation], baselines=False, risk=cap)
+    for res, data in zip(many, (planted.test, planted.validation), strict=True):
+        one = simulate_trading_strategy(trained, data, baselines=False, risk=cap)
+        assert np.array_equal(res.rollout.equity_quote, one.rollout.equity_quote)
+        assert res.risk.verdicts == one.risk.verdicts
+        assert np.abs(res.rollout.target_exposure).max() <= 0.5 + 1e-12
+    assert sum(r.risk.counts()["trims"] for r in many) > 0  # the agent takes full positions

@@ -140,3 +140,20 @@ def test_dqn_on_a_portfolio_is_a_config_error_naming_multidiscrete(coins: Prepar
     cfg = small_train_config(algo="dqn", total_timesteps=64)
     with pytest.raises(ConfigError, match="MultiDiscrete"):
         train_model(coins, cfg, ENV.model_copy(update={"action": "discrete"}))
+
+
+@pytest.mark.parametrize(("algo", "action"), [("a2c", "discrete"), ("sac", "continuous")])
+def test_a2c_and_sac_train_a_portfolio_and_round_trip(algo: str, action: str, tmp_path: Path) -> None:
+    from coinrl.pipeline.portfolio import prepare_portfolio
+    from coinrl.pipeline.synthetic_assets import correlated_assets
+
+    prepared = prepare_portfolio(correlated_assets(2, 600, seed=3), spec={"features": [{"kind": "returns", "horizons": [1]}]})
+    extra: dict[str, Any] = {"sac": {"learning_starts": 64, "batch_size": 32}} if algo == "sac" else {}
+    cfg = small_train_config(algo=algo, total_timesteps=256, n_envs=4, eval_every_steps=128, **extra)
+    env = PortfolioEnvConfig(window=4, episode_length_bars=64, action=action)  # type: ignore[arg-type]
+    agent = train_model(prepared, cfg, env)
+    assert agent.history, "no validation ran"
+    loaded = load_model(save_model(agent, tmp_path / "b"))
+    obs = np.zeros((3, *agent.model.observation_space.shape), dtype=np.float32)  # type: ignore[misc]
+    np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
+    assert loaded.predict(obs).shape == (3, 2)

@@ -217,8 +217,15 @@ def evaluate_model(
         The :class:`EvaluationReport`.
 
     Raises:
-        ConfigError: an SB3 model without ``env_config``.
+        ConfigError: an SB3 model without ``env_config``; a portfolio agent (use
+            :func:`~coinrl.agents.train_portfolio.evaluate_portfolio`).
     """
+    if isinstance(model, TrainedAgent) and model.portfolio is not None:
+        raise ConfigError(
+            f"evaluate_model trades one market; this agent trades the portfolio "
+            f"{list(model.portfolio.symbols)}: use coinrl.agents.train_portfolio.evaluate_portfolio "
+            "on its data (portfolio_data_for)"
+        )
     if isinstance(model, TrainedAgent):
         policy = model.model
         cfg_in: EnvConfig | dict[str, Any] | None = env_config or model.env_config

@@ -134,6 +134,10 @@ def test_portfolio_data_for_refuses_other_assets_and_single_asset_agents(
         portfolio_data_for(trained)
     with pytest.raises(ConfigError, match="portfolio_data_for"):
         coin_agent.market_data(None)  # type: ignore[arg-type]
+    from coinrl.agents.evaluate import evaluate_model
+
+    with pytest.raises(ConfigError, match="evaluate_portfolio"):
+        evaluate_model(coin_agent, None)  # type: ignore[arg-type]
 
 
 def test_dqn_on_a_portfolio_is_a_config_error_naming_multidiscrete(coins: PreparedPortfolio) -> None:

@@ -79,3 +79,35 @@ def test_a_breach_trims_and_blocks_the_same_orders_in_a_backtest_and_a_paper_ses
     assert np.array_equal(np.asarray(equity_path), bt.rollout.equity_quote)
     assert state.position_base == bt.rollout.position_base[-1]
     assert state.fees_paid_quote == bt.rollout.fees_paid_quote
+
+
+def test_the_kill_switch_fires_at_the_same_decision_in_a_backtest_and_a_paper_session(
+    prepared, tmp_path: Path
+):
+    kill = RiskConfig.permissive().model_copy(update={"max_drawdown_frac": 0.03})
+    md = market_data_from_spec(FRAME, prepared.spec, prepared.normaliser)
+    i0 = int(np.searchsorted(md.ts_ms, FRAME.ts_ms.iloc[K0 - 1]))
+    split = md.slice(i0 - (ENV.window - 1), i0 + N_DEC + 1)
+    bt = simulate_trading_strategy(rule, split, env_config=ENV, risk=kill, baselines=False)
+    k = bt.risk.killed_at
+    assert k is not None
+    assert 5 <= k < N_DEC - 5  # mid-session: trades before it, decisions after it
+
+    with emulator(FRAME, K0) as (server, clock):
+        runner = build_runner(
+            RulePolicy(), env_config=ENV, spec=prepared.spec, normaliser=prepared.normaliser,
+            client=public(server), symbol=SYMBOL, timeframe="1h", mode="paper",
+            journal=Journal(tmp_path / "kill.sqlite", run_id="riskkill"), risk_config=kill,
+            config=RunnerConfig(max_bars=N_DEC, reload_every_bars=0, flatten_on_kill=False),
+            clock=SteppedClock(clock), history_bars=K0, check_clock_skew=False,
+        )
+        assert runner.run() == ExitCode.KILL_SWITCH
+        state = runner.env.broker_state
+    with Journal(tmp_path / "kill.sqlite") as j:
+        decisions = [e.payload for e in j.events("decision")]
+    # the session stops at the kill: its decisions are the backtest's up to and with it
+    assert [d["verdict"] for d in decisions] == list(bt.risk.verdicts[: k + 1])
+    assert decisions[-1]["events"][0]["rule"] == bt.risk.events[-1][1].rule == "max_drawdown"
+    # held, not flattened, on both sides: the position at the kill is kept
+    assert state.position_base == bt.rollout.position_base[k]
+    assert bt.rollout.position_base[-1] == pytest.approx(bt.rollout.position_base[k], rel=1e-12)

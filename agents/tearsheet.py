@@ -178,10 +178,13 @@ def worst_drawdowns(equity: pd.DataFrame, n: int = N_WORST_DRAWDOWNS) -> pd.Data
     cols = ["start", "valley", "end", "days", "max_drawdown", "recovered"]
     if not (dd < 0).any():
         return pd.DataFrame(columns=cols)
-    det = qs.stats.drawdown_details(dd)
+    det = qs.stats.drawdown_details(dd).reset_index(drop=True)
+    # only the chronologically last drawdown can still be open (rows come in time order; their
+    # dates are days, so on intraday bars several drawdowns share the open one's start date)
+    det["open"] = False
+    if bool(dd.iloc[-1] < 0):
+        det.loc[len(det) - 1, "open"] = True
     det = det.sort_values("max drawdown").head(n)
-    last_open = bool(dd.iloc[-1] < 0)
-    last_start = str(det["start"].max()) if last_open else None
     out = pd.DataFrame({
         "start": det["start"].astype(str),
         "valley": det["valley"].astype(str),
@@ -189,7 +192,7 @@ def worst_drawdowns(equity: pd.DataFrame, n: int = N_WORST_DRAWDOWNS) -> pd.Data
         "days": det["days"].astype(int),
         "max_drawdown": -det["max drawdown"].astype(float) / 100.0,
     })
-    out["recovered"] = ~((out["start"] == last_start) & last_open)
+    out["recovered"] = ~det["open"].to_numpy(dtype=bool)
     return out.reset_index(drop=True)
 
 

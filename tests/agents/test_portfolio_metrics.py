@@ -76,3 +76,4 @@ def test_borrow_and_a_liquidation_land_in_the_account_row() -> None:
 
 def test_effective_assets_counts_equal_weights_as_n() -> None:
     np.testing.assert_allclose(effective_assets([[0.25] * 4, [1.0, 0, 0, 0], [0, 0, 0, 0]]), [4.0, 1.0, 0.0])
+

@@ -372,3 +372,12 @@ def test_walk_forward_annualises_the_aggregate_and_flags_short_folds(tmp_path: P
     bars = sum(row[0].rollout.n_steps for row in results)
     expected = float(np.prod(1.0 + np.array(totals)) ** (8760.0 / bars) - 1.0)
     assert wf.summary["agent"]["annualised_return"]["mean"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_only_the_last_drawdown_of_intraday_bars_is_reported_open() -> None:
+    eq = 100.0 * np.cumprod([1.0, 0.99, 1.02, 0.99, 1.02, 0.97, 1.05, 0.98, 1.0, 1.0])
+    frame = pd.DataFrame({"ts_ms": 1_704_067_200_000 + np.arange(10) * 3_600_000, "equity_quote": eq})
+    dd = worst_drawdowns(frame)  # four drawdowns within one UTC day; only the last is still open
+    assert len(dd) == 4
+    assert dd["recovered"].tolist().count(False) == 1
+    assert dd.loc[~dd["recovered"], "max_drawdown"].iloc[0] == pytest.approx(0.02, rel=1e-9)

@@ -50,13 +50,26 @@ class ExchangeClient(ExchangeMarketData):
     # -- orders -----------------------------------------------------------------------------
     def _lookup(self, symbol: str, client_order_id: str) -> dict[str, Any] | None:
         """The order with ``client_order_id`` (ccxt structure), or None if the exchange has none."""
+        q = self.quirks
+        named = {q.lookup_client_id_param: client_order_id}
+        if q.lookup_with_open_orders:  # the exchange answers a named order of any status
+            rows: list[dict[str, Any]] = self._client.fetch_open_orders(symbol, None, None, named)
+            return next((o for o in rows if o.get("clientOrderId") == client_order_id), None)
         try:
             found: dict[str, Any] = self._client.fetch_order(
-                client_order_id, symbol, {"clientOrderId": client_order_id}
+                client_order_id if q.client_id_as_order_id else None, symbol, named
             )
             return found
         except ccxt.OrderNotFound:
             return None
+
+    def _orders_since(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
+        """Every order of ``symbol`` since ``since_ms`` (one call, or open + finished)."""
+        if not self.quirks.split_order_lists:
+            listed: list[dict[str, Any]] = self._client.fetch_orders(symbol, since_ms)
+            return listed
+        return [*self._client.fetch_open_orders(symbol),
+                *self._client.fetch_canceled_and_closed_orders(symbol, since_ms)]
 
     def _locate(self, symbol: str, client_order_id: str, since_ms: int | None) -> dict[str, Any] | None:
         """The order with ``client_order_id`` (ccxt structure), or None only when its absence is
@@ -72,7 +85,7 @@ class ExchangeClient(ExchangeMarketData):
         found = self._lookup(symbol, client_order_id)
         if found is not None:
             return found
-        listed: list[dict[str, Any]] = self._client.fetch_orders(symbol, since_ms)
+        listed = self._orders_since(symbol, since_ms)
         for o in listed:
             if str(o.get("clientOrderId") or "") == client_order_id:
                 return o
@@ -181,8 +194,10 @@ class ExchangeClient(ExchangeMarketData):
             try:
                 placed: dict[str, Any] = self._client.create_order(
                     symbol, type_e.value, side_e.value, qty, price,
-                    {"newClientOrderId": cid},
+                    {self.quirks.create_client_id_param: cid},
                 )
+                if placed.get("side") is None:  # an acknowledgement only (Bybit): look it up
+                    return self._lookup(symbol, cid) or placed
                 return placed
             except ccxt.ExchangeError as e:
                 typed = self._typed_refusal(e, what)
@@ -290,9 +305,13 @@ class ExchangeClient(ExchangeMarketData):
 
         def attempt() -> dict[str, Any]:
             try:
+                q = self.quirks
                 done: dict[str, Any] = self._client.cancel_order(
-                    client_order_id, sym, {"clientOrderId": client_order_id}
+                    client_order_id if q.client_id_as_order_id else None, sym,
+                    {q.lookup_client_id_param: client_order_id},
                 )
+                if done.get("side") is None:  # an acknowledgement only (Bybit): look it up
+                    return self._lookup(sym, client_order_id) or done
                 return done
             except ccxt.OrderNotFound:
                 found = self._lookup(sym, client_order_id)

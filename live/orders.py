@@ -147,6 +147,16 @@ class ExchangeQuirks:
         client_id_unique_among_open_only: the exchange refuses a repeated client id only while
             the first order is open (Binance), so a re-send after a fill would be ACCEPTED:
             re-sends must prove the first attempt absent first.
+        create_client_id_param: the ccxt ``create_order`` param that carries our client id.
+        lookup_client_id_param: the ccxt param naming an order by our client id in lookups and
+            cancels (Binance: ``clientOrderId``; Bybit: its raw ``orderLinkId``).
+        client_id_as_order_id: pass our client id as ccxt's order ``id`` argument too (Binance);
+            False: ``id`` is None (Bybit answers by ``orderId`` first, which is not ours).
+        lookup_with_open_orders: look an order up with ``fetch_open_orders`` and the lookup
+            param instead of ``fetch_order`` (Bybit: ``order/realtime`` answers an order named
+            by ``orderLinkId`` whatever its status; ccxt's ``fetch_order`` needs its exchange id).
+        split_order_lists: the exchange has no "all orders" list: open orders and finished
+            orders are listed by two calls (Bybit's unified account).
     """
 
     duplicate_markers: tuple[str, ...] = ("Duplicate order", "duplicate clientOrderId")
@@ -154,6 +164,11 @@ class ExchangeQuirks:
     funds_markers: tuple[str, ...] = ("insufficient balance", "Insufficient balance")
     cancel_client_id_field: str = ""
     client_id_unique_among_open_only: bool = True
+    create_client_id_param: str = "newClientOrderId"
+    lookup_client_id_param: str = "clientOrderId"
+    client_id_as_order_id: bool = True
+    lookup_with_open_orders: bool = False
+    split_order_lists: bool = False
 
 
 QUIRKS: dict[str, ExchangeQuirks] = {
@@ -163,6 +178,24 @@ QUIRKS: dict[str, ExchangeQuirks] = {
         funds_markers=("insufficient balance",),
         cancel_client_id_field="origClientOrderId",
         client_id_unique_among_open_only=True,
+    ),
+    # Bybit v5 (unified account): codes from ccxt's bybit exceptions table, messages as Bybit
+    # words them (110072 duplicate orderLinkId; 170134/170137/170135/170140/170130 filters;
+    # 170131/110004/110007/110012 funds). An orderLinkId is refused when ANY earlier order of
+    # the account used it; cancel and create answer only {orderId, orderLinkId} (the broker
+    # completes such acknowledgements with a lookup).
+    "bybit": ExchangeQuirks(
+        duplicate_markers=("OrderLinkedID is duplicate", "Duplicate clientOrderId"),
+        filter_markers=("decimal too long", "lower than the minimum", "exceeded lower limit",
+                        "quantity too large", "is not valid"),
+        funds_markers=("Insufficient balance", "Insufficient wallet balance", "not enough"),
+        cancel_client_id_field="orderLinkId",
+        client_id_unique_among_open_only=False,
+        create_client_id_param="clientOrderId",
+        lookup_client_id_param="orderLinkId",
+        client_id_as_order_id=False,
+        lookup_with_open_orders=True,
+        split_order_lists=True,
     ),
 }
 """Quirks by ccxt exchange id (:func:`quirks_for` falls back to a cautious default)."""

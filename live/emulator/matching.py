@@ -353,11 +353,14 @@ class MatchingEngine:
         price_quote: float | None = None,
         client_order_id: str | None = None,
         time_in_force: str = "GTC",
+        client_id_unique_forever: bool = False,
     ) -> EmulatedOrder:
         """Accept (or reject) a new order at emulated time ``now_ms`` (UTC ms).
 
         The order is matched right away up to ``now_ms`` (a market order sent exactly at a
-        bar's open fills at once).
+        bar's open fills at once). ``client_id_unique_forever``: refuse a client id used by ANY
+        earlier order of the account (Bybit's ``orderLinkId``), not only by an open one
+        (Binance's ``newClientOrderId``).
 
         Raises:
             OrderRejected: no trading permission (-2015), a client id in use by an OPEN order
@@ -371,7 +374,7 @@ class MatchingEngine:
                 raise OrderRejected.of(NO_TRADE_PERMISSION)
             cid = client_order_id or f"emu_{uuid.uuid4().hex[:22]}"
             prev = self._by_client.get((api_key, cid))
-            if prev is not None and self._orders[prev].is_open:
+            if prev is not None and (client_id_unique_forever or self._orders[prev].is_open):
                 # Binance: newClientOrderId is unique among OPEN orders only; once the first
                 # order filled or was cancelled, the same id is accepted again
                 raise OrderRejected.of(DUPLICATE_ORDER)

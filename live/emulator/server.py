@@ -53,6 +53,9 @@ from coinrl.pipeline.errors import CoinrlError, ConfigError, DataError
 
 from .accounts import Accounts, mask
 from .binance_api import DATA_NOW_MS_KEY, BinanceError, BinanceMarketDataApi
+from .bybit_api import PREFIX as BYBIT_PREFIX
+from .bybit_api import BybitMarketDataApi
+from .bybit_signed import BybitSignedApi, bybit_error_for
 from .clock import Clock, FixedClock, RealClock, ReplayClock
 from .faults import FaultPlan, FaultRule
 from .market import EmulatedMarkets, MarketSpec
@@ -80,6 +83,20 @@ _GATEWAY_REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gatewa
 _GARBAGE_BODY = '[[1500000000000,"0.0100","0.0110",{"msg": <html>502 Bad Gat'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bybit_fault(action: FaultRule, now_ms: int) -> web.Response:
+    """A rate-limit or reject fault in Bybit's dialect (retCode 10006 with Retry-After; the
+    refusal Bybit gives for the reject's Binance code)."""
+    if action.kind == "rate_limit":
+        body = {"retCode": 10006, "retMsg": "Too many visits. Exceeded the API Rate Limit.",
+                "result": {}, "retExtInfo": {}, "time": now_ms}
+        return web.Response(
+            status=429, text=json.dumps(body), content_type="application/json",
+            headers={"Retry-After": str(action.retry_after_s),
+                     "X-Bapi-Limit-Reset-Timestamp": str(now_ms + int(action.retry_after_s * 1000))},
+        )
+    return bybit_error_for(action.code, action.message).response(now_ms)
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,10 @@ class EmulatorServer:
         self._signed_api = SignedApi(
             self.data, self.accounts, self.matching, self.clock, signature_clock
         )
+        self._bybit_market_api = BybitMarketDataApi(self.data, self.clock)
+        self._bybit_api = BybitSignedApi(
+            self.data, self.accounts, self.matching, self.clock, signature_clock
+        )
         self._stale_since: dict[int, tuple[FaultRule, int]] = {}
         self._log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
@@ -168,6 +189,8 @@ class EmulatorServer:
         app = web.Application(middlewares=[self._traffic_middleware])
         app.add_routes(self._market_api.routes())
         app.add_routes(self._signed_api.routes())
+        app.add_routes(self._bybit_market_api.routes())
+        app.add_routes(self._bybit_api.routes())
         app.add_routes([
             web.get(f"{ADMIN_PREFIX}/stats", self._admin_stats),
             web.get(f"{ADMIN_PREFIX}/faults", self._admin_get_faults),
@@ -196,6 +219,8 @@ class EmulatorServer:
         try:
             if action is None:
                 response = await handler(request)
+            elif action.kind in ("rate_limit", "reject") and request.path.startswith(BYBIT_PREFIX):
+                response = _bybit_fault(action, self.clock.now_ms())
             elif action.kind == "rate_limit":
                 response = web.Response(
                     status=429,

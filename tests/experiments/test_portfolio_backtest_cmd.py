@@ -74,3 +74,30 @@ def test_the_backtest_command_prints_the_portfolio_verdicts(portfolio_bundle: Pa
     assert "crp_daily" in cli.output
     assert "P(agent better)" in cli.output
     assert "report.html" in cli.output
+
+
+def test_simulate_portfolio_strategy_takes_a_bundle_path_and_rebuilds_its_data(
+    portfolio_bundle: Path, shared_data: Path
+) -> None:
+    from dataclasses import replace
+
+    from coinrl.agents.bundle import load_model
+    from coinrl.agents.portfolio_backtest import simulate_portfolio_strategy
+    from coinrl.agents.train_portfolio import portfolio_data_for
+    from coinrl.pipeline.errors import DataError
+
+    res = simulate_portfolio_strategy(str(portfolio_bundle), None, split="validation", n_random=3)
+    assert res.name == "agent"
+    assert res.meta["split"] == "validation"
+    agent = load_model(portfolio_bundle)
+    prepared = portfolio_data_for(agent)
+    same = simulate_portfolio_strategy(agent, prepared, split="validation", n_random=3)
+    assert same.equity_quote.tolist() == res.equity_quote.tolist()
+    swapped = replace(prepared.test, symbols=("ETH/BTC", "ADA/BTC", "LTC/BTC"))
+    with pytest.raises(DataError, match="in that order"):
+        simulate_portfolio_strategy(agent, swapped)
+    hourly = replace(prepared.test, timeframe="1h")
+    with pytest.raises(ConfigError, match="force"):
+        simulate_portfolio_strategy(agent, hourly)
+    forced = simulate_portfolio_strategy(agent, hourly, force=True, baselines=False)
+    assert any("FORCED" in w for w in forced.warnings)

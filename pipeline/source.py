@@ -17,7 +17,7 @@ from pydantic import Field
 
 from .clean import CleanConfig, preprocess_data
 from .config import FrozenModel
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .features import FeatureSpec, default_feature_spec
 from .formats import read_ohlcv
 from .portfolio import PreparedPortfolio, prepare_portfolio
@@ -51,16 +51,39 @@ class DataConfig(FrozenModel):
     norm: NormConfig = Field(default_factory=NormConfig)
 
 
+def _refuse_portfolio(cfg: DataConfig) -> None:
+    if isinstance(cfg, PortfolioDataConfig):
+        raise ConfigError(
+            f"this data section is a portfolio ({len(cfg.sources) + len(cfg.symbols)} assets in "
+            "sources/symbols) and this command or function trades one market; load it with "
+            "load_portfolio_dataset (coinrl train and evaluate accept portfolios; walkforward "
+            "and tune do not yet)"
+        )
+
+
 def load_candles(cfg: DataConfig) -> pd.DataFrame:
-    """Read and clean the candles named by ``cfg.source``."""
+    """Read and clean the candles named by ``cfg.source``.
+
+    Raises:
+        ConfigError: a :class:`PortfolioDataConfig` (one market's loader must not quietly
+            read ``source`` alone; use :func:`load_portfolio_dataset`).
+    """
+    _refuse_portfolio(cfg)
     if cfg.source == SAMPLE:
         return preprocess_data(load_sample(), cfg.clean)
     return read_ohlcv(Path(cfg.source), fmt=cfg.format, clean=cfg.clean)
 
 
 def load_dataset(cfg: DataConfig | None = None) -> PreparedData:
-    """Candles → features → time splits → normaliser fitted on train, as env-ready arrays."""
+    """Candles → features → time splits → normaliser fitted on train, as env-ready arrays.
+
+    Raises:
+        ConfigError: a :class:`PortfolioDataConfig` (several assets: use
+            :func:`load_portfolio_dataset`; a one-market path must not quietly train on
+            ``source`` alone).
+    """
     cfg = cfg or DataConfig()
+    _refuse_portfolio(cfg)
     candles = load_candles(cfg)
     prepared = prepare_data_for_model(candles, spec=cfg.features, split=cfg.split, norm=cfg.norm)
     logger.info(
@@ -146,7 +169,7 @@ def load_portfolio_dataset(
     cfg = cfg or PortfolioDataConfig()
     sources = cfg.sources + resolve_symbols(cfg.symbols, cfg.data_dir, cfg.timeframe)
     sources = sources or (cfg.source,)
-    frames = [load_candles(cfg.model_copy(update={"source": s})) for s in sources]
+    frames = [load_candles(DataConfig(source=s, format=cfg.format, clean=cfg.clean)) for s in sources]
     prepared = prepare_portfolio(
         frames, spec=spec or cfg.features, split=cfg.split, norm=cfg.norm,
         norm_scope=cfg.norm_scope, market_features=cfg.market_features,

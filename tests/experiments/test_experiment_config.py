@@ -91,3 +91,13 @@ def test_bad_portfolio_combinations_are_config_errors_naming_the_fix() -> None:
         experiment_config_from({**pf, "env": {"window": 0}})
     with pytest.raises(ConfigError, match=r"env.gross_leverage are portfolio keys.*data.sources"):
         experiment_config_from({"data": {"source": "sample"}, "env": {"gross_leverage": 1.0}})
+
+
+def test_one_market_loading_refuses_a_portfolio_data_section() -> None:
+    from coinrl.pipeline.source import load_candles, load_dataset
+
+    cfg = load_experiment_config(CONFIGS / "ppo_portfolio.yaml")
+    with pytest.raises(ConfigError, match="load_portfolio_dataset"):
+        load_dataset(cfg.data)  # it must not quietly train on data.source (the BTC sample)
+    with pytest.raises(ConfigError, match="load_portfolio_dataset"):
+        load_candles(cfg.data)  # (what coinrl tune reads)

@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.risk import RiskConfig, RiskEvent, RiskGuard, Verdict, hold_exposure
+from coinrl.envs.risk_portfolio import PortfolioRiskConfig, PortfolioRiskGuard, hold_weights
 from coinrl.envs.vector import TradingVectorEnv
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import ConfigError
@@ -211,6 +212,152 @@ class BacktestRiskLayer:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class PortfolioRiskRecord:
+    """What the portfolio risk layer did in one backtest (``T`` decisions, ``A`` assets).
+
+    Attributes:
+        config: the limits.
+        symbols: the asset names.
+        ts_ms, now_ms: open and close times of the decision bars (UTC ms).
+        proposed_weights, allowed_weights: ``(T, A)`` what the strategy asked for and what the
+            layer let through (the current weights when it held).
+        verdicts: the account's verdict per decision.
+        asset_verdicts: ``(T, A)`` per asset: ``allowed`` / ``trimmed`` / ``blocked`` /
+            ``forced_exit``.
+        events: ``(decision, symbol or None for the account, event)``; after the kill-switch
+            only its first decision's events.
+        killed_at: the decision where the kill-switch fired (None: never).
+    """
+
+    config: PortfolioRiskConfig
+    symbols: tuple[str, ...]
+    ts_ms: I64
+    now_ms: I64
+    proposed_weights: F64
+    allowed_weights: F64
+    verdicts: tuple[Verdict, ...]
+    asset_verdicts: tuple[tuple[str, ...], ...]
+    events: tuple[tuple[int, str | None, RiskEvent], ...]
+    killed_at: int | None
+
+    def counts(self) -> dict[str, Any]:
+        """Decisions per account verdict, ``kills`` (1 when the kill-switch fired) and per
+        asset the decisions ``trimmed``, ``blocked`` and ``forced_exit``."""
+        verdicts = Counter(self.verdicts)
+        per_asset = {
+            s: dict(Counter(v[i] for v in self.asset_verdicts)) for i, s in enumerate(self.symbols)
+        }
+        return {
+            "decisions": len(self.verdicts),
+            **{v: verdicts[v] for v in ("allowed", "trimmed", "blocked", "kill")},
+            "kills": int(self.killed_at is not None),
+            "assets": per_asset,
+        }
+
+    def event_rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per event: decision, bar and decision time, symbol (None for an
+        account rule), rule, action, detail."""
+        return [
+            {"decision": k, "ts_ms": int(self.ts_ms[k]), "now_ms": int(self.now_ms[k]),
+             "symbol": sym, **asdict(e)}
+            for k, sym, e in self.events
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: the limits, :meth:`counts`, the kill-switch and the events."""
+        k = self.killed_at
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "counts": self.counts(),
+            "killed_at": k,
+            "killed_ts_ms": None if k is None else int(self.ts_ms[k]),
+            "events": self.event_rows(),
+        }
+
+
+class PortfolioBacktestRiskLayer:
+    """The portfolio form of :class:`BacktestRiskLayer`: a
+    :class:`~coinrl.envs.risk_portfolio.PortfolioRiskGuard` between one portfolio account's
+    decisions and its books, with the same conventions (now = the decision bar's close; a
+    hold is :func:`~coinrl.envs.risk_portfolio.hold_weights` at the fill bar's opens; a
+    rebalance that traded counts once in the order-rate window, at the fill bar's open time).
+
+    A portfolio rollout calls :meth:`review` before each step (the weights to give the books)
+    and :meth:`after_step` after it; :meth:`record` gives the :class:`PortfolioRiskRecord`.
+
+    Args:
+        config: the limits (a plain :class:`~coinrl.envs.risk.RiskConfig` is promoted).
+        bar_ms: bar length, ms.
+        symbols: the ``A`` asset names.
+    """
+
+    def __init__(self, config: RiskConfig, bar_ms: int, symbols: tuple[str, ...] | list[str]) -> None:
+        cfg = config if isinstance(config, PortfolioRiskConfig) else PortfolioRiskConfig.model_validate(
+            config.model_dump())
+        self.guard = PortfolioRiskGuard(cfg, int(bar_ms), tuple(symbols))
+        self.bar_ms = int(bar_ms)
+        self._ts: list[int] = []
+        self._proposed: list[tuple[float, ...]] = []
+        self._allowed: list[tuple[float, ...]] = []
+        self._verdicts: list[Verdict] = []
+        self._assets: list[tuple[str, ...]] = []
+        self._events: list[tuple[int, str | None, RiskEvent]] = []
+        self.killed_at: int | None = None
+        self._turnover = 0.0
+
+    def review(
+        self, bar_ts_ms: int, proposed_weights: npt.ArrayLike, *, cash_quote: float,
+        positions_base: npt.ArrayLike, avg_entry_quote: npt.ArrayLike, close_quote: npt.ArrayLike,
+        equity_quote: float, turnover_quote: float, fill_open_quote: npt.ArrayLike,
+    ) -> F64:
+        """The ``(A,)`` target weights to give the books for a decision at the close of the
+        bar opened at ``bar_ts_ms`` (amounts quote, positions base, per-asset arrays ``(A,)``;
+        ``turnover_quote``: the account's traded notional so far, to see whether the step
+        traded)."""
+        now = int(bar_ts_ms) + self.bar_ms
+        state = self.guard.state(
+            now_ms=now, last_bar_close_ms=now, equity_quote=equity_quote, prices_quote=close_quote,
+            positions_base=positions_base, avg_entry_quote=avg_entry_quote,
+        )
+        d = self.guard.review(proposed_weights, state)
+        k = len(self._verdicts)
+        if not d.kill or self.killed_at is None:
+            if d.kill:
+                self.killed_at = k
+            self._events.extend((k, None, e) for e in d.events)
+            account = set(d.events)
+            self._events.extend((k, s, e) for s, ev in zip(d.symbols, d.asset_events, strict=True)
+                                for e in ev if e not in account)
+        self._ts.append(int(bar_ts_ms))
+        self._proposed.append(d.proposed_weights)
+        self._allowed.append(d.target_weights)
+        self._verdicts.append(d.verdict)
+        self._assets.append(d.asset_verdicts())
+        self._turnover = float(turnover_quote)
+        if d.hold:
+            return hold_weights(cash_quote, positions_base, fill_open_quote)
+        return np.asarray(d.target_weights, dtype=np.float64)
+
+    def after_step(self, fill_ts_ms: int, turnover_quote: float) -> None:
+        """Count the rebalance in the rate window when the account traded in the step just
+        taken (``fill_ts_ms``: the fill bar's open time)."""
+        if float(turnover_quote) != self._turnover:
+            self.guard.record_order(int(fill_ts_ms))
+
+    def record(self) -> PortfolioRiskRecord:
+        """The :class:`PortfolioRiskRecord` of the decisions reviewed so far."""
+        ts = np.asarray(self._ts, dtype=np.int64)
+        a = len(self.guard.symbols)
+        return PortfolioRiskRecord(
+            config=self.guard.config, symbols=self.guard.symbols, ts_ms=ts, now_ms=ts + self.bar_ms,
+            proposed_weights=np.asarray(self._proposed, dtype=np.float64).reshape(-1, a),
+            allowed_weights=np.asarray(self._allowed, dtype=np.float64).reshape(-1, a),
+            verdicts=tuple(self._verdicts), asset_verdicts=tuple(self._assets),
+            events=tuple(self._events), killed_at=self.killed_at,
+        )
+
+
 def risk_env_config(env_config: EnvConfig | dict[str, Any] | None) -> EnvConfig:
     """The continuous-action twin of ``env_config`` that steps the allowed targets (same costs,
     window, bounds and observation; one whole-split episode).
@@ -325,6 +472,8 @@ def rollout_with_risk(
 __all__ = [
     "ActFn",
     "BacktestRiskLayer",
+    "PortfolioBacktestRiskLayer",
+    "PortfolioRiskRecord",
     "RiskRecord",
     "policy_act",
     "risk_env_config",

@@ -191,3 +191,44 @@ def test_simulate_many_with_risk_gives_each_pair_its_single_risk_backtest(traine
         assert res.risk.verdicts == one.risk.verdicts
         assert np.abs(res.rollout.target_exposure).max() <= 0.5 + 1e-12
     assert sum(r.risk.counts()["trims"] for r in many) > 0  # the agent takes full positions
+
+
+# -- the portfolio layer a portfolio rollout calls around each step ----------------------------
+
+
+def test_portfolio_layer_trims_holds_and_records_per_asset():
+    from coinrl.agents.backtest_risk import PortfolioBacktestRiskLayer
+    from coinrl.envs.risk_portfolio import PortfolioRiskConfig
+
+    cfg = PortfolioRiskConfig.permissive().model_copy(update={
+        "max_leverage": 1.0, "max_orders_per_window": 1, "order_window_ms": 3 * HOUR,
+        "max_drawdown_frac": 0.2})
+    layer = PortfolioBacktestRiskLayer(cfg, HOUR, ("BTC", "ETH"))
+    flat = {"cash_quote": 1000.0, "positions_base": [0.0, 0.0], "avg_entry_quote": [0.0, 0.0],
+            "close_quote": [100.0, 10.0], "equity_quote": 1000.0, "turnover_quote": 0.0,
+            "fill_open_quote": [100.0, 10.0]}
+    # decision 0: gross 1.5 scaled to 1 -> (0.6, 0.4); the step trades (turnover 1000)
+    w = layer.review(T0, [0.9, 0.6], **flat)
+    assert w.tolist() == pytest.approx([0.6, 0.4])
+    layer.after_step(T0 + HOUR, 1000.0)
+    # decision 1 (1 h later, bought 6 BTC and 40 ETH): another rebalance is blocked; the books
+    # get the weights that keep the positions at the next opens (102, 9): equity 612 + 360
+    held = {**flat, "cash_quote": 0.0, "positions_base": [6.0, 40.0], "avg_entry_quote": [100.0, 10.0],
+            "turnover_quote": 1000.0, "fill_open_quote": [102.0, 9.0]}
+    w = layer.review(T0 + HOUR, [0.0, 1.0], **held)
+    assert w.tolist() == pytest.approx([612.0 / 972.0, 360.0 / 972.0])
+    # decision 2: equity 790 is 21 % below the peak 1000: kill, latched at decision 3
+    dd = {**held, "close_quote": [90.0, 6.25], "equity_quote": 790.0}
+    layer.review(T0 + 2 * HOUR, [0.5, 0.5], **dd)
+    layer.review(T0 + 3 * HOUR, [0.5, 0.5], **dd)
+    rec = layer.record()
+    assert rec.verdicts == ("trimmed", "blocked", "kill", "kill")
+    assert rec.asset_verdicts[0] == ("trimmed", "trimmed")
+    assert rec.asset_verdicts[1] == ("blocked", "blocked")
+    assert rec.killed_at == 2
+    assert rec.proposed_weights.shape == rec.allowed_weights.shape == (4, 2)
+    rules = [(r["decision"], r["symbol"], r["rule"]) for r in rec.event_rows()]
+    assert rules == [(0, None, "max_leverage"), (0, "BTC", "max_leverage"), (0, "ETH", "max_leverage"),
+                     (1, None, "max_orders_per_window"), (2, None, "max_drawdown")]
+    assert rec.counts()["assets"]["BTC"] == {"trimmed": 1, "blocked": 3}
+    assert rec.to_dict()["killed_ts_ms"] == T0 + 2 * HOUR

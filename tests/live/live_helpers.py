@@ -130,3 +130,9 @@ def public(server: EmulatorServer) -> Any:
     from coinrl.live.data import public_client
 
     return public_client(exchange_url=server.base_url, config={"enableRateLimit": False})
+
+
+DIALECTS = ("binance", "bybit")
+"""The exchange dialects the emulator speaks (ccxt ids); the live tests run over each."""
+ORDER_PATHS = {"binance": "/api/v3/order", "bybit": "/v5/order/create"}
+"""Where each dialect places orders (the path of a fault that hits order placement)."""

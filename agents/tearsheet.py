@@ -178,11 +178,15 @@ def worst_drawdowns(equity: pd.DataFrame, n: int = N_WORST_DRAWDOWNS) -> pd.Data
     cols = ["start", "valley", "end", "days", "max_drawdown", "recovered"]
     if not (dd < 0).any():
         return pd.DataFrame(columns=cols)
+    if dd.iloc[0] < 0:  # under water from the first bar: QuantStats finds a drawdown's start
+        # only after a 0, so start from the initial equity's mark (the first bar's open)
+        start = pd.Series([0.0], index=pd.to_datetime(equity["ts_ms"].to_numpy()[:1], unit="ms"))
+        dd = pd.concat([start, dd])
     det = qs.stats.drawdown_details(dd).reset_index(drop=True)
     # only the chronologically last drawdown can still be open (rows come in time order; their
     # dates are days, so on intraday bars several drawdowns share the open one's start date)
     det["open"] = False
-    if bool(dd.iloc[-1] < 0):
+    if len(det) and bool(dd.iloc[-1] < 0):
         det.loc[len(det) - 1, "open"] = True
     det = det.sort_values("max drawdown").head(n)
     out = pd.DataFrame({

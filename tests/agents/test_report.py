@@ -381,3 +381,12 @@ def test_only_the_last_drawdown_of_intraday_bars_is_reported_open() -> None:
     assert len(dd) == 4
     assert dd["recovered"].tolist().count(False) == 1
     assert dd.loc[~dd["recovered"], "max_drawdown"].iloc[0] == pytest.approx(0.02, rel=1e-9)
+
+
+def test_a_drawdown_from_the_first_bar_that_never_recovers_is_listed() -> None:
+    eq = 100.0 * np.cumprod([1.0, 0.99, 0.995, 0.98, 0.985, 0.97])
+    frame = pd.DataFrame({"ts_ms": 1_704_067_200_000 + np.arange(6) * 300_000, "equity_quote": eq})
+    dd = worst_drawdowns(frame)
+    assert len(dd) == 1
+    assert dd["max_drawdown"].iloc[0] == pytest.approx(1.0 - eq[-1] / 100.0, rel=1e-9)
+    assert not dd["recovered"].iloc[0]

@@ -161,3 +161,21 @@ def test_a2c_and_sac_train_a_portfolio_and_round_trip(algo: str, action: str, tm
     obs = np.zeros((3, *agent.model.observation_space.shape), dtype=np.float32)  # type: ignore[misc]
     np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
     assert loaded.predict(obs).shape == (3, 2)
+
+
+def test_a_portfolio_checkpoint_resumes_only_on_the_same_assets_and_normalisers(tmp_path: Path) -> None:
+    from coinrl.pipeline.portfolio import prepare_portfolio
+    from coinrl.pipeline.synthetic_assets import correlated_assets
+
+    spec = {"features": [{"kind": "returns", "horizons": [1]}]}
+    prepared = prepare_portfolio(correlated_assets(2, 600, seed=3), spec=spec)
+    env = PortfolioEnvConfig(window=4, episode_length_bars=64)
+    cfg = small_train_config(total_timesteps=512, n_envs=4, checkpoint_every_steps=256)
+    train_model(prepared, cfg, env, out_dir=tmp_path / "run")
+    more = cfg.model_copy(update={"total_timesteps": 1024})
+    resumed = train_model(prepared, more, env, out_dir=tmp_path / "run", resume=True)
+    assert resumed.info["resumed_from"] is not None
+    assert resumed.info["num_timesteps"] == 1024
+    pooled = prepare_portfolio(correlated_assets(2, 600, seed=3), spec=spec, norm_scope="pooled")
+    with pytest.raises(ConfigError, match="normaliser_fingerprint"):
+        train_model(pooled, more, env, out_dir=tmp_path / "run", resume=True)

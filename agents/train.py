@@ -2,10 +2,12 @@
 
 :func:`train_model` builds the SB3 VecEnv adapter over the batched env
 (:class:`~coinrl.envs.sb3.TradingSB3VecEnv`: one numpy env stepping ``n_envs`` episodes, not
-``n_envs`` Python env objects) on the TRAINING split and runs the configured algorithm with:
+``n_envs`` Python env objects; for a portfolio :class:`~coinrl.envs.sb3.PortfolioSB3VecEnv`, see
+:mod:`coinrl.agents.train_portfolio`) on the TRAINING split and runs the algorithm with:
 
 * **validation** every ``eval_every_steps``: the deterministic policy trades the whole
-  validation split (:func:`~coinrl.agents.rollout.rollout_policy`); ``eval_metric`` scores it;
+  validation split (:func:`~coinrl.agents.rollout.rollout_policy`, or
+  :func:`~coinrl.agents.portfolio_rollout.rollout_portfolio`); ``eval_metric`` scores it;
 * **best model**: the best-scoring weights are kept (in memory and ``<run>/best/model.zip``)
   and returned when ``use_best_model``;
 * **early stopping** after ``early_stopping_patience`` evaluations without improvement;

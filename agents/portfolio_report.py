@@ -56,6 +56,21 @@ AGENT_COLOR = "#1f77b4"
 ASSET_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
 
+BASELINE_COLOR = {"cash": "#7f7f7f", "equal_weight_hold": "#ff7f0e", "crp_daily": "#2ca02c",
+                  "crp_weekly": "#98df8a", "random_weights": "#bcbd22"}
+HOLD_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#d62728")
+
+
+def baseline_color(name: str, i: int) -> str:
+    """The line colour of a baseline (never the strategy's blue); ``i``: its position."""
+    return BASELINE_COLOR.get(name) or BASELINE_COLORS.get(name) or HOLD_COLORS[i % len(HOLD_COLORS)]
+
+
+def _baseline_columns(equity: pd.DataFrame) -> list[tuple[str, str]]:
+    pre, post = "baseline_", "_equity_quote"
+    return [(c[len(pre): -len(post)], c) for c in equity.columns if c.startswith(pre) and c.endswith(post)]
+
+
 ATTRIBUTION_COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("contribution", "Contribution to return", fmt_pct),
     ("pnl_quote", "P&L after costs (quote)", fmt_money),
@@ -89,12 +104,9 @@ def weights_figure(equity: pd.DataFrame, symbols: Sequence[str]) -> Any:
                                         "Weights over time (position notional / equity, stacked)"))
     fig.add_trace(go.Scatter(x=t, y=eq["equity_quote"], name="strategy",
                              line={"color": AGENT_COLOR, "width": 2}), 1, 1)
-    pre, post = "baseline_", "_equity_quote"
-    for col in equity.columns:
-        if col.startswith(pre) and col.endswith(post):
-            name = col[len(pre): -len(post)]
-            fig.add_trace(go.Scatter(x=t, y=eq[col], name=name, line={
-                "color": BASELINE_COLORS.get(name, "#999999"), "width": 1}), 1, 1)
+    for i, (name, col) in enumerate(_baseline_columns(equity)):
+        fig.add_trace(go.Scatter(x=t, y=eq[col], name=name, line={
+            "color": baseline_color(name, i), "width": 1}), 1, 1)
     fig.add_trace(go.Scatter(x=t, y=-eq["drawdown"], name="drawdown", fill="tozeroy",
                              line={"color": "#d62728", "width": 1}), 2, 1)
     for a, sym in enumerate(symbols):
@@ -237,9 +249,8 @@ def portfolio_png(saved: SavedBacktest, path: Path) -> None:
     t = utc_times(eq["ts_ms"])
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, height_ratios=[3, 2])
     ax1.plot(t, eq["equity_quote"], lw=1.5, color=AGENT_COLOR, label="strategy")
-    for col in eq.columns:
-        if col.startswith("baseline_") and col.endswith("_equity_quote"):
-            ax1.plot(t, eq[col], lw=0.8, label=col[9:-13])
+    for i, (name, col) in enumerate(_baseline_columns(eq)):
+        ax1.plot(t, eq[col], lw=0.8, label=name, color=baseline_color(name, i))
     ax1.set_title(saved.title)
     ax1.legend(fontsize=7, ncol=4)
     symbols = symbols_of(saved)

@@ -24,9 +24,11 @@ Endpoints: ``GET user/query-api`` and ``account/info`` (a unified trading accoun
 ``orderLinkId``), ``order/history`` (finished orders), ``execution/list`` (fills) and
 ``position/list``.
 
-Not emulated: trading linear perpetuals (``category=linear`` orders are refused with 10001 and
-``position/list`` is empty), market orders by quote amount (``marketUnit=quoteCoin``),
-conditional/TP-SL orders, IOC/FOK/PostOnly.
+Linear perpetuals trade on cross margin over the account's unified wallet, with funding at
+funding times (:mod:`.perps`); refusals there: ``110007`` margin (InsufficientFunds), ``110017``
+reduce-only (InvalidOrder). Not emulated: market orders by quote amount
+(``marketUnit=quoteCoin``), conditional/TP-SL orders, IOC/FOK/PostOnly, leverage changes (every
+position runs at :data:`~.perps.DEFAULT_LEVERAGE`), liquidation.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from aiohttp import web
 from coinrl.envs.domain import OrderType, Side
 
 from .accounts import API_KEY_PATTERN, Accounts
-from .binance_api import fmt_decimal
 from .bybit_api import (
     PREFIX,
     BybitError,
@@ -54,9 +55,10 @@ from .bybit_api import (
     limit_arg,
     market_symbol,
 )
+from .bybit_records import execution_json, funding_json, order_json, position_json, wallet_json
 from .clock import Clock, RealClock
 from .market import EmulatedMarkets
-from .matching import EmulatedOrder, EmulatedTrade, MatchingEngine, OrderRejected
+from .matching import EmulatedOrder, MatchingEngine, OrderRejected
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +102,6 @@ def bybit_error_for(code: int, msg: str) -> BybitError:
     return BybitError(10001, f"params error: {msg}")
 
 
-def _order_status(o: EmulatedOrder) -> str:
-    if o.status == "NEW":
-        return "New"
-    if o.status == "PARTIALLY_FILLED":
-        return "PartiallyFilled"
-    if o.status == "FILLED":
-        return "Filled"
-    if o.status == "EXPIRED" and o.executed_base > 0.0:  # a market order's unfillable rest
-        return "PartiallyFilledCanceled"
-    return "Cancelled"
-
-
 def _window(rows: Sequence[Any], query: Query, default: int, maximum: int) -> tuple[list[Any], str]:
     """One page of ``rows`` (newest first) from ``cursor`` (an offset), and the next cursor."""
     limit = limit_arg(query, default, maximum)
@@ -124,7 +114,7 @@ def _window(rows: Sequence[Any], query: Query, default: int, maximum: int) -> tu
 
 
 class BybitSignedApi:
-    """Request handlers of Bybit's v5 signed API (spot trading; linear read-only).
+    """Request handlers of Bybit's v5 signed API (spot and linear perpetual trading).
 
     Args:
         markets: listed markets.
@@ -218,57 +208,10 @@ class BybitSignedApi:
             query = dict(request.query)
         return api_key, query
 
-    # -- formatting -------------------------------------------------------------------------
+    # -- formatting ----------------------------------------------------------------------
     def order_json(self, o: EmulatedOrder) -> dict[str, Any]:
         """Bybit's order object (``order/realtime``, ``order/history``)."""
-        spec = self.markets.specs[o.symbol]
-        trades = self.engine.trades(o.api_key, o.symbol, o.order_id)
-        fee = sum(t.fee_quote for t in trades)
-        avg = o.cum_quote / o.executed_base if o.executed_base > 0 else 0.0
-        leaves = o.remaining_base if o.is_open else 0.0
-        out: dict[str, Any] = {
-            "orderId": str(o.order_id), "orderLinkId": o.client_order_id, "blockTradeId": "",
-            "symbol": spec.market_id, "price": fmt_decimal(o.limit_price_quote or 0.0),
-            "qty": fmt_decimal(o.qty_base), "side": "Buy" if o.side is Side.BUY else "Sell",
-            "isLeverage": "0", "positionIdx": 0, "orderStatus": _order_status(o),
-            "cancelType": "UNKNOWN", "rejectReason": "EC_NoError",
-            "avgPrice": fmt_decimal(avg) if avg else "", "leavesQty": fmt_decimal(leaves),
-            "leavesValue": fmt_decimal(leaves * (o.limit_price_quote or 0.0)),
-            "cumExecQty": fmt_decimal(o.executed_base), "cumExecValue": fmt_decimal(o.cum_quote),
-            "cumExecFee": fmt_decimal(fee), "timeInForce": o.time_in_force or "IOC",
-            "orderType": "Limit" if o.order_type is OrderType.LIMIT else "Market",
-            "stopOrderType": "", "orderIv": "", "triggerPrice": "0", "takeProfit": "0",
-            "stopLoss": "0", "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "",
-            "reduceOnly": False, "closeOnTrigger": False, "smpType": "None", "smpGroup": 0,
-            "smpOrderId": "", "placeType": "", "createdTime": str(o.submit_ms),
-            "updatedTime": str(o.update_ms),
-        }
-        if o.order_type is OrderType.MARKET and spec.kind == "spot":
-            out["marketUnit"] = "baseCoin"
-        if fee:
-            out["cumFeeDetail"] = {spec.quote: fmt_decimal(fee)}
-        return out
-
-    def execution_json(self, t: EmulatedTrade) -> dict[str, Any]:
-        """Bybit's ``execution/list`` row."""
-        spec = self.markets.specs[t.symbol]
-        order = self.engine.find(t.api_key, t.symbol, order_id=t.order_id)
-        fee_rate = t.fee_quote / t.quote_qty if t.quote_qty else 0.0
-        return {
-            "symbol": spec.market_id, "orderId": str(t.order_id), "orderLinkId": t.client_order_id,
-            "side": "Buy" if t.side is Side.BUY else "Sell",
-            "orderPrice": fmt_decimal(order.limit_price_quote or 0.0),
-            "orderQty": fmt_decimal(order.qty_base), "leavesQty": fmt_decimal(order.remaining_base),
-            "createType": "CreateByUser",
-            "orderType": "Limit" if order.order_type is OrderType.LIMIT else "Market",
-            "stopOrderType": "", "execFee": fmt_decimal(t.fee_quote), "execId": str(t.trade_id),
-            "execPrice": fmt_decimal(t.price_quote), "execQty": fmt_decimal(t.qty_base),
-            "execType": "Trade", "execValue": fmt_decimal(t.quote_qty), "execTime": str(t.ts_ms),
-            "feeCurrency": t.fee_asset, "feeCoin": t.fee_asset,  # every fee is in the quote
-            "isMaker": t.is_maker, "feeRate": fmt_decimal(fee_rate),
-            "tradeIv": "", "markIv": "", "markPrice": "", "indexPrice": "", "underlyingPrice": "",
-            "blockTradeId": "", "closedSize": "", "seq": t.trade_id,
-        }
+        return order_json(self.markets, self.engine, o)
 
     # -- account ----------------------------------------------------------------------------
     def query_api(self, api_key: str, query: Query) -> Any:
@@ -303,30 +246,11 @@ class BybitSignedApi:
         """``GET /v5/account/wallet-balance?accountType=UNIFIED``: one unified wallet."""
         if query.get("accountType", "UNIFIED") != "UNIFIED":
             raise BybitError(10001, "accountType only support UNIFIED.")
-        coins = []
-        for asset, (free, locked) in self.engine.balances(api_key).items():
-            total = free + locked
-            coins.append({
-                "coin": asset, "equity": fmt_decimal(total), "usdValue": "",
-                "walletBalance": fmt_decimal(total), "locked": fmt_decimal(locked),
-                "totalOrderIM": "0", "totalPositionIM": "0", "totalPositionMM": "0",
-                "unrealisedPnl": "0", "cumRealisedPnl": "0", "borrowAmount": "0",
-                "accruedInterest": "0", "bonus": "0", "collateralSwitch": True,
-                "marginCollateral": True, "spotHedgingQty": "0",
-            })
-        return {"list": [{"accountType": "UNIFIED", "totalEquity": "", "totalWalletBalance": "",
-                          "totalMarginBalance": "", "totalAvailableBalance": "",
-                          "totalPerpUPL": "0", "totalInitialMargin": "0",
-                          "totalMaintenanceMargin": "0", "accountIMRate": "0",
-                          "accountMMRate": "0", "accountLTV": "0", "coin": coins}]}
+        return wallet_json(self.markets, self.engine, api_key, self.clock.now_ms())
 
     # -- orders -----------------------------------------------------------------------------
-    def _spot_symbol(self, query: Query) -> str:
-        kind = category_kind(query)
-        if kind != "spot":
-            raise BybitError(10001, "params error: the emulator trades spot only "
-                             "(category=linear orders are not emulated)")
-        return market_symbol(self.markets, kind, query.get("symbol"))
+    def _trade_symbol(self, query: Query) -> str:
+        return market_symbol(self.markets, category_kind(query), query.get("symbol"))
 
     @staticmethod
     def _decimal(query: Query, name: str) -> float:
@@ -340,8 +264,10 @@ class BybitSignedApi:
         return value
 
     def create_order(self, api_key: str, query: Query) -> Any:
-        """``POST /v5/order/create``: a spot market (base quantity) or GTC limit order."""
-        symbol = self._spot_symbol(query)
+        """``POST /v5/order/create``: a market (base quantity) or GTC limit order, spot or
+        linear (``reduceOnly`` honoured: it may not open or grow a position)."""
+        symbol = self._trade_symbol(query)
+        linear = self.markets.specs[symbol].kind == "linear"
         side = {"Buy": Side.BUY, "Sell": Side.SELL}.get(query.get("side", ""))
         order_type = {"Market": OrderType.MARKET, "Limit": OrderType.LIMIT}.get(query.get("orderType", ""))
         if side is None or order_type is None:
@@ -352,16 +278,25 @@ class BybitSignedApi:
             price = self._decimal(query, "price")
             if query.get("timeInForce", "GTC") != "GTC":
                 raise BybitError(10001, "params error: only timeInForce=GTC is emulated")
-        elif query.get("marketUnit", "baseCoin" if side is Side.SELL else "quoteCoin") != "baseCoin":
+        elif not linear and query.get("marketUnit", "baseCoin" if side is Side.SELL else "quoteCoin") != "baseCoin":
             raise BybitError(10001, "params error: the emulator takes spot market orders by base "
                              "quantity only (marketUnit=baseCoin)")
         cid = query.get("orderLinkId") or None
         if cid is not None and not (len(cid) <= 36 and all(c.isalnum() or c in "-_" for c in cid)):
             raise BybitError(10001, "params error: orderLinkId invalid (1-36 of A-Z a-z 0-9 - _)")
-        order = self.engine.submit(
-            api_key, symbol, side, order_type, qty, now_ms=self.clock.now_ms(), price_quote=price,
-            client_order_id=cid, time_in_force="GTC", client_id_unique_forever=True,
-        )
+        if linear and query.get("reduceOnly") == "true" and qty > self.engine.perps.reducible(
+                api_key, symbol, side is Side.BUY):
+            raise BybitError(110017, "Reduce-only rule not satisfied")
+        try:
+            order = self.engine.submit(
+                api_key, symbol, side, order_type, qty, now_ms=self.clock.now_ms(),
+                price_quote=price, client_order_id=cid, time_in_force="GTC",
+                client_id_unique_forever=True,
+            )
+        except OrderRejected as e:
+            if linear and "insufficient" in e.msg:
+                raise BybitError(110007, "ab not enough for new order") from e
+            raise
         return {"orderId": str(order.order_id), "orderLinkId": order.client_order_id}
 
     def _named(self, api_key: str, symbol: str | None, query: Query) -> EmulatedOrder | None:
@@ -377,7 +312,7 @@ class BybitSignedApi:
 
     def cancel_order(self, api_key: str, query: Query) -> Any:
         """``POST /v5/order/cancel`` by ``orderId`` or ``orderLinkId``."""
-        symbol = self._spot_symbol(query)
+        symbol = self._trade_symbol(query)
         if not (query.get("orderId") or query.get("orderLinkId")):
             raise BybitError(10001, "params error: orderId or orderLinkId is required")
         order = self._named(api_key, symbol, query)
@@ -388,7 +323,7 @@ class BybitSignedApi:
 
     def cancel_all(self, api_key: str, query: Query) -> Any:
         """``POST /v5/order/cancel-all``: every open order of ``symbol``."""
-        symbol = self._spot_symbol(query)
+        symbol = self._trade_symbol(query)
         done = self.engine.cancel_all(api_key, symbol, now_ms=self.clock.now_ms())
         return {"list": [{"orderId": str(o.order_id), "orderLinkId": o.client_order_id} for o in done],
                 "success": "1"}
@@ -425,32 +360,46 @@ class BybitSignedApi:
                 "nextPageCursor": cursor}
 
     def executions(self, api_key: str, query: Query) -> Any:
-        """``GET /v5/execution/list``: our fills, newest first (``orderId``, ``startTime``,
-        ``endTime`` on the execution time)."""
+        """``GET /v5/execution/list``: our fills (``execType=Trade``) and, for linear, funding
+        settlements (``execType=Funding``), newest first; ``orderId``/``orderLinkId``,
+        ``startTime``/``endTime`` on the execution time."""
+        kind = category_kind(query)
         symbol = self._optional_symbol(query)
         start, end = int_arg(query, "startTime"), int_arg(query, "endTime")
+        exec_type = query.get("execType", "")
         named = query.get("orderId") or query.get("orderLinkId")
         order = self._named(api_key, symbol, query) if named else None
-        if named and order is None:
-            rows: list[EmulatedTrade] = []
-        elif order is not None:
-            rows = self.engine.trades(api_key, order.symbol, order.order_id)
-        else:
-            rows = [t for t in self.engine.trades(api_key, symbol) if t.api_key == api_key]
-        rows = [t for t in rows[::-1] if (start is None or t.ts_ms >= start)
-                and (end is None or t.ts_ms <= end)]
-        page, cursor = _window(rows, query, 50, 100)
-        return {"category": query["category"], "list": [self.execution_json(t) for t in page],
-                "nextPageCursor": cursor}
+        rows: list[tuple[int, int, dict[str, Any]]] = []
+        if exec_type in ("", "Trade"):
+            if order is not None:
+                trades = self.engine.trades(api_key, order.symbol, order.order_id)
+            else:
+                trades = [] if named else self.engine.trades(api_key, symbol)
+            rows += [(t.ts_ms, t.trade_id, execution_json(self.markets, self.engine, t))
+                     for t in trades if t.api_key == api_key
+                     and self.markets.specs[t.symbol].kind == kind]
+        if exec_type in ("", "Funding") and kind == "linear" and not named:
+            rows += [(f.ts_ms, 0, funding_json(self.markets, f, f"funding-{f.symbol}-{f.ts_ms}"))
+                     for f in self.engine.perps.payments
+                     if f.api_key == api_key and (symbol is None or f.symbol == symbol)]
+        rows = sorted((r for r in rows if (start is None or r[0] >= start)
+                       and (end is None or r[0] <= end)), key=lambda r: r[:2], reverse=True)
+        page, cursor = _window([r[2] for r in rows], query, 50, 100)
+        return {"category": query["category"], "list": page, "nextPageCursor": cursor}
 
     def positions(self, api_key: str, query: Query) -> Any:
-        """``GET /v5/position/list?category=linear``: no positions (perpetuals are not traded)."""
+        """``GET /v5/position/list?category=linear``: open positions (``symbol`` or
+        ``settleCoin``), marked at the emulator's reference price."""
         category_kind(query, ("linear",))
         if not query.get("symbol") and not query.get("settleCoin"):
             raise BybitError(10001, "params error: symbol or settleCoin is required")
-        self._optional_symbol(query)
+        symbol = self._optional_symbol(query)
         self.engine._account(api_key)
-        return {"category": "linear", "list": [], "nextPageCursor": ""}
+        now = self.clock.now_ms()
+        rows = [position_json(self.markets, self.engine.perps, s, p, now)
+                for s, p in self.engine.perps.of(api_key, query.get("settleCoin") or None)
+                if symbol is None or s == symbol]
+        return {"category": "linear", "list": rows, "nextPageCursor": ""}
 
 
 __all__ = [

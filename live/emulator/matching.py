@@ -54,6 +54,7 @@ from coinrl.envs.execution import ExecutionModel
 from .accounts import Account, Accounts, mask
 from .faults import FaultPlan
 from .market import CandleSeries, EmulatedMarkets, MarketSpec
+from .perps import PerpLedger
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +279,8 @@ class MatchingEngine:
     """Orders, fills and balances of every emulated account.
 
     Args:
-        markets: the listed markets and their candles (only spot markets take orders).
+        markets: the listed markets and their candles (spot, and linear perpetuals: see
+            :mod:`.perps`).
         accounts: the accounts; their ``lock`` guards every change made here.
         faults: consulted for ``partial_fill`` faults.
         execution: fee/slippage rules (see :func:`emulator_execution_model`).
@@ -312,11 +314,13 @@ class MatchingEngine:
         self._trades_by_account: dict[tuple[str, str], list[EmulatedTrade]] = {}
         self._next_order_id = 1
         self._next_trade_id = 1
+        self.perps = PerpLedger(markets)  # linear perpetuals: positions, cross margin, funding
 
     # -- prices -----------------------------------------------------------------------------
     def _spot(self, symbol: str) -> tuple[MarketSpec, CandleSeries]:
+        """A tradable market: spot, or a linear perpetual (reached by the Bybit dialect only)."""
         spec = self.markets.specs.get(symbol)
-        if spec is None or spec.kind != "spot":
+        if spec is None:
             raise OrderRejected(-1121, "Invalid symbol.")
         return spec, self.markets.series[symbol]
 
@@ -381,13 +385,18 @@ class MatchingEngine:
             spec, series = self._spot(symbol)
             ref = self.reference_price(series, now_ms)
             check_filters(spec, order_type, qty_base, price_quote, ref)
-            if side is Side.BUY:
-                px = price_quote if order_type is OrderType.LIMIT else ref
-                assert px is not None  # noqa: S101 - check_filters ensured it
+            px = price_quote if order_type is OrderType.LIMIT else ref
+            assert px is not None  # noqa: S101 - check_filters ensured it
+            if spec.kind == "linear":  # margin of what does not reduce the position, and fees
+                opening = qty_base - min(qty_base, self.perps.reducible(api_key, symbol, side is Side.BUY))
+                lock_asset = spec.quote
+                lock_amount = opening * px / self.perps.leverage + qty_base * px * self.cost_frac_buy(order_type)
+            elif side is Side.BUY:
                 lock_asset, lock_amount = spec.quote, qty_base * px * (1.0 + self.cost_frac_buy(order_type))
             else:
                 lock_asset, lock_amount = spec.base, qty_base
-            free = account.total(lock_asset) - self._locked(api_key, lock_asset)
+            free = (account.total(lock_asset) - self._locked(api_key, lock_asset)
+                    + self.perps.margin_adjustment(api_key, lock_asset, now_ms))
             if lock_amount > free:
                 raise OrderRejected.of(INSUFFICIENT_BALANCE)
             if order_type is OrderType.MARKET:
@@ -568,6 +577,11 @@ class MatchingEngine:
                 event = self._next_event(order, now_ms)
                 if event is not None and (best is None or (event[0], order.order_id) < best[:2]):
                     best = (event[0], order.order_id, event[1])
+            funding = self.perps.next_funding_ms(now_ms)
+            if funding is not None and (best is None or funding[0] <= best[0]):
+                # owed on the position held up to its time: settled before a fill at that time
+                self.perps.settle_funding(funding[1], {a.api_key: a for a in self.accounts})
+                continue
             if best is None:
                 return made
             made.extend(self._execute(self._orders[best[1]], best[2], best[0]))
@@ -622,7 +636,7 @@ class MatchingEngine:
         if order.order_type is OrderType.MARKET:
             ref, vol = float(series.open[k]), float(series.volume[k])
             fill: Fill | None = self.model.market_fill(env_order, ref, vol, fill_id, ts_ms)
-            if order.side is Side.BUY:
+            if order.side is Side.BUY and spec.kind == "spot":
                 fill = self._affordable(order, account, spec, fill, ref, vol, fill_id, ts_ms)
         else:
             fill = limit_fill(self.model, env_order, qty, fill_id, ts_ms)
@@ -665,10 +679,13 @@ class MatchingEngine:
     def _book(self, order: EmulatedOrder, account: Account, spec: MarketSpec, fill: Fill) -> EmulatedTrade:
         """Apply one fill to the account and the order (the one place balances change)."""
         dq = fill.signed_qty_base
-        quote = account.total(spec.quote)
-        account.totals[spec.quote] = quote - dq * fill.price_quote - fill.fee_quote
-        account.totals[spec.base] = account.total(spec.base) + dq
-        account.update_ms = fill.ts_ms
+        if spec.kind == "linear":  # the wallet moves by realised PnL and fees only
+            self.perps.book_fill(account, order.symbol, dq, fill.price_quote, fill.fee_quote, fill.ts_ms)
+        else:
+            quote = account.total(spec.quote)
+            account.totals[spec.quote] = quote - dq * fill.price_quote - fill.fee_quote
+            account.totals[spec.base] = account.total(spec.base) + dq
+            account.update_ms = fill.ts_ms
         order.executed_base = order.executed_base + fill.qty_base
         order.cum_quote = order.cum_quote + fill.qty_base * fill.price_quote
         order.update_ms = fill.ts_ms

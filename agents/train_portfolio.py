@@ -11,8 +11,8 @@ A assets, and the one way to rebuild a portfolio agent's data.
   evaluation and the CLI call this, so an agent always sees the observations it was trained on.
 * :func:`portfolio_spaces`: the observation and action spaces of a portfolio agent, which a
   bundle rebuilds its model on without any data.
-* :func:`evaluate_portfolio`: the agent beside cash and the constant-rebalanced 1/N portfolio on
-  one split, same books and costs (what ``coinrl train`` reports after a portfolio run).
+* :func:`evaluate_portfolio`: the agent beside the portfolio baselines on one split, same books
+  and costs (what ``coinrl train`` and ``coinrl evaluate`` report for a portfolio).
 """
 
 from __future__ import annotations
@@ -186,47 +186,40 @@ def split_of(prepared: PreparedPortfolio, split: str) -> PortfolioData:
     return part
 
 
-def equal_weights(env_config: PortfolioEnvConfig, n_assets: int) -> float:
-    """The per-asset weight of the long 1/N portfolio inside the budget:
-    ``min(1, gross, net) / A``."""
-    return min(1.0, env_config.gross_budget, env_config.net_budget) / n_assets
-
-
-def evaluate_portfolio(agent: TrainedAgent, data: PortfolioData, *, split: str = "validation") -> dict[str, Any]:
-    """The agent's deterministic policy beside cash and the constant-rebalanced long 1/N
-    portfolio on one split, all through :func:`~coinrl.agents.portfolio_rollout.rollout_portfolio`
-    with the agent's env config (same books and costs).
+def evaluate_portfolio(
+    agent: TrainedAgent, data: PortfolioData, *, split: str = "validation", n_random: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """The agent's deterministic policy beside the portfolio baselines on one split (cash,
+    1/N held, constant-rebalanced 1/N daily and weekly, each asset held, turnover-matched random
+    weights: :func:`~coinrl.agents.portfolio_baselines.play_portfolio_baselines`), all through
+    the agent's env config (same books and costs).
 
     Returns:
-        JSON-safe ``{"split", "symbols", "agent": metrics, "baselines": {"cash": metrics,
-        "equal_weight": metrics}, "excess_total_return_vs_equal_weight", "meta"}``.
+        JSON-safe ``{"split", "symbols", "agent": metrics, "baselines": {name: metrics},
+        "meta"}``.
 
     Raises:
         ConfigError: not a portfolio agent.
         DataError: a split too short for the window.
     """
-    from .portfolio_rollout import portfolio_decisions, rollout_portfolio
+    from .portfolio_baselines import play_portfolio_baselines
+    from .portfolio_rollout import rollout_portfolio
 
     if agent.portfolio is None:
         raise ConfigError("evaluate_portfolio needs a portfolio agent; use evaluate_model for one market")
     env = portfolio_config_from(agent.env_config)
-    t = portfolio_decisions(data, env)
-    a = data.n_assets
-    mine = rollout_portfolio(data, env, policy=agent.model, deterministic=True).metrics()
-    cash = rollout_portfolio(data, env, weights=np.zeros((t, a))).metrics()
-    ew = rollout_portfolio(data, env, weights=np.full((t, a), equal_weights(env, a))).metrics()
+    ro = rollout_portfolio(data, env, policy=agent.model, deterministic=True)
+    base = play_portfolio_baselines(data, env, agent=ro, n_random=n_random, seed=seed)
     return dict(json_safe({
         "split": split,
         "symbols": list(data.symbols),
-        "agent": mine,
-        "baselines": {"cash": cash, "equal_weight": ew},
-        "excess_total_return_vs_equal_weight": mine["total_return"] - ew["total_return"],
+        "agent": ro.metrics(),
+        "baselines": base.metrics,
         "meta": {k: v for k, v in data.meta.items() if isinstance(v, str | int | float | bool)},
     }))
 
 
 __all__ = [
-    "equal_weights",
     "evaluate_portfolio",
     "make_portfolio_vec_env",
     "portfolio_data_for",

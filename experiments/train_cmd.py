@@ -157,7 +157,7 @@ def _finish_portfolio(
     run_dir: Path, config: ExperimentConfig, agent: TrainedAgent, prepared: PreparedPortfolio,
     sink: Logger, tracker: Tracker,
 ) -> Path:
-    """Validation report (agent, cash, constant-rebalanced 1/N) and bundle of a portfolio run."""
+    """Validation report (agent and the portfolio baselines) and bundle of a portfolio run."""
     report = evaluate_portfolio(agent, prepared.validation, split="validation")
     step = int(agent.info["num_timesteps"])
     for name, metrics in (("agent", report["agent"]), *report["baselines"].items()):
@@ -174,9 +174,9 @@ def _finish_portfolio(
             metadata={"algo": agent.algo, "data_fingerprint": agent.data_info.get("data_fingerprint")},
         )
     logger.info(
-        "run name=%s bundle=%s validation_total_return=%.4f equal_weight=%.4f cash=%.4f",
+        "run name=%s bundle=%s validation_total_return=%.4f crp_daily=%.4f cash=%.4f",
         config.name, bundle, report["agent"]["total_return"],
-        report["baselines"]["equal_weight"]["total_return"], report["baselines"]["cash"]["total_return"],
+        report["baselines"]["crp_daily"]["total_return"], report["baselines"]["cash"]["total_return"],
     )
     return bundle
 

@@ -253,9 +253,9 @@ def test_coinrl_train_trains_the_shipped_portfolio_config_into_a_bundle(
     assert agent.info["num_timesteps"] == 4096
     assert [h["step"] for h in agent.history] == [2048, 4096]
     validation = json.loads((run_dir / "evaluation.json").read_text())
-    assert set(validation["baselines"]) == {"cash", "equal_weight"}
+    assert {"cash", "equal_weight_hold", "crp_daily", "random_weights"} <= set(validation["baselines"])
     assert validation["agent"]["fees_frac"] > 0  # costs charged
-    assert "equal_weight" in res.output  # the CLI's results table
+    assert "crp_daily" in res.output  # the CLI's results table
 
     report = run_evaluate(run_dir / "bundle", "test")
     assert report["split"] == "test"

@@ -107,11 +107,18 @@ def apply_cost_overrides(env_config: EnvConfig, overrides: Mapping[str, Any] | S
 
 
 def scaled_costs(env_config: EnvConfig, multiplier: float) -> EnvConfig:
-    """``env_config`` with fees, slippage and impact (:data:`SWEEP_KEYS`) times ``multiplier``."""
+    """``env_config`` with fees, slippage and impact (:data:`SWEEP_KEYS`) times ``multiplier``
+    (a portfolio's per-asset ``asset_costs`` as well)."""
     if not multiplier >= 0:
         raise ConfigError(f"cost multiplier must be >= 0, got {multiplier}")
     updates = {k: float(getattr(env_config, k)) * multiplier for k in SWEEP_KEYS}
-    return apply_cost_overrides(env_config, updates)
+    out = apply_cost_overrides(env_config, updates)
+    per_asset = getattr(out, "asset_costs", None)  # a portfolio's per-asset overrides scale too
+    if per_asset:
+        scaled = {sym: {k: (v * multiplier if k in SWEEP_KEYS and v is not None else v)
+                        for k, v in c.model_dump().items()} for sym, c in per_asset.items()}
+        out = type(out).model_validate({**out.model_dump(), "asset_costs": scaled})
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,8 +184,9 @@ def cost_sweep(
     """Re-run a backtest with fees and slippage scaled.
 
     Args:
-        run: ``env_config -> BacktestResult`` (the same strategy and data every time; the
-            policy is re-run because its observation includes the account it built).
+        run: ``env_config -> BacktestResult`` (or a portfolio's ``PortfolioBacktestResult``;
+            the same strategy and data every time; the policy is re-run because its
+            observation includes the account it built).
         env_config: the costs at 1x.
         multipliers: cost levels.
 
@@ -189,9 +197,9 @@ def cost_sweep(
     for k in multipliers:
         cfg = scaled_costs(env_config, float(k))
         res = run(cfg)
-        base = {
-            name: float(b.metrics["total_return"])
-            for name, b in res.baselines.items() if name != "random"
+        base = {  # the deterministic baselines (a randomised one's mean is no margin to cross)
+            name: float(m["total_return"])
+            for name, m in res.baseline_metrics().items() if not m.get("n_draws")
         }
         tr = float(res.metrics["total_return"])
         rows.append(CostSweepRow(

@@ -41,6 +41,7 @@ from .report_format import (
     warnings_html,
     yaml_block,
 )
+from .tearsheet_html import cost_sweep_html
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -226,6 +227,7 @@ def portfolio_report_html(saved: SavedBacktest) -> str:
         f"{ATTRIBUTION_CSV}</a>).</p>",
         attribution_table_html(pf.get("attribution", {})),
         *_tearsheet(saved),
+        cost_sweep_html(m.get("cost_sweep")),
         f"<h2>Fills ({len(f):,}{'' if len(f) <= MAX_FILL_ROWS else f', first {MAX_FILL_ROWS} below'})</h2>",
         '<div class="scroll">' + table_html(
             ["Time", "Asset", "Side", "Qty (base)", "Price", "Fee", "Slippage", "Liquidation"],

@@ -56,7 +56,8 @@ def run_portfolio_backtest(
         track: log the report to W&B with the bundle's tracking settings.
         progress: stage callback (``load``, ``backtest``, ``report``).
         cost_overrides: ``env.taker_fee_rate=0.0005`` style overrides of execution costs.
-        cost_sweep: must be False (not available for portfolios yet).
+        cost_sweep: also re-run at 0.5x, 1x, 2x and 4x fees and slippage (per-asset costs
+            too); the report shows where the edge over each deterministic baseline vanishes.
         force: run on candles of another timeframe than the bundle's.
         overwrite: replace a report folder that holds another backtest.
         risk: must be None (the risk layer does not cover portfolios yet).
@@ -65,15 +66,15 @@ def run_portfolio_backtest(
         ``(report folder, result)``.
 
     Raises:
-        ConfigError: ``--data``, ``--cost-sweep`` or ``--risk`` on a portfolio, a bundle without
+        ConfigError: ``--data`` or ``--risk`` on a portfolio, a bundle without
             a data section, another backtest's folder without ``overwrite``.
     """
-    from coinrl.agents.costs import apply_cost_overrides, parse_cost_overrides
+    from coinrl.agents.costs import apply_cost_overrides, parse_cost_overrides, sweep_to_dict
+    from coinrl.agents.costs import cost_sweep as sweep_costs
     from coinrl.agents.stats import data_label
     from coinrl.agents.train_portfolio import portfolio_data_for, split_of
 
-    refused = [flag for flag, on in (("--data", data is not None), ("--cost-sweep", cost_sweep),
-                                     ("--risk", risk is not None)) if on]
+    refused = [flag for flag, on in (("--data", data is not None), ("--risk", risk is not None)) if on]
     if refused:
         raise ConfigError(f"{', '.join(refused)} is not available for a portfolio bundle yet; a "
                           "portfolio's candles are its config's data.sources (edit them in a copy "
@@ -101,10 +102,15 @@ def run_portfolio_backtest(
     check_replace(folder, identity, overwrite, summary_file=METRICS_FILE, kind="backtest")
     notify(progress, "load", 1, 1)
     notify(progress, "backtest", 0, 1)
-    res = simulate_portfolio_strategy(
-        agent, part, env_config=env_cfg, split=split, seed=cfg.seed, n_trials=n_trials,
-        force=force, data_description=data_label(split, same_data=matches),
-    )
+    described = data_label(split, same_data=matches)
+
+    def run(env: Any) -> PortfolioBacktestResult:
+        return simulate_portfolio_strategy(
+            agent, part, env_config=env, split=split, seed=cfg.seed, n_trials=n_trials,
+            force=force, data_description=described,
+        )
+
+    res = run(env_cfg)
     res.meta.update(identity)
     res.meta["data_matches_bundle"] = matches
     res.meta["data_fingerprint"] = prepared.data_fingerprint
@@ -114,6 +120,8 @@ def run_portfolio_backtest(
             "execution costs overridden at backtest time (the bundle trained with others): "
             + ", ".join(f"env.{k}={v}" for k, v in costs.items()))
         res.warnings.append(res.meta["cost_overrides_note"])
+    if cost_sweep:
+        res.meta["cost_sweep"] = sweep_to_dict(sweep_costs(run, env_cfg))
     notify(progress, "backtest", 1, 1)
     notify(progress, "report", 0, 1)
     save_backtest_results(res, folder, tracking=cfg.tracking if track else None, run_name=folder.name)

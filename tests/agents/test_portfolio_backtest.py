@@ -139,3 +139,18 @@ def test_an_untradable_stretch_is_never_filled_and_a_one_asset_portfolio_runs() 
     res1 = simulate_portfolio_strategy(np.full((76, 1), 0.5), one, env_config=CFG, n_random=3)
     assert "hold_A0/USD" not in res1.baselines
     assert {"cash", "equal_weight_hold", "crp_daily"} <= set(res1.baselines)
+
+
+def test_cost_overrides_and_the_sweep_keep_a_portfolio_config_and_scale_per_asset_costs() -> None:
+    from coinrl.agents.costs import apply_cost_overrides, scaled_costs
+
+    cfg = PortfolioEnvConfig(gross_leverage=0.8, asset_costs={"A1/USD": {"taker_fee_rate": 0.004, "lot_size_base": 0.5}})
+    over = apply_cost_overrides(cfg, ["env.slippage_bps=7"])
+    assert isinstance(over, PortfolioEnvConfig)
+    assert over.gross_leverage == 0.8
+    assert over.slippage_bps == 7.0
+    doubled = scaled_costs(cfg, 2.0)
+    assert isinstance(doubled, PortfolioEnvConfig)
+    assert doubled.taker_fee_rate == pytest.approx(2 * cfg.taker_fee_rate)
+    assert doubled.asset_costs["A1/USD"].taker_fee_rate == pytest.approx(0.008)
+    assert doubled.asset_costs["A1/USD"].lot_size_base == 0.5  # not a cost of trading

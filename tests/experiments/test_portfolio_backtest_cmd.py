@@ -69,9 +69,17 @@ def test_backtest_of_a_portfolio_bundle_writes_the_portfolio_report(portfolio_bu
 
 def test_the_backtest_command_prints_the_portfolio_verdicts(portfolio_bundle: Path, tmp_path: Path) -> None:
     cli = runner.invoke(app, ["backtest", str(portfolio_bundle), "--split", "validation", "--no-track",
-                              "--out", str(tmp_path)], terminal_width=240)
+                              "--out", str(tmp_path), "--cost-sweep"], terminal_width=240)
     assert cli.exit_code == 0, cli.output
     assert "crp_daily" in cli.output
+    assert "cost sweep" in cli.output
+    folder = next(tmp_path.glob("*-backtest-validation"))
+    rows = json.loads((folder / "metrics.json").read_text())["meta"]["cost_sweep"]["rows"]
+    assert [r["multiplier"] for r in rows] == [0.5, 1.0, 2.0, 4.0]
+    assert rows[0]["fees_paid_quote"] < rows[-1]["fees_paid_quote"]
+    assert "crp_daily" in rows[0]["margin"]
+    assert "random_weights" not in rows[0]["margin"]
+    assert "Cost sweep" in (folder / "report.html").read_text(encoding="utf-8")
     assert "P(agent better)" in cli.output
     assert "report.html" in cli.output
 

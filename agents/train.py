@@ -371,6 +371,9 @@ def train_model(
     """
     train = (config or TrainConfig()).with_seed(0)
     seed = int(train.seed or 0)
+    if isinstance(training_data, PreparedPortfolio) and train.algo == "recurrent_ppo":
+        raise ConfigError("train.algo=recurrent_ppo is not supported for portfolios yet (its "
+                          "validation rollout needs the LSTM state); use ppo, a2c or sac")
     target = train_target(training_data, env_config)
     env = target.env
     run_dir = Path(out_dir) if out_dir is not None else None

@@ -140,10 +140,12 @@ def test_portfolio_data_for_refuses_other_assets_and_single_asset_agents(
         evaluate_model(coin_agent, None)  # type: ignore[arg-type]
 
 
-def test_dqn_on_a_portfolio_is_a_config_error_naming_multidiscrete(coins: PreparedPortfolio) -> None:
+def test_dqn_and_recurrent_ppo_on_a_portfolio_are_config_errors(coins: PreparedPortfolio) -> None:
     cfg = small_train_config(algo="dqn", total_timesteps=64)
     with pytest.raises(ConfigError, match="MultiDiscrete"):
         train_model(coins, cfg, ENV.model_copy(update={"action": "discrete"}))
+    with pytest.raises(ConfigError, match="recurrent_ppo is not supported for portfolios"):
+        train_model(coins, small_train_config(algo="recurrent_ppo", total_timesteps=64), ENV)
 
 
 @pytest.mark.parametrize(("algo", "action"), [("a2c", "discrete"), ("sac", "continuous")])

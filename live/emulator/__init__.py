@@ -1,10 +1,12 @@
-"""coinrl.live.emulator: a local Binance-like exchange for tests, demos and benchmarks.
+"""coinrl.live.emulator: a local exchange for tests, demos and benchmarks, in two dialects.
 
-Serves stored candles (and perpetual funding) over Binance's real REST API shapes, so the real
-ccxt client can be pointed at it, with a controllable clock and switchable faults (latency,
+Serves stored candles (and perpetual funding) over Binance's and Bybit v5's real REST API shapes
+(one matching engine, two wire formats), so the real ccxt ``binance`` and ``bybit`` clients can
+be pointed at it, with a controllable clock and switchable faults (latency,
 429 with Retry-After, 5xx, dropped connections, garbage answers). Accounts given API keys can
-trade spot markets over Binance's signed API (HMAC-SHA256): orders are matched against the
-stored candles on the emulator clock with the env's fee and slippage rules (faults: answer lost
+trade spot markets over Binance's signed API, and spot and linear perpetuals (cross margin,
+funding at funding times: :mod:`.perps`) over Bybit's (both HMAC-SHA256): orders are matched
+against the stored candles on the emulator clock with the env's fee and slippage rules (faults: answer lost
 after the order was accepted, rejected orders, partial fills, stale market data).
 
 Example:
@@ -20,16 +22,22 @@ Example:
 from __future__ import annotations
 
 from .accounts import Account, Accounts
+from .bybit_api import BybitError, BybitMarketDataApi
+from .bybit_signed import BybitSignedApi, bybit_sign
 from .clock import Clock, FixedClock, RealClock, ReplayClock
 from .faults import FaultDecision, FaultPlan, FaultRule
 from .market import CandleSeries, EmulatedMarkets, FundingSeries, MarketSpec, default_market_spec
 from .matching import EmulatedOrder, EmulatedTrade, MatchingEngine, OrderRejected
+from .perps import FundingPayment, PerpLedger, PerpPosition
 from .server import EmulatorServer, RequestRecord, load_candle_files, parse_clock, serve
 from .signed_api import SignedApi, sign_payload
 
 __all__ = [
     "Account",
     "Accounts",
+    "BybitError",
+    "BybitMarketDataApi",
+    "BybitSignedApi",
     "CandleSeries",
     "Clock",
     "EmulatedMarkets",
@@ -40,14 +48,18 @@ __all__ = [
     "FaultPlan",
     "FaultRule",
     "FixedClock",
+    "FundingPayment",
     "FundingSeries",
     "MarketSpec",
     "MatchingEngine",
     "OrderRejected",
+    "PerpLedger",
+    "PerpPosition",
     "RealClock",
     "ReplayClock",
     "RequestRecord",
     "SignedApi",
+    "bybit_sign",
     "default_market_spec",
     "load_candle_files",
     "parse_clock",

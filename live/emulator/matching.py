@@ -317,7 +317,7 @@ class MatchingEngine:
         self.perps = PerpLedger(markets)  # linear perpetuals: positions, cross margin, funding
 
     # -- prices -----------------------------------------------------------------------------
-    def _spot(self, symbol: str) -> tuple[MarketSpec, CandleSeries]:
+    def _tradable(self, symbol: str) -> tuple[MarketSpec, CandleSeries]:
         """A tradable market: spot, or a linear perpetual (reached by the Bybit dialect only)."""
         spec = self.markets.specs.get(symbol)
         if spec is None:
@@ -382,7 +382,7 @@ class MatchingEngine:
                 # Binance: newClientOrderId is unique among OPEN orders only; once the first
                 # order filled or was cancelled, the same id is accepted again
                 raise OrderRejected.of(DUPLICATE_ORDER)
-            spec, series = self._spot(symbol)
+            spec, series = self._tradable(symbol)
             ref = self.reference_price(series, now_ms)
             check_filters(spec, order_type, qty_base, price_quote, ref)
             px = price_quote if order_type is OrderType.LIMIT else ref
@@ -482,7 +482,7 @@ class MatchingEngine:
         """Cancel every open order of the account in ``symbol``."""
         with self.lock:
             self.process_until(now_ms)
-            self._spot(symbol)
+            self._tradable(symbol)
             return [
                 self.cancel(api_key, symbol, now_ms=now_ms, order_id=o.order_id)
                 for o in self.open_orders(api_key, symbol)

@@ -1,7 +1,8 @@
-"""The exchange emulator: an aiohttp server that answers like Binance from stored candles.
+"""The exchange emulator: an aiohttp server that answers like Binance and Bybit from stored candles.
 
-It serves public market data (:mod:`.binance_api`) and, for configured accounts, Binance's signed
-spot trading API (:mod:`.signed_api`) over a matching engine that fills orders against the stored
+It serves public market data (:mod:`.binance_api`; Bybit v5: :mod:`.bybit_api`) and, for
+configured accounts, Binance's signed spot trading API (:mod:`.signed_api`) and Bybit v5's signed
+spot and linear-perpetual API (:mod:`.bybit_signed`) over ONE matching engine that fills orders against the stored
 candles on the emulator clock (:mod:`.matching`).
 
 :class:`EmulatorServer` runs in a background thread with its own event loop, so synchronous
@@ -119,7 +120,11 @@ class RequestRecord:
 
 
 class EmulatorServer:
-    """Binance-like market-data server over stored candles, with a clock and fault injection.
+    """Binance- and Bybit-like exchange over stored candles, with a clock and fault injection.
+
+    Both dialects are served at once (Binance under ``/api/v3``, ``/fapi/v1``, ``/sapi/v1``;
+    Bybit under ``/v5``) over the same accounts and matching engine; faults apply to both, with
+    rate limits and rejections worded in the dialect of the path they hit.
 
     Args:
         candles: ccxt unified symbol -> frame with ``ts_ms, open, high, low, close, volume``.

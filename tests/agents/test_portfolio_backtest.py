@@ -63,6 +63,7 @@ def test_a_weights_signal_is_backtested_beside_every_baseline(signal_result: tup
     assert "backtest/margin_vs_crp_daily" in flat
 
 
+@pytest.mark.slow  # renders the page and the PNG (~5 s)
 def test_the_report_shows_stacked_weights_attribution_and_verdicts(signal_result: tuple, tmp_path: Path) -> None:
     data, _, res = signal_result
     folder = save_backtest_results(res, tmp_path / "report")

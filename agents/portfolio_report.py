@@ -151,8 +151,9 @@ def _random_note(m: Mapping[str, Any] | None) -> str:
         '<p class="sub">random_weights: its column is the MEAN over '
         f"{fmt_value(m.get('n_draws'), fmt_int)} seeded draws that trade as often as the strategy "
         f"({fmt_value(m.get('n_changes'), fmt_int)} rebalances) towards random weights, matched "
-        f"on planned turnover ({fmt_value(m.get('target_turnover'), lambda v: f'{v:.2f}')} x "
-        f"equity); total return over the draws {fmt_value(m.get('draws_min_total_return'), fmt_pct)}"
+        f"on turnover (the strategy's {fmt_value(m.get('target_turnover'), lambda v: f'{v:.2f}')}"
+        f" x equity, the draws' {fmt_value(m.get('realised_turnover'), lambda v: f'{v:.2f}')});"
+        f" total return over the draws {fmt_value(m.get('draws_min_total_return'), fmt_pct)}"
         f" to {fmt_value(m.get('draws_max_total_return'), fmt_pct)}; the verdict pools every "
         "draw, the chart shows the first.</p>"
     )

@@ -25,7 +25,10 @@ drift to the next open, which the env's ``rebalance_threshold`` suppresses).
   ``target_turnover`` is the agent's, ``realised_turnover`` the draws' mean. Its metrics are
   the mean over draws with their spread; its verdict pools all draws.
 
-``level`` is ``min(1, gross budget, net budget)``: unlevered, fully invested when allowed.
+``level`` is ``min(1, gross budget, net budget)``: unlevered, fully invested when allowed. An
+asset not yet tradable at the first decision (a later listing) is not bought by the hold
+baselines (their one purchase finds no fill); the rebalanced ones buy it at their next
+rebalance.
 The env's rules bind the baselines as they bind the agent: a rebalance smaller than
 ``rebalance_threshold`` of equity is not traded (so a quiet day's ``crp_daily`` may hold), and
 a fully invested 1/N rebalance that the costs push over the gross budget is scaled down by the

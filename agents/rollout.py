@@ -18,7 +18,6 @@ at the open of the next bar (``delay_bars`` later), exactly as in training.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -665,61 +664,13 @@ def rollout_batch(
     return out
 
 
-@functools.cache
-def _targets_runner() -> Callable[..., int] | None:
-    """The compiled loop of :func:`simulate_targets` (None without numba)."""
-    from coinrl.envs import kernel
-
-    step = kernel.compiled().account_step
-    if not hasattr(step, "py_func"):  # the kernel runs interpreted: no numba
-        return None
-    from numba import njit
-
-    r_eq, r_qty, r_fee = kernel.EQUITY, kernel.QTY, kernel.FEES
-    r_slip, r_turn = kernel.SLIPPAGE, kernel.TURNOVER
-
-    @njit(nogil=True)
-    def run(
-        s: F64, p: F64, targets: F64, delay: int, start: int, o: F64, h: F64, lo: F64, c: F64,
-        v: F64, f: F64, eq: F64, pos: F64, fees: F64, slip: F64, turn: F64,
-    ) -> int:
-        t_steps = targets.shape[0]
-        eq[0] = s[r_eq, 0]
-        pos[0] = s[r_qty, 0]
-        fees[0] = s[r_fee, 0]
-        slip[0] = s[r_slip, 0]
-        turn[0] = s[r_turn, 0]
-        for k in range(t_steps):
-            j = k - (delay - 1)
-            tgt = targets[j] if j >= 0 else 0.0
-            b = start + k + 1
-            liq = step(s, p, tgt, o[b], h[b], lo[b], c[b], v[b], f[b])
-            m = k + 1
-            eq[m] = s[r_eq, 0]
-            pos[m] = s[r_qty, 0]
-            fees[m] = s[r_fee, 0]
-            slip[m] = s[r_slip, 0]
-            turn[m] = s[r_turn, 0]
-            if liq:
-                for q in range(m + 1, t_steps + 1):
-                    eq[q] = eq[m]
-                    pos[q] = 0.0
-                    fees[q] = fees[m]
-                    slip[q] = slip[m]
-                    turn[q] = turn[m]
-                return m
-        return -1
-
-    return run
-
-
 def simulate_targets(
     data: MarketData, env_config: EnvConfig | dict[str, Any] | None, targets: npt.ArrayLike
 ) -> Rollout:
     """One fixed target-exposure sequence over the whole split, in one compiled loop.
 
-    The loop calls the books kernel's own compiled bar (``kernel.compiled().account_step``,
-    what :class:`~coinrl.envs.books.Account` steps) bar by bar with the env's timing (decision
+    The loop is the kernel's own (:func:`coinrl.envs.single_kernel.run_targets`: the bar
+    :class:`~coinrl.envs.books.Account` and the envs step) with the env's timing (decision
     ``k`` at bar ``window - 1 + k``, filled ``delay_bars`` later, a flat target while the
     first fill is pending) and the env's action mapping, so its books equal
     :func:`simulate_actions`' for the same targets (tested bit for bit) at a fraction of the
@@ -734,7 +685,7 @@ def simulate_targets(
     Returns:
         The :class:`Rollout`.
     """
-    from coinrl.envs import kernel
+    from coinrl.envs import single_kernel as sk
 
     cfg = evaluation_config(env_config)
     t_steps = n_decisions(data, cfg)
@@ -743,27 +694,26 @@ def simulate_targets(
         raise DataError(f"targets must have shape ({t_steps},) for this split and window, got {x.shape}")
     actions = targets_to_actions(x, cfg)
     tgt = np.ascontiguousarray(actions_to_targets(actions, cfg), dtype=np.float64)
-    run = _targets_runner()
-    if run is None:
+    run = sk.compiled().run_targets
+    if not hasattr(run, "py_func"):  # the kernel runs interpreted (no numba): the env path
         return simulate_actions(data, cfg, actions)[0]
-    s = kernel.new_state(1, cfg.initial_cash_quote)
-    p = kernel.make_params(cfg)
+    s = sk.new_state(1, cfg.initial_cash_quote)
+    p, pa = sk.make_params(cfg)
     w = cfg.window
-    s[kernel.MARK, 0] = float(data.close[w - 1])
+    s[sk.MARK, 0] = float(data.close[w - 1])
 
     def col(a: npt.ArrayLike) -> F64:
         return np.ascontiguousarray(a, dtype=np.float64)
 
     fund = col(data.funding_rate) if data.funding_rate is not None else np.zeros(len(data))
+    bars = sk.bar_table(col(data.open), col(data.high), col(data.low), col(data.close),
+                        col(data.volume), fund)
     eq = np.empty(t_steps + 1)
     pos = np.empty(t_steps + 1)
     fees = np.empty(t_steps + 1)
     slip = np.empty(t_steps + 1)
     turn = np.empty(t_steps + 1)
-    liq = int(
-        run(s, p, tgt, cfg.delay_bars, w - 1, col(data.open), col(data.high), col(data.low),
-            col(data.close), col(data.volume), fund, eq, pos, fees, slip, turn)
-    )
+    liq = int(run(s, p, pa, bars, tgt, cfg.delay_bars, w - 1, eq, pos, fees, slip, turn))
     close = col(data.close[w - 1 : w + t_steps])
     expo = np.divide(pos * close, eq, out=np.zeros_like(eq), where=eq > 0)
     return Rollout(

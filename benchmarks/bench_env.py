@@ -1,7 +1,7 @@
 """Env figures: TradingEnv steps/s beside gym-anytrading, gym-trading-env and a bare numpy loop;
 batched env-steps/s at N = 1 .. 1024; bytes per env at N = 1024.
 
-Usage: python benchmarks/bench_env.py [--quick]
+Usage: python benchmarks/bench_env.py [--quick] [--baseline REF]
 
 Every figure is taken in the same run on the same data (only same-run ratios mean anything on a
 shared machine): the packaged hourly BTC/USD sample with the default features when available,
@@ -11,6 +11,12 @@ else the Bitstamp CSV parsed minimally, else a synthetic random walk. Actions ar
 The peers need ``pip install gym-anytrading`` and ``pip install --no-deps gym-trading-env`` plus
 ``flask pyecharts nest_asyncio`` (gym-trading-env pins an old ccxt that must not replace ours);
 a peer that cannot be imported is reported and skipped.
+
+``--baseline REF`` (e.g. the commit before a kernel change) also measures TradingEnv steps/s of
+the envs at git ``REF`` (checked out into a temporary ``git worktree`` and imported beside this
+tree's in the same process) on the same data and actions (discrete and continuous), in
+interleaved runs timed in process CPU time: the JSON gains ``baseline`` and ``vs_baseline``
+(this tree / REF).
 
 Also the latency of a fresh process's first step (the compiled kernel is loaded from numba's
 cache, or compiled when the cache is empty: ``cold``, full run only), after ``import coinrl.envs``.
@@ -263,10 +269,57 @@ def first_step_latency(cold: bool) -> dict[str, float]:
     return {k: round(v, 3) for k, v in json.loads(out.splitlines()[-1]).items()}
 
 
+def bench_baseline(ref: str, md: MarketData, n: int, rounds: int) -> dict[str, Any]:
+    """TradingEnv steps/s of git ``ref`` beside this tree's, in this process, interleaved.
+
+    ``ref`` is checked out into a temporary ``git worktree`` and its ``envs`` package imported
+    as ``coinrl_baseline.envs`` (its modules import each other relatively and the pipeline as
+    ``coinrl.pipeline``), so both TradingEnvs step the same data and actions in alternating runs
+    of ``n`` steps (discrete and continuous), timed in process CPU time (``time.process_time``:
+    on a shared machine the time spent waiting for a core is not the env's); each keeps its best.
+    """
+    import importlib
+
+    repo = Path(__file__).resolve().parent.parent
+    rng = np.random.default_rng(1)
+    acts: dict[str, list[Any]] = {
+        "discrete": rng.integers(0, 3, n).tolist(),
+        "continuous": list(rng.uniform(-1.5, 1.5, (n, 1)).astype(np.float32)),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref],
+                       check=True, capture_output=True)
+        try:
+            pkg = Path(tmp) / "pkgs" / "coinrl_baseline"
+            pkg.mkdir(parents=True)
+            (pkg / "__init__.py").write_text("")
+            (pkg / "envs").symlink_to(tree / "envs")
+            sys.path.insert(0, str(pkg.parent))
+            old_cls = importlib.import_module("coinrl_baseline.envs.trading_env").TradingEnv
+            envs = {(who, mode): cls(md, window=WINDOW, episode_length_bars=None, action=mode)
+                    for who, cls in (("baseline", old_cls), ("this_tree", TradingEnv)) for mode in acts}
+            best: dict[str, dict[str, float]] = {"baseline": {}, "this_tree": {}}
+            for _ in range(rounds):
+                for (who, mode), env in envs.items():
+                    env.reset(seed=0)
+                    step = env.step
+                    gc.collect()
+                    t0 = time.process_time()
+                    for a in acts[mode]:
+                        step(a)
+                    best[who][mode] = max(best[who].get(mode, 0.0), n / (time.process_time() - t0))
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)],
+                           check=False, capture_output=True)
+    return {"ref": ref, **best}
+
+
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test, noisier figures)")
+    ap.add_argument("--baseline", metavar="REF", help="also time TradingEnv at git REF (same run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -326,6 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bytes per env at N=1024: {per_env:,.0f} (copy=False: {per_env_nocopy:,.0f}; the shared "
           f"float32 feature matrix, {shared:,} bytes, is held once and not counted)")
 
+    base: dict[str, Any] | None = None
+    if args.baseline:
+        b_rounds = 10 if args.quick else 40
+        base = bench_baseline(args.baseline, md, 4_000, b_rounds)
+        print_table(f"TradingEnv steps/s: this tree vs {args.baseline} (one process, interleaved, "
+                    f"CPU time, best of {b_rounds} runs of 4,000 steps each)",
+                    ["action", args.baseline, "this tree", "ratio"],
+                    [[m, f"{base['baseline'][m]:,.0f}", f"{base['this_tree'][m]:,.0f}",
+                      f"{base['this_tree'][m] / base['baseline'][m]:.3f}"] for m in ("discrete", "continuous")])
+
     for kind, v in latency.items():
         print(f"first step, {kind.replace('_', ' ')}: import coinrl.envs {v['import']:.2f} s, then TradingEnv "
               f"built + reset + step {v['first_step']:.2f} s, TradingVectorEnv {v['first_vector_step']:.2f} s")
@@ -345,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         "first_step_latency_s": latency,
         "data": source,
         "quick": args.quick,
+        **({} if base is None else {
+            "baseline": {"ref": base["ref"], "steps_per_s": {m: round(v) for m, v in base["baseline"].items()},
+                         "this_tree_steps_per_s": {m: round(v) for m, v in base["this_tree"].items()}},
+            "vs_baseline": {m: round(base["this_tree"][m] / base["baseline"][m], 3) for m in ("discrete", "continuous")},
+        }),
     })
     return 0
 

@@ -24,7 +24,10 @@ Prints tables, then one line of JSON with keys ``steps_per_s`` (A -> steps/s),
 ``batched_env_steps_per_s`` (one reused observation buffer, the SB3 adapter's path),
 ``batched_asset_steps_per_s_copy`` (fresh observation arrays per step), ``peer_steps_per_s`` (peer -> A -> steps/s),
 ``numpy_limit_steps_per_s`` (A -> steps/s), ``a1_vs_trading_env`` (PortfolioEnv A = 1 steps/s /
-TradingEnv steps/s), ``bytes_per_env``, ``obs_copy_share_batched_a16`` (share of the batched
+TradingEnv steps/s; TradingEnv itself steps A = 1 of the same kernel since the kernels became one,
+so this is the cost of the portfolio env's interface: the weights, the portfolio account features
+and the per-asset info arrays; TradingEnv against its pre-switch self is ``bench_env.py
+--baseline REF``), ``bytes_per_env``, ``obs_copy_share_batched_a16`` (share of the batched
 A = 16 step spent on the window: window 24 against window 1), ``obs_window_mb_per_step_batched_a16``
 and ``obs_window_write_gb_per_s_batched_a16`` (the extra bytes written per step and the rate
 that time implies: memory bandwidth bounds it) and ``machine``.

@@ -24,7 +24,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from .actions import ActionMap
-from .books import Account, Books, trade_vec
+from .books import Account, Books
 from .config import AssetCosts, EnvConfig, PortfolioEnvConfig, env_config_from
 from .data import default_market_data, market_data_from, market_list
 from .domain import Charge, ChargeKind, Fill, Order, OrderType, Position, Side, trade
@@ -84,5 +84,4 @@ __all__ = [
     "market_data_from",
     "market_list",
     "trade",
-    "trade_vec",
 ]

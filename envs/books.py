@@ -3,7 +3,8 @@
 :class:`Books` keeps N independent accounts (one per market or episode) as the columns of one
 float64 state matrix; its fields (``cash_quote``, ``position_base``, ...) are views of the
 matrix's rows, arrays of shape ``(N,)``. :class:`Account` is the same for one account, with the
-fields as Python floats. Both step through the compiled kernel of :mod:`coinrl.envs.kernel`,
+fields as Python floats. Both step through the one compiled kernel (its bar is the portfolio
+kernel's, :mod:`coinrl.envs.portfolio_bar`, with one asset: :mod:`coinrl.envs.single_kernel`),
 whose per-account code is also what TradingEnv and the vector env run each step, so a single env
 and a batched env given the same actions produce bit-identical books by construction (and
 tested with ``np.array_equal``). TradingEnv, the vector env, the backtester and the paper broker
@@ -44,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import kernel
+from . import single_kernel as sk
 from .config import EnvConfig
 from .domain import Position
 from .execution import ExecutionModel
@@ -53,28 +55,6 @@ logger = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
 IntArr = npt.NDArray[np.intp]
-
-
-def trade_vec(qty_base: F64, avg_entry_quote: F64, dq_base: F64, price_quote: F64) -> tuple[F64, F64, F64]:
-    """Vector form of :func:`coinrl.envs.domain.trade` (same operations, same order).
-
-    Returns:
-        ``(new_qty_base, new_avg_entry_quote, realised_pnl_quote)``, arrays of shape ``(N,)``.
-    """
-    aq = np.abs(qty_base)
-    adq = np.abs(dq_base)
-    new = qty_base + dq_base
-    qd = qty_base * dq_base
-    # realised on reduced quantity: (p - avg) * min(|dq|, |qty|), negated for shorts
-    realised = (price_quote - avg_entry_quote) * np.minimum(adq, aq)
-    realised *= np.sign(qty_base)
-    realised *= qd < 0.0
-    # average entry: re-weighted on increase, price on open/flip, 0 when flat, else unchanged
-    avg = avg_entry_quote.copy()
-    np.divide(avg_entry_quote * aq + price_quote * adq, np.abs(new), out=avg, where=qd > 0.0)
-    np.copyto(avg, price_quote, where=qty_base * new <= 0.0)
-    np.copyto(avg, 0.0, where=new == 0.0)
-    return new, avg, realised
 
 
 class _Row:
@@ -139,18 +119,18 @@ class Books:
     """
 
     cash_quote = _Row(kernel.CASH)
-    position_base = _Row(kernel.QTY)
-    avg_entry_quote = _Row(kernel.AVG_ENTRY)
+    position_base = _Row(sk.QTY)
+    avg_entry_quote = _Row(sk.AVG_ENTRY)
     realised_pnl_quote = _Row(kernel.REALISED)
     equity_quote = _Row(kernel.EQUITY)
-    mark_price_quote = _Row(kernel.MARK)
+    mark_price_quote = _Row(sk.MARK)
     fees_paid_quote = _Row(kernel.FEES)
     slippage_paid_quote = _Row(kernel.SLIPPAGE)
     funding_paid_quote = _Row(kernel.FUNDING)
     borrow_paid_quote = _Row(kernel.BORROW)
     turnover_quote = _Row(kernel.TURNOVER)
     shortfall_quote = _Row(kernel.SHORTFALL)
-    bars_held = _Row(kernel.BARS_HELD)
+    bars_held = _Row(sk.BARS_HELD)
 
     def __init__(self, n: int, config: EnvConfig) -> None:
         self.n = int(n)
@@ -160,12 +140,12 @@ class Books:
         self.mmr = float(config.maintenance_margin_rate)
         self.borrow_rate = float(config.borrow_rate_per_bar)
         self.charge_funding = bool(config.use_funding and not config.is_spot)
-        self.state: F64 = kernel.new_state(self.n, self.initial_cash_quote)
+        self.state: F64 = sk.new_state(self.n, self.initial_cash_quote)
         self._rows = list(self.state)
         self.liquidated: BoolArr = np.zeros(self.n, dtype=bool)
-        self._params = kernel.make_params(config)
+        self._params, self._pa = sk.make_params(config)
         self._zeros = np.zeros(self.n)
-        self._kernel = kernel.compiled()
+        self._kernel = sk.compiled()
 
     def __getstate__(self) -> dict[str, Any]:
         # the field views are rebuilt on the copy's own state matrix (a copied view would not
@@ -175,17 +155,13 @@ class Books:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._rows = list(self.state)
-        self._kernel = kernel.compiled()
+        self._kernel = sk.compiled()
 
     # ------------------------------------------------------------------ state
     def reset(self, idx: IntArr | slice | None = None, mark_price_quote: F64 | float = 0.0) -> None:
         """Return accounts ``idx`` (all by default) to initial cash and no position."""
         sel: IntArr | slice = slice(None) if idx is None else idx
-        s = self.state
-        s[:, sel] = 0.0
-        s[kernel.CASH, sel] = self.initial_cash_quote
-        s[kernel.EQUITY, sel] = self.initial_cash_quote
-        s[kernel.MARK, sel] = mark_price_quote
+        sk.reset_columns(self.state, sel, self.initial_cash_quote, mark_price_quote)
         self.liquidated[sel] = False
 
     @property
@@ -248,7 +224,7 @@ class Books:
         n = self.n
         f = self._zeros if funding_rate is None else _column(funding_rate, n)
         self._kernel.books_step(
-            self.state, self._params, self.liquidated, _column(target_exposure, n),
+            self.state, self._params, self._pa, self.liquidated, _column(target_exposure, n),
             _column(open_quote, n), _column(high_quote, n), _column(low_quote, n),
             _column(close_quote, n), _column(volume_base, n), f,
         )
@@ -285,23 +261,23 @@ class Account:
     meaning, the same kernel)."""
 
     __slots__ = (
-        "_cells", "_kernel", "_params", "borrow_rate", "charge_funding", "config", "execution",
+        "_cells", "_kernel", "_pa", "_params", "borrow_rate", "charge_funding", "config", "execution",
         "initial_cash_quote", "mmr", "state",
     )
 
     cash_quote = _Scalar(kernel.CASH)
-    position_base = _Scalar(kernel.QTY)
-    avg_entry_quote = _Scalar(kernel.AVG_ENTRY)
+    position_base = _Scalar(sk.QTY)
+    avg_entry_quote = _Scalar(sk.AVG_ENTRY)
     realised_pnl_quote = _Scalar(kernel.REALISED)
     equity_quote = _Scalar(kernel.EQUITY)
-    mark_price_quote = _Scalar(kernel.MARK)
+    mark_price_quote = _Scalar(sk.MARK)
     fees_paid_quote = _Scalar(kernel.FEES)
     slippage_paid_quote = _Scalar(kernel.SLIPPAGE)
     funding_paid_quote = _Scalar(kernel.FUNDING)
     borrow_paid_quote = _Scalar(kernel.BORROW)
     turnover_quote = _Scalar(kernel.TURNOVER)
     shortfall_quote = _Scalar(kernel.SHORTFALL)
-    bars_held = _Scalar(kernel.BARS_HELD)
+    bars_held = _Scalar(sk.BARS_HELD)
 
     def __init__(self, config: EnvConfig) -> None:
         self.config = config
@@ -310,10 +286,10 @@ class Account:
         self.mmr = float(config.maintenance_margin_rate)
         self.borrow_rate = float(config.borrow_rate_per_bar)
         self.charge_funding = bool(config.use_funding and not config.is_spot)
-        self.state: F64 = kernel.new_state(1, self.initial_cash_quote)
+        self.state: F64 = sk.new_state(1, self.initial_cash_quote)
         self._cells = _cells(self.state)
-        self._params = kernel.make_params(config)
-        self._kernel = kernel.compiled()
+        self._params, self._pa = sk.make_params(config)
+        self._kernel = sk.compiled()
         self.reset()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -323,7 +299,7 @@ class Account:
         for k, v in state.items():
             object.__setattr__(self, k, v)
         self._cells = _cells(self.state)
-        self._kernel = kernel.compiled()
+        self._kernel = sk.compiled()
 
     @property
     def liquidated(self) -> bool:
@@ -336,11 +312,7 @@ class Account:
 
     def reset(self, mark_price_quote: float = 0.0) -> None:
         """Initial cash, no position, no costs."""
-        s = self.state
-        s[:] = 0.0
-        s[kernel.CASH] = self.initial_cash_quote
-        s[kernel.EQUITY] = self.initial_cash_quote
-        s[kernel.MARK] = mark_price_quote
+        sk.reset_columns(self.state, slice(None), self.initial_cash_quote, mark_price_quote)
 
     @property
     def unrealised_pnl_quote(self) -> float:
@@ -387,7 +359,7 @@ class Account:
     ) -> bool:
         """Scalar form of :meth:`Books.step_bar`; returns whether the account was liquidated."""
         liq: bool = self._kernel.account_step(
-            self.state, self._params, target_exposure, open_quote, high_quote, low_quote,
+            self.state, self._params, self._pa, target_exposure, open_quote, high_quote, low_quote,
             close_quote, volume_base, funding_rate,
         )
         if liq:

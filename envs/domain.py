@@ -25,7 +25,7 @@ from coinrl.pipeline.errors import InvalidOrder
 def trade(qty_base: float, avg_entry_quote: float, dq_base: float, price_quote: float) -> tuple[float, float, float]:
     """Position arithmetic of one trade (average-cost method), scalar form.
 
-    The books kernel's vector form (:func:`coinrl.envs.books.trade_vec`) performs the same IEEE
+    The numpy vector form (``trade_vec``, an oracle in ``tests/envs/numpy_books.py``) performs the same IEEE
     operations in the same order, so both agree to the last bit.
 
     Args:

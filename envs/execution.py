@@ -174,49 +174,6 @@ class ExecutionModel:
         return notional, fee, notional * sf
 
     # ------------------------------------------------------------------ vector form
-    def size_orders(
-        self, target_exposure: F64, cash_quote: F64, qty_base: F64, price_quote: F64,
-        volume_base: F64, equity_quote: F64 | None = None,
-    ) -> tuple[F64, F64]:
-        """Vector form of :meth:`size_order` over arrays of shape ``(N,)``.
-
-        Args:
-            equity_quote: ``cash + qty * price`` if the caller has it (saves recomputing it).
-
-        Returns:
-            ``(dq_base, notional_quote)``: the orders (0 where not sent) and ``|dq| * price``.
-        """
-        equity = cash_quote + qty_base * price_quote if equity_quote is None else equity_quote
-        eq_base = equity / price_quote
-        x = target_exposure * eq_base
-        if self.impact_coef > 0.0:
-            cf: F64 | float = self.base_cost_frac + np.minimum(
-                self.impact_coef * (np.abs(x - qty_base) / np.maximum(volume_base, MIN_VOLUME_BASE)),
-                self.max_impact_frac,
-            )
-            k: F64 | float = self.max_leverage / (1.0 + self.max_leverage * cf) * SHAVE
-        else:
-            cf = self._cf
-            k = self._k
-        qcf = qty_base * cf
-        np.minimum(x, k * (eq_base + qcf), out=x)
-        if self.allow_short:
-            np.maximum(x, -k * (eq_base - qcf), out=x)
-        dq = x - qty_base  # a target of exactly 0 gives dq = -qty exactly: a full close
-        if self.lot_size_base > 0.0:
-            dq = np.trunc(dq / self.lot_size_base) * self.lot_size_base
-            flip = (qty_base * (qty_base + dq) < 0.0) & (x * qty_base >= 0.0)  # see size_order
-            np.copyto(dq, -qty_base, where=flip | (x == 0.0))
-        notional = np.abs(dq)
-        notional *= price_quote
-        skip = notional < self.rebalance_threshold * equity
-        if self.min_notional_quote > 0.0:
-            skip |= notional < self.min_notional_quote
-        skip &= x != 0.0  # a close to flat is always sent
-        np.putmask(dq, skip, 0.0)
-        np.putmask(notional, skip, 0.0)
-        return dq, notional
-
     def costs_vec(self, dq_base: F64, price_quote: F64, volume_base: F64) -> tuple[F64, F64, F64]:
         """Vector form of :meth:`costs`."""
         adq = np.abs(dq_base)

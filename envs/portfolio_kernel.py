@@ -1,15 +1,11 @@
 """The compiled portfolio kernel: one bar of an account holding cash and A positions.
 
-The asset-axis generalisation of :mod:`coinrl.envs.kernel`: the same rules, per asset, on one
-cross-margined account. With ``A = 1`` it performs the scalar kernel's floating-point operations
-in the same order, so its books, fills and rewards equal :func:`coinrl.envs.kernel._bar`'s to the
-last bit (``tests/envs/test_portfolio_kernel.py`` holds it to that on random targets and bars).
-It shares the scalar kernel's helpers (``_trade``, ``_size_order_eq``, ``_reward``), so the
-trade arithmetic, the order sizing and the rewards have one implementation.
-
-Plan (stated so the two do not drift): this session lands the portfolio kernel beside the
-scalar one and proves ``A = 1`` equal to it; the next one switches ``TradingEnv``, ``Books`` and
-the vector env to ``A = 1`` of this kernel and deletes the scalar ``_bar``.
+The one kernel: an account of cash and A positions, cross-margined. The single-asset envs,
+books and rollouts run ``A = 1`` of it (:mod:`coinrl.envs.single_kernel`; the pre-switch scalar
+kernel is kept as an oracle in ``tests/envs/scalar_kernel.py``, and A = 1 equals it to the last
+bit on random targets and bars). It shares :mod:`coinrl.envs.kernel`'s helpers (``_trade``,
+``_size_order_eq``, ``_reward``), so the trade arithmetic, the order sizing and the rewards have
+one implementation.
 
 The code lives in three modules: :mod:`coinrl.envs.portfolio_bar` (the state layout and one bar
 of the books: funding, gap liquidation, the rebalance, wick liquidation, borrow, mark),
@@ -17,10 +13,9 @@ of the books: funding, gap liquidation, the rebalance, wick liquidation, borrow,
 (the entry points the envs and books call, and their compilation). The helpers are registered
 with ``register_jitable`` and inlined into the entry points compiled here.
 
-numba's cache (``cache=True``) is keyed on the source file of each *entry point*, i.e. this file:
-after an edit to a helper module only (``portfolio_bar.py``, ``portfolio_obs.py``, ``kernel.py``)
-delete ``envs/__pycache__/portfolio_kernel.*.nb[ic]`` (or touch this file) so the entry points
-are compiled again.
+numba's cache (``cache=True``) is keyed on the source file of each *entry point*; the helpers'
+sources stamp it too (:mod:`coinrl.envs.kernel_cache`), so an edit to a helper module alone
+never meets stale compiled code.
 """
 
 from __future__ import annotations
@@ -268,27 +263,18 @@ ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_env_step_at", "pf_env_weight
 
 
 @functools.cache
-def compiled() -> Any:
-    """The entry points compiled by numba (no fastmath, cached next to this file), after the
-    scalar kernel registered its shared helpers; interpreted without numba (a warning)."""
-    kernel.compiled()  # registers _trade, _size_order_eq, _reward for inlining
-    try:
-        from numba import carray, njit
-        from numba import types as nt
-        from numba.core import cgutils
-        from numba.extending import intrinsic, overload, register_jitable
-    except ImportError:
-        return SimpleNamespace(**{name: globals()[name] for name in ENTRY_POINTS})
+def register() -> Any:
+    """Register this kernel's helpers (and the scalar ones, :func:`coinrl.envs.kernel.register`)
+    for inlining, and the 2-D/3-D address views; returns numba's ``njit`` (None without numba)."""
+    njit = kernel.register()
+    if njit is None:
+        return None
+    from numba import carray
+    from numba.extending import overload, register_jitable
+
     for helper in _HELPERS:
         register_jitable(helper)
-
-    def void_ptr_typer(typingctx: Any, address: Any) -> Any:
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            return builder.inttoptr(args[0], cgutils.voidptr_t)
-
-        return nt.voidptr(nt.int64), codegen
-
-    void_ptr: Any = intrinsic(void_ptr_typer)  # an int64 address as a void*, for carray
+    void_ptr = kernel.void_ptr_intrinsic()
 
     def at2(dtype: Any) -> Any:
         def typer(address: Any, n0: Any, n1: Any) -> Any:
@@ -308,6 +294,18 @@ def compiled() -> Any:
     overload(_f64_at2)(at2(np.float64))
     overload(_f32_at2)(at2(np.float32))
     overload(_f64_at3)(at3)
+    return njit
+
+
+@functools.cache
+def compiled() -> Any:
+    """The entry points compiled by numba (no fastmath, cached next to this file), after the
+    helpers are registered (:func:`register`); interpreted without numba (a warning)."""
+    njit = register()
+    if njit is None:
+        return SimpleNamespace(**{name: globals()[name] for name in ENTRY_POINTS})
+    from numba import types as nt
+
     state = nt.float64[:, ::1]
     params = nt.float64[::1]
     pmat = nt.float64[:, ::1]

@@ -37,8 +37,9 @@ with ``time_in_position = bars_held / (bars_held + window)`` in [0, 1) and
 ``distance_to_liquidation`` the fraction the close must move against the position to reach its
 liquidation price, clipped to [0, 1] (1 when flat or unreachable, e.g. spot).
 
-Speed: a step is one call of the compiled kernel (:func:`coinrl.envs.kernel.env_step_at`: the
-bar through the books of :class:`~coinrl.envs.books.Account`, the reward, and the observation) on
+Speed: a step is one call of the compiled kernel (:func:`coinrl.envs.single_kernel.env_step_at`:
+the bar through the books of :class:`~coinrl.envs.books.Account`, A = 1 of the portfolio kernel,
+the reward, and the observation) on
 preallocated arrays, plus the Python of the Gymnasium API around it. The kernel writes the
 observation straight into its own row of a preallocated block (a new block every
 ``OBS_BLOCK_ROWS`` steps), returned as a view of that row: observations never share memory and a
@@ -64,11 +65,13 @@ from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import DataError
 
 from . import kernel
+from . import single_kernel as sk
 from .actions import ActionMap
 from .books import Account
 from .config import EnvConfig, env_config_from
 from .data import market_list
-from .kernel import EQUITY, FEES, LIQUIDATED, QTY
+from .kernel import EQUITY, FEES, LIQUIDATED
+from .single_kernel import QTY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,8 +98,9 @@ class MarketArrays:
         open, high, low, close, volume, funding: float64 arrays (funding zeros when absent).
         ts_ms: int64 open times.
         features: read-only C-contiguous float32 ``(T, F)`` view.
-        bars, features_flat: the kernel's inputs: open, high, low, close, volume and funding as
-            the columns of one ``(T, 6)`` float64 table, and ``features`` flattened to ``(T * F,)``.
+        bars, features_flat: the kernel's inputs: open, high, low, close, volume, funding and
+            tradable (1.0) as the columns of one ``(T, 1, 7)`` float64 table (the portfolio
+            kernel's, one asset), and ``features`` flattened to ``(T * F,)``.
             Writeable only because numba dispatches writeable arrays faster: never write them.
         has_funding: whether the data carries funding rates.
     """
@@ -116,7 +120,7 @@ class MarketArrays:
             else np.zeros(self.n_bars)
         )
         self.ts_ms = np.ascontiguousarray(md.ts_ms, dtype=np.int64)
-        self.bars = np.stack([self.open, self.high, self.low, self.close, self.volume, self.funding], axis=1)
+        self.bars = sk.bar_table(self.open, self.high, self.low, self.close, self.volume, self.funding)
         base = np.ascontiguousarray(md.features, dtype=np.float32)
         self.features_flat = (base if base.flags.writeable else base.copy()).reshape(-1)
         feats = base.view()
@@ -242,11 +246,14 @@ class TradingEnv(gym.Env[Any, Any]):
         self.action_map = ActionMap.from_env_config(cfg, self.markets[0].md.symbol)
         self._queue: deque[float] | None = None
         self._box = cfg.obs_mode == "box"
-        self._params = kernel.make_params(
+        self._params, self._pa = sk.make_params(
             cfg, n_features=nf, acct_col=self._wf,
             eq_floor_quote=cfg.initial_cash_quote * EQUITY_FLOOR_FRAC,
         )
-        self._kernel = kernel.compiled()
+        self._scratch = np.empty((4, 1))
+        am = self.action_map
+        self._amap = np.array([am.gross, am.net, 1.0 if am.allow_short else 0.0])
+        self._kernel = sk.compiled()
         self._new_block()
         self._market_idx = -1
         self._select_market(0)
@@ -255,6 +262,23 @@ class TradingEnv(gym.Env[Any, Any]):
         self._last = -1
         self._history: list[tuple[int, float, float]] = []
         self._fig: Any = None
+
+    # ------------------------------------------------------------------ copies
+    _TRANSIENT = ("_m", "_C", "_TS", "_cells", "_fast", "_pinned", "_block", "_obs_rows", "_fig")
+    """Attributes rebuilt by ``__setstate__``: memoryviews, bare addresses and views."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The env without its memoryviews and kernel addresses (``copy.deepcopy`` and pickle
+        rebuild them on the copy's own arrays: a copied address would step the original)."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fig = None
+        self._cells = _mv(self._state.reshape(-1))
+        self._new_block()  # a fresh observation block: the rows handed out stay the original's
+        k, self._market_idx = self._market_idx, -1
+        self._select_market(k)
 
     # ------------------------------------------------------------------ internals
     def _select_market(self, i: int) -> None:
@@ -271,12 +295,14 @@ class TradingEnv(gym.Env[Any, Any]):
         """Everything step() reads, in one tuple (one attribute load), and the kernel's context:
         the addresses of the arrays it steps (this env keeps them alive; rebuilt whenever the
         market or the observation block changes)."""
-        arrays = (self._state, self._params, self._m.bars, self._m.features_flat, self._block)
-        ctx = kernel.context(*arrays)
-        self._pinned = arrays  # the context holds bare addresses: keep what they point to alive
+        arrays = (self._state, self._params, self._pa, self._m.bars, self._m.features_flat,
+                  self._block, self._scratch, self._amap)
+        ctx = sk.context(*arrays)
+        # the context holds bare addresses, and the kernel gets the context's: keep all alive
+        self._pinned = (*arrays, ctx)
         self._fast: tuple[Any, ...] = (
-            self._kernel.env_step_at, ctx, self._obs_rows, self._cells, self._TS,
-            self.action_map.exposure, self._record,
+            self._kernel.env_step_at, ctx.ctypes.data, self._obs_rows, self._cells, self._TS,
+            self.action_map._pos_map if self.action_map.kind == "discrete" else None, self._record,
         )
 
     def _new_block(self) -> int:
@@ -372,15 +398,26 @@ class TradingEnv(gym.Env[Any, Any]):
             ``fees_paid_quote``.
         """
         # one attribute load for everything the step reads (attribute loads dominate a Python step)
-        env_step_at, ctx, obs_rows, cells, ts, exposure, record = self._fast
-        target = exposure(action)  # the ActionMap's rule (continuous clip or discrete position)
+        env_step_at, ctx, obs_rows, cells, ts, pos_map, record = self._fast
+        # the ActionMap: a discrete index is its position; a continuous number is clipped by the
+        # map's own rule inside the kernel call (clip_exposure; NaN/inf: a NaN reward, no step)
+        if pos_map is not None:
+            try:
+                target = pos_map[action]
+            except (KeyError, TypeError):
+                target = self.action_map.exposure(action)
+        else:
+            try:
+                target = action.item()  # one number (an array of any other size: ValueError)
+            except (AttributeError, ValueError):
+                target = self.action_map.exposure(action)  # a list, a float, ...: its checks
         t = self._t
         last = self._last
         if t >= last:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
         queue = self._queue
         if queue is not None:
-            queue.append(target)
+            queue.append(self.action_map.exposure(action) if pos_map is None else target)
             target = queue.popleft()
         t += 1
         self._t = t
@@ -391,6 +428,10 @@ class TradingEnv(gym.Env[Any, Any]):
         self._row = i + 1
         # the bar through the books, the reward, the observation into row i: one compiled call
         reward = env_step_at(ctx, t, target, i)
+        if reward != reward:  # a NaN/inf action: nothing happened
+            self._t, self._row = t - 1, i
+            self.action_map.exposure(action)  # raises the ActionMap's error
+            raise RuntimeError(f"the kernel refused action {action!r} at bar {t}")
         liq = cells[LIQUIDATED] != 0.0
         eq = cells[EQUITY]
         q = cells[QTY]

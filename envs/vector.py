@@ -3,7 +3,7 @@
 The same books (:class:`~coinrl.envs.books.Books`), execution rules, rewards and timing as
 :class:`~coinrl.envs.trading_env.TradingEnv` (read its module docstring for the exact timing),
 without N Python env objects: one step is one call of the compiled kernel
-(:func:`coinrl.envs.kernel.vec_step`) over the N envs (books, reward, observation and info for
+(:func:`coinrl.envs.single_kernel.vec_step`, A = 1 of the portfolio kernel) over the N envs (books, reward, observation and info for
 each), the per-account code TradingEnv runs, plus a few numpy calls on arrays of shape ``(N,)``.
 
 - Episodes differ by start bar and, given a list of MarketData, by market: the markets are
@@ -41,6 +41,7 @@ from gymnasium.vector.utils import batch_space
 from coinrl.pipeline.dataset import MarketData
 
 from . import kernel
+from . import single_kernel as sk
 from .actions import ActionMap
 from .books import Books
 from .config import env_config_from
@@ -167,11 +168,11 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         self._state = self.books.state
         self._box = cfg.obs_mode == "box"
         # Box: window and account features in one row; Dict: a window block and an account block
-        self._params = kernel.make_params(
+        self._params, self._pa = sk.make_params(
             cfg, n_features=nf, acct_col=self._wf if self._box else 0,
             eq_floor_quote=cfg.initial_cash_quote * EQUITY_FLOOR_FRAC,
         )
-        self._kernel = kernel.compiled()
+        self._kernel = sk.compiled()
         self._market = np.zeros(n, dtype=np.int64)
         self._start = np.zeros(n, dtype=np.int64)
         self._t = np.zeros(n, dtype=np.int64)
@@ -225,7 +226,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
     def _fresh(self, idx: npt.NDArray[np.intp]) -> None:
         """Put envs ``idx`` at their start row with initial books, reward state and queue."""
         self._t[idx] = self._start[idx]
-        self.books.reset(idx, self._bars[self._start[idx], 3])
+        self.books.reset(idx, self._bars[self._start[idx], 0, 3])
         kernel.reset_reward_state(self._state, idx, self._params)
         self._pending[:, idx] = 0.0
 
@@ -303,7 +304,7 @@ class TradingVectorEnv(VectorEnv[Any, Any, Any]):
         fresh = self._autoreset if auto_idx is not None else self._none_fresh
         done = self._done if same_step else self._autoreset
         n_done = self._kernel.vec_step(
-            self._state, self._params, self._bars, self._feats_flat, self._ts, self._t, self._last,
+            self._state, self._params, self._pa, self._bars, self._feats_flat, self._ts, self._t, self._last,
             targets, fresh, done, self.books.liquidated, self._kmkt, self._kacct, rewards,
             terminated, truncated, infos["ts_ms"], infos["equity_quote"], infos["position_base"],
             infos["fees_paid_quote"],

@@ -2,7 +2,8 @@
 
 ``NumpyBooks.step_bar`` is ``coinrl.envs.books.Books.step_bar`` as it was before the env moved to
 the compiled kernel (:mod:`coinrl.envs.kernel`): whole-array numpy operations built on
-:func:`~coinrl.envs.books.trade_vec` and :meth:`~coinrl.envs.execution.ExecutionModel.size_orders`,
+:func:`trade_vec` and :func:`size_orders` (the numpy vector forms, kept here as oracles: production
+has one implementation, the kernel's),
 an implementation written independently of the kernel's scalar code. The kernel must give the
 same floats, to the last bit (``test_kernel.py``). Do not "fix" it to match the kernel.
 """
@@ -12,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from coinrl.envs.books import trade_vec
 from coinrl.envs.config import EnvConfig
-from coinrl.envs.execution import MIN_VOLUME_BASE, ExecutionModel
+from coinrl.envs.execution import MIN_VOLUME_BASE, SHAVE, ExecutionModel
 
 F64 = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
@@ -25,6 +25,73 @@ FIELDS = (
     "mark_price_quote", "fees_paid_quote", "slippage_paid_quote", "funding_paid_quote",
     "borrow_paid_quote", "turnover_quote", "shortfall_quote", "bars_held",
 )
+
+
+def trade_vec(qty_base: F64, avg_entry_quote: F64, dq_base: F64, price_quote: F64) -> tuple[F64, F64, F64]:
+    """Vector form of :func:`coinrl.envs.domain.trade` (same operations, same order).
+
+    Returns:
+        ``(new_qty_base, new_avg_entry_quote, realised_pnl_quote)``, arrays of shape ``(N,)``.
+    """
+    aq = np.abs(qty_base)
+    adq = np.abs(dq_base)
+    new = qty_base + dq_base
+    qd = qty_base * dq_base
+    # realised on reduced quantity: (p - avg) * min(|dq|, |qty|), negated for shorts
+    realised = (price_quote - avg_entry_quote) * np.minimum(adq, aq)
+    realised *= np.sign(qty_base)
+    realised *= qd < 0.0
+    # average entry: re-weighted on increase, price on open/flip, 0 when flat, else unchanged
+    avg = avg_entry_quote.copy()
+    np.divide(avg_entry_quote * aq + price_quote * adq, np.abs(new), out=avg, where=qd > 0.0)
+    np.copyto(avg, price_quote, where=qty_base * new <= 0.0)
+    np.copyto(avg, 0.0, where=new == 0.0)
+    return new, avg, realised
+
+
+def size_orders(
+    self: ExecutionModel, target_exposure: F64, cash_quote: F64, qty_base: F64, price_quote: F64,
+    volume_base: F64, equity_quote: F64 | None = None,
+) -> tuple[F64, F64]:
+    """Vector form of :meth:`~coinrl.envs.execution.ExecutionModel.size_order` of ``self``
+    over arrays of shape ``(N,)`` (moved here from the execution model: the oracle's own sizing).
+
+    Args:
+        equity_quote: ``cash + qty * price`` if the caller has it (saves recomputing it).
+
+    Returns:
+        ``(dq_base, notional_quote)``: the orders (0 where not sent) and ``|dq| * price``.
+    """
+    equity = cash_quote + qty_base * price_quote if equity_quote is None else equity_quote
+    eq_base = equity / price_quote
+    x = target_exposure * eq_base
+    if self.impact_coef > 0.0:
+        cf: F64 | float = self.base_cost_frac + np.minimum(
+            self.impact_coef * (np.abs(x - qty_base) / np.maximum(volume_base, MIN_VOLUME_BASE)),
+            self.max_impact_frac,
+        )
+        k: F64 | float = self.max_leverage / (1.0 + self.max_leverage * cf) * SHAVE
+    else:
+        cf = self._cf
+        k = self._k
+    qcf = qty_base * cf
+    np.minimum(x, k * (eq_base + qcf), out=x)
+    if self.allow_short:
+        np.maximum(x, -k * (eq_base - qcf), out=x)
+    dq = x - qty_base  # a target of exactly 0 gives dq = -qty exactly: a full close
+    if self.lot_size_base > 0.0:
+        dq = np.trunc(dq / self.lot_size_base) * self.lot_size_base
+        flip = (qty_base * (qty_base + dq) < 0.0) & (x * qty_base >= 0.0)  # see size_order
+        np.copyto(dq, -qty_base, where=flip | (x == 0.0))
+    notional = np.abs(dq)
+    notional *= price_quote
+    skip = notional < self.rebalance_threshold * equity
+    if self.min_notional_quote > 0.0:
+        skip |= notional < self.min_notional_quote
+    skip &= x != 0.0  # a close to flat is always sent
+    np.putmask(dq, skip, 0.0)
+    np.putmask(notional, skip, 0.0)
+    return dq, notional
 
 
 class NumpyBooks:
@@ -95,7 +162,7 @@ class NumpyBooks:
             target_exposure = np.where(liq, 0.0, target_exposure)
         # 3. rebalance at the open
         exe = self.execution
-        dq, notional = exe.size_orders(target_exposure, cash, qty, open_quote, volume_base)
+        dq, notional = size_orders(exe, target_exposure, cash, qty, open_quote, volume_base)
         fee = notional * exe.taker_fee_rate
         if exe.impact_coef > 0.0:
             slip = notional * (exe.slippage_frac + np.minimum(

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy_books import trade_vec
 
-from coinrl.envs.books import Account, Books, trade_vec
+from coinrl.envs.books import Account, Books
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.domain import trade
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy_books import size_orders
 
 from coinrl.envs.books import Account, Books
 from coinrl.envs.config import EnvConfig
@@ -108,7 +109,7 @@ def test_vector_sizing_equals_scalar_sizing_bit_for_bit(
     target = max(target, 0.0) if not kw["allow_short"] else target
     dq_s, _ = exe.size_order(target, cash, qty, price, volume)
     a = lambda x: np.array([x])  # noqa: E731
-    dq_v, notional_v = exe.size_orders(a(target), a(cash), a(qty), a(price), a(volume))
+    dq_v, notional_v = size_orders(exe, a(target), a(cash), a(qty), a(price), a(volume))
     assert dq_v[0] == dq_s
     assert notional_v[0] == abs(dq_s) * price
 
@@ -127,7 +128,7 @@ def test_lot_rounding_never_flips_a_position_toward_a_target_on_its_side() -> No
     qty, cash = acct.position_base, acct.cash_quote
     exe = ExecutionModel.from_config(cfg)
     dq_s, _ = exe.size_order(1e-121, cash, qty, p, 1.0)
-    dq_v, _ = exe.size_orders(*(np.array([z]) for z in (1e-121, cash, qty, p, 1.0)))
+    dq_v, _ = size_orders(exe, *(np.array([z]) for z in (1e-121, cash, qty, p, 1.0)))
     assert dq_s == dq_v[0] == -qty
     acct.step_bar(1e-121, p, p, p, p, 1.0)
     books.step_bar(np.array([1e-121]), *[np.array([p])] * 4, np.ones(1))

@@ -1,7 +1,9 @@
-"""The compiled kernel against independent references, bit for bit.
+"""The compiled kernel (the single-asset entry points: A = 1 of the portfolio kernel) against
+independent references, bit for bit.
 
 - the numpy books of the first release (``numpy_books.NumpyBooks``: whole-array operations on
-  ``trade_vec`` and ``ExecutionModel.size_orders``), on random bar paths and configs;
+  its ``trade_vec`` and ``size_orders``), on random bar paths and configs;
+- the pre-switch scalar kernel (``scalar_kernel.py``) in ``test_portfolio_kernel.py``;
 - the same kernel functions run interpreted (numba off): no compiler flag changed a float;
 - the reward functions of :mod:`coinrl.envs.rewards` applied to the env's equity path;
 - ``import coinrl.envs`` does not import numba (the kernel compiles on first construction).
@@ -25,6 +27,7 @@ from market_helpers import random_market
 from numpy_books import FIELDS, NumpyBooks
 
 from coinrl.envs import TradingEnv, TradingVectorEnv, kernel
+from coinrl.envs import single_kernel as sk
 from coinrl.envs.books import Account, Books
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.rewards import REWARDS, make_reward, scalar_log
@@ -102,13 +105,14 @@ def test_compiled_kernel_equals_the_interpreted_kernel(
     cfg = EnvConfig(positions=(0.0, 1.0), window=3, reward=reward, **cfg_kw)  # type: ignore[arg-type]
     lo, hi = cfg.exposure_bounds
     n, nf, w = 2, 2, 3
-    bars = np.array([bars_list[0]] * (w - 1) + bars_list, dtype=np.float64)
+    b6 = np.array([bars_list[0]] * (w - 1) + bars_list, dtype=np.float64)
+    bars = sk.bar_table(*b6.T)
     feats = np.random.default_rng(0).normal(size=len(bars) * nf).astype(np.float32)
     ts = np.arange(len(bars), dtype=np.int64)
-    p = kernel.make_params(cfg, n_features=nf, acct_col=w * nf, eq_floor_quote=1e-5)
+    p, pa = sk.make_params(cfg, n_features=nf, acct_col=w * nf, eq_floor_quote=1e-5)
     runs = []
-    for impl in (kernel, kernel.compiled()):
-        s = kernel.new_state(n, cfg.initial_cash_quote)
+    for impl in (sk, sk.compiled()):
+        s = sk.new_state(n, cfg.initial_cash_quote)
         kernel.reset_reward_state(s, slice(None), p)
         t = np.full(n, w - 1, dtype=np.int64)
         last = np.full(n, len(bars) - 1, dtype=np.int64)
@@ -120,8 +124,8 @@ def test_compiled_kernel_equals_the_interpreted_kernel(
                    np.zeros(n), np.zeros(n), np.zeros(n)]
             done = np.zeros(n, dtype=bool)
             with np.errstate(all="ignore"):  # numpy scalars warn on overflow where compiled code does not
-                impl.vec_step(s, p, bars, feats, ts, t, last, np.clip(np.array(tgt), lo, hi), no, done,
-                              np.zeros(n, bool), obs, obs, *out)
+                impl.vec_step(s, p, pa, bars, feats, ts, t, last, np.clip(np.array(tgt), lo, hi), no,
+                              done, np.zeros(n, bool), obs, obs, *out)
             trace.append((s.copy(), obs, *out))
             if done.any():
                 break

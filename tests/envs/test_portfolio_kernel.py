@@ -9,19 +9,20 @@ import math
 
 import numpy as np
 import pytest
+import scalar_kernel as sko  # the pre-switch scalar kernel, an interpreted oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_kernel import bar_paths, configs
 
 from coinrl.envs import kernel
 from coinrl.envs import portfolio_kernel as pk
+from coinrl.envs import single_kernel as sk
 from coinrl.envs.config import EnvConfig
 
-ACCOUNT_ROWS = (kernel.CASH, kernel.REALISED, kernel.EQUITY, kernel.FEES, kernel.SLIPPAGE,
-                kernel.FUNDING, kernel.BORROW, kernel.TURNOVER, kernel.SHORTFALL,
-                kernel.LIQUIDATED, kernel.REWARD_A, kernel.REWARD_B)
-ASSET_ROWS = ((kernel.QTY, pk.A_QTY), (kernel.AVG_ENTRY, pk.A_AVG), (kernel.MARK, pk.A_MARK),
-              (kernel.BARS_HELD, pk.A_BARS_HELD))
+ACCOUNT_ROWS = ("CASH", "REALISED", "EQUITY", "FEES", "SLIPPAGE", "FUNDING", "BORROW", "TURNOVER",
+                "SHORTFALL", "LIQUIDATED", "REWARD_A", "REWARD_B")
+ASSET_ROWS = ((sko.QTY, pk.A_QTY), (sko.AVG_ENTRY, pk.A_AVG), (sko.MARK, pk.A_MARK),
+              (sko.BARS_HELD, pk.A_BARS_HELD))
 
 
 def _params(cfg: EnvConfig, n_assets: int, nf: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -36,36 +37,50 @@ def test_one_asset_portfolio_equals_the_scalar_kernel_to_the_last_bit(
     path: tuple[list[tuple[float, ...]], list[tuple[float, float]]], cfg_kw: dict[str, object],
     reward: str,
 ) -> None:
-    """Books, fills, liquidations, rewards and the market window of A = 1 are the scalar
-    kernel's floats exactly, on random bars (gaps, wicks, funding) and out-of-range targets."""
+    """Books, fills, liquidations, rewards and observations of A = 1 are the pre-switch scalar
+    kernel's floats exactly (``scalar_kernel.py``, the oracle), on random bars (gaps, wicks,
+    funding) and out-of-range targets: the portfolio env step, and the single-asset entry point
+    every single-asset env steps (observation layout included)."""
     bars_list, targets = path
     cfg = EnvConfig(positions=(0.0, 1.0), window=2, reward=reward, **cfg_kw)  # type: ignore[arg-type]
     lo, hi = cfg.exposure_bounds
     w, nf = 2, 2
     bars6 = np.array([bars_list[0]] * (w - 1) + bars_list, dtype=np.float64)
-    bars7 = np.ascontiguousarray(np.concatenate([bars6, np.ones((len(bars6), 1))], axis=1)[:, None, :])
+    bars7 = sk.bar_table(*bars6.T)
     feats = np.random.default_rng(0).normal(size=len(bars6) * nf).astype(np.float32)
     p, pa = _params(cfg, 1, nf)
-    ks, pks = kernel.compiled(), pk.compiled()
-    s1 = kernel.new_state(1, cfg.initial_cash_quote)
+    pks, sks = pk.compiled(), sk.compiled()
+    s1 = sko.new_state(1, cfg.initial_cash_quote)
     s2 = pk.new_state(1, 1, cfg.initial_cash_quote)
-    kernel.reset_reward_state(s1, slice(None), p)
+    s3 = sk.new_state(1, cfg.initial_cash_quote)
     kernel.reset_reward_state(s2, slice(None), p)
+    kernel.reset_reward_state(s3, slice(None), p)
+    s1[sko.REWARD_A] = s2[kernel.REWARD_A]  # the oracle's reset: the same rule, its own rows
     out1 = np.zeros((1, w * nf + 4), dtype=np.float32)
     out2 = np.zeros((1, w * nf + 1 + pk.N_PF_ACCOUNT_FEATURES), dtype=np.float32)
+    out3 = np.zeros((1, w * nf + 4), dtype=np.float32)
+    scratch = np.empty((4, 1))
+    amap = np.array([cfg.max_leverage, cfg.max_leverage, 1.0 if cfg.allow_short else 0.0])
     for i, (tgt, _) in enumerate(targets):
         t = i + w - 1
         x = float(np.clip(tgt, lo, hi))
-        r1 = ks.env_step(s1, p, bars6, feats, out1, t, x, 0)
+        with np.errstate(all="ignore"):  # numpy scalars warn on overflow where compiled code does not
+            r1 = sko.env_step(s1, p, bars6, feats, out1, t, x, 0)
         r2 = pks.pf_env_step(s2, p, pa, bars7, feats, out2, t, np.array([x]), False, 0.0, 0.0, False, 0,
                              np.empty((1, 2)))
-        assert r1 == r2 or (math.isnan(r1) and math.isnan(r2))
-        for rw in ACCOUNT_ROWS:
-            assert s1[rw, 0] == s2[rw, 0] or (math.isnan(s1[rw, 0]) and math.isnan(s2[rw, 0])), rw
+        r3 = sks.env_step(s3, p, pa, bars7, feats, out3, t, float(tgt), 0, scratch, amap)  # mapped inside
+        for r in (r2, r3):
+            assert r1 == r or (math.isnan(r1) and math.isnan(r))
+        for name in ACCOUNT_ROWS:
+            want = s1[getattr(sko, name), 0]
+            for s in (s2, s3):
+                got = s[getattr(kernel, name), 0]
+                assert want == got or (math.isnan(want) and math.isnan(got)), name
         for scalar_row, offset in ASSET_ROWS:
-            assert s1[scalar_row, 0] == s2[pk.row(0, offset), 0], scalar_row
+            assert s1[scalar_row, 0] == s2[pk.row(0, offset), 0] == s3[pk.row(0, offset), 0], scalar_row
         assert np.array_equal(out1[0, : w * nf], out2[0, : w * nf])
-        if s1[kernel.LIQUIDATED, 0]:
+        assert np.array_equal(out1, out3)
+        if s1[sko.LIQUIDATED, 0]:
             break
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import warnings
 from typing import Any
 
@@ -371,3 +373,28 @@ def test_returned_observations_are_never_overwritten_or_shared(kw: dict[str, Any
     first = kept[0]["account"] if isinstance(kept[0], dict) else kept[0]
     second = kept[1]["account"] if isinstance(kept[1], dict) else kept[1]
     assert not np.shares_memory(first, second)
+
+
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda e: pickle.loads(pickle.dumps(e))],  # noqa: S301 - our own bytes
+    ids=["deepcopy", "pickle"],
+)
+@pytest.mark.parametrize("obs_mode", ["box", "dict"])
+def test_a_copied_env_continues_like_the_original_on_its_own_books(clone: Any, obs_mode: str) -> None:
+    env = TradingEnv(random_market(400, vol=0.02), action="continuous", max_leverage=2.0,
+                     episode_length_bars=300, obs_mode=obs_mode, render_mode="rgb_array")
+    env.reset(seed=0)
+    acts = np.random.default_rng(0).uniform(-2.0, 2.0, (280, 1)).astype(np.float32)
+    for a in acts[:20]:
+        env.step(a)
+    twin = clone(env)
+    for a in acts[20:]:  # across an observation block boundary (256 rows)
+        o1, r1, te1, tr1, i1 = env.step(a)
+        o2, r2, te2, tr2, i2 = twin.step(a)
+        assert obs_equal(o1, o2)
+        assert (r1, te1, tr1, i1) == (r2, te2, tr2, i2)
+    assert not np.shares_memory(env.account.state, twin.account.state)
+    eq = env.account.equity_quote
+    twin.step(np.array([-2.0], dtype=np.float32))  # the copy's steps never touch the original
+    assert env.account.equity_quote == eq
+    assert twin.render().shape == env.render().shape

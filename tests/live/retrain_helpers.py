@@ -70,3 +70,27 @@ def head(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     out = frame.iloc[:n].reset_index(drop=True)
     out.attrs = dict(frame.attrs)
     return out
+
+
+def oracle_bundle(dest: Path, frame: pd.DataFrame, sign: float) -> Path:
+    """A bundle whose policy is set by hand: long when ``sign * signal > 0``, short otherwise
+    (the best policy of a market whose planted relation has that sign). Its normaliser is
+    fitted on ``frame`` like any training run's; only the weights are planted."""
+    import torch
+
+    from coinrl.agents.bundle import save_model
+    from coinrl.agents.config import TrainConfig
+    from coinrl.agents.train import train_model, weights_hash
+    from coinrl.pipeline.splits import prepare_data_for_model
+
+    prepared = prepare_data_for_model(frame, spec=SPEC, split={"train": 0.85, "validation": 0.15, "test": 0.0})
+    agent = train_model(prepared, TrainConfig.model_validate(train_config(512)), ENV)
+    policy = agent.model.policy
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.zero_()
+        policy.mlp_extractor.policy_net[0].weight[0, 0] = 3.0 * sign  # obs[0] is the signal
+        policy.action_net.weight[0, 0] = -10.0  # positions (-1, 0, 1): short
+        policy.action_net.weight[2, 0] = 10.0  # long
+    agent.info["weights_sha256"] = weights_hash(agent.model)
+    return save_model(agent, dest)

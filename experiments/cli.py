@@ -419,9 +419,9 @@ def _register_command_modules() -> None:
     Each module imports its heavy dependencies inside its commands, so ``coinrl --help`` stays
     fast.
     """
-    from . import backtest_cmd, bundle_cmd, live_cmd, tune_cmd
+    from . import backtest_cmd, bundle_cmd, live_cmd, retrain_cmd, tune_cmd
 
-    for module in (backtest_cmd, tune_cmd, live_cmd, bundle_cmd):
+    for module in (backtest_cmd, tune_cmd, live_cmd, bundle_cmd, retrain_cmd):
         module.register(app)
 
 

@@ -15,7 +15,7 @@ Endpoints, as far as the real ccxt ``bybit`` client (4.5) uses them:
   ``contractType=LinearPerpetual``, ``qtyStep``, ``minNotionalValue``, ``fundingInterval``).
   Inverse and option categories answer an empty list, so ``load_markets`` works unchanged.
 * ``GET /v5/market/kline``: rows ``[start, open, high, low, close, volume, turnover]`` as
-  strings, NEWEST FIRST (Bybit's order; ccxt sorts them); ``limit`` default 200, max 1000;
+  strings, NEWEST FIRST (Bybit's order; ccxt sorts them); ``limit`` default 200, at most 1000;
   ``start``/``end`` bound the bar open time inclusively; the bar in progress is included.
 * ``GET /v5/market/funding/history``: ``{symbol, fundingRate, fundingRateTimestamp}`` newest
   first; ``limit`` default and max 200.
@@ -94,13 +94,15 @@ def int_arg(query: Query, name: str) -> int | None:
 
 
 def limit_arg(query: Query, default: int, maximum: int) -> int:
-    """``limit``: ``default`` when absent, 10001 when outside ``[1, maximum]``."""
+    """``limit``: ``default`` when absent, 10001 when below 1; more than ``maximum`` is answered
+    with ``maximum`` rows (as Binance does; the live data layer asks for one bar more than the
+    history it keeps)."""
     limit = int_arg(query, "limit")
     if limit is None:
         return default
-    if not 1 <= limit <= maximum:
+    if limit < 1:
         raise BybitError(10001, f"params error: limit must be between 1 and {maximum}")
-    return limit
+    return min(limit, maximum)
 
 
 def category_kind(query: Query, allowed: tuple[str, ...] = ("spot", "linear")) -> MarketKind:

@@ -40,6 +40,9 @@ KILLS = 20
 SEED = 20261124
 FRAME = candles(K0 + 600, seed=23)
 RUN_ID = "crash"
+EXCHANGE_STATUS = {"FILLED": "closed", "CANCELED": "canceled", "NEW": "open", "EXPIRED": "expired"}
+"""The emulator's order status -> what ccxt reports for it (Binance's words; the Bybit run of
+this test in test_dialect_sessions.py swaps in Bybit's)."""
 
 CHILD = textwrap.dedent("""
     import json, pickle, sys, urllib.request
@@ -160,9 +163,7 @@ def test_sigkilled_runner_restarts_without_duplicates_or_lost_fills(tmp_path):
         assert j.integrity_check() == "ok"
         assert j.last("stop").payload["exit_name"] == "OK"
         journal_status = {c: p["status"] for c, p in j.orders().items() if p["status"] != "skipped"}
-    exchange_status = {o.client_order_id: {"FILLED": "closed", "CANCELED": "canceled",
-                                           "NEW": "open", "EXPIRED": "expired"}[o.status]
-                       for o in orders}
+    exchange_status = {o.client_order_id: EXCHANGE_STATUS[o.status] for o in orders}
     assert {c: s for c, s in journal_status.items() if s not in ("not_found", "rejected")} == exchange_status
     # no decision dropped: every decision bar with an order has one that filled
     assert all(o.status == "FILLED" or o.executed_base > 0 for o in orders), [

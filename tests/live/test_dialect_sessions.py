@@ -1,0 +1,38 @@
+"""The slow session tests of the live matrix on the emulator's second dialect (Bybit v5): the
+SIGKILL crash-recovery run and the secrets scan of a whole live session, exactly as they run on
+Binance (their modules are reused unchanged; only the exchange id differs)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import test_crash_recovery as crash
+import test_secrets as secrets
+from live_helpers import KEY, SECRET, connect
+
+pytestmark = pytest.mark.slow
+
+
+def test_sigkilled_runner_on_bybit_restarts_without_duplicates_or_lost_fills(tmp_path, monkeypatch):
+    child = crash.CHILD.replace("exchange_url=url,", 'exchange="bybit", exchange_url=url,')
+    assert child != crash.CHILD
+    monkeypatch.setattr(crash, "CHILD", child)
+    monkeypatch.setattr(crash, "connect", functools.partial(connect, exchange="bybit"))
+    # Bybit has no "expired": a spot market order whose unaffordable rest lapsed after a partial
+    # fill is PartiallyFilledCanceled, which ccxt reports as closed (every order here has fills)
+    monkeypatch.setattr(crash, "EXCHANGE_STATUS", {**crash.EXCHANGE_STATUS, "EXPIRED": "closed"})
+    crash.test_sigkilled_runner_restarts_without_duplicates_or_lost_fills(tmp_path)
+
+
+def test_no_key_or_secret_in_the_files_of_a_bybit_session(tmp_path, request, monkeypatch):
+    from coinrl.experiments.live_cmd import run_session
+
+    def on_bybit(*args: Any, **kwargs: Any) -> Any:
+        return run_session(*args, exchange="bybit", **kwargs)
+
+    monkeypatch.setenv("COINRL_BYBIT_API_KEY", KEY)
+    monkeypatch.setenv("COINRL_BYBIT_API_SECRET", SECRET)
+    monkeypatch.setattr(secrets, "run_session", on_bybit)
+    secrets.test_no_key_or_secret_in_logs_journal_wandb_or_bundle(tmp_path, request, monkeypatch)

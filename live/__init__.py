@@ -15,6 +15,9 @@ Modules (one job each):
 - :mod:`.live_env`: :class:`LiveTradingEnv` (TradingEnv's spaces, stepping on closed candles).
 - :mod:`.runner`: :class:`Runner` (schedule, hot reload, signals, recovery),
   :func:`update_live_model`, :func:`terminate_trading`, :class:`ExitCode`.
+- :mod:`.retrain`: :func:`retrain_once` (rolling-window retrain, the challenger gate,
+  :class:`RetrainConfig`), :func:`make_retrain_scheduler`, :func:`promote_challenger`,
+  :func:`rollback_champion`.
 - :mod:`.emulator`: a local Binance-like exchange for tests and demos.
 
 The names below are imported lazily (``from coinrl.live import PaperBroker``), so importing
@@ -64,6 +67,15 @@ _EXPORTS = {
     "ExchangeClient": "exchange",
     "connect_to_exchange": "exchange",
     "Credentials": "keys",
+    "RetrainConfig": "retrain_config",
+    "RetrainOutcome": "retrain_config",
+    "retrain_once": "retrain",
+    "gate_challenger": "retrain_gate",
+    "retrain_job": "retrain_schedule",
+    "make_retrain_scheduler": "retrain_schedule",
+    "promote_challenger": "retrain_promote",
+    "rollback_champion": "retrain_promote",
+    "recover_promotion": "retrain_promote",
     "load_credentials": "keys",
 }
 

@@ -1,6 +1,7 @@
 """The slow session tests of the live matrix on the emulator's second dialect (Bybit v5): the
-SIGKILL crash-recovery run and the secrets scan of a whole live session, exactly as they run on
-Binance (their modules are reused unchanged; only the exchange id differs)."""
+SIGKILL crash-recovery run, the paper/live/backtest parity run and the secrets scan of a whole
+live session, exactly as they run on Binance (their modules are reused unchanged; only the
+exchange id differs)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 import test_crash_recovery as crash
+import test_parity as parity
 import test_secrets as secrets
 from live_helpers import KEY, SECRET, connect
+from test_parity import agent, backtest, frame  # noqa: F401 - the parity run's fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +39,16 @@ def test_no_key_or_secret_in_the_files_of_a_bybit_session(tmp_path, request, mon
     monkeypatch.setenv("COINRL_BYBIT_API_SECRET", SECRET)
     monkeypatch.setattr(secrets, "run_session", on_bybit)
     secrets.test_no_key_or_secret_in_logs_journal_wandb_or_bundle(tmp_path, request, monkeypatch)
+
+
+def test_paper_and_live_sessions_on_bybit_equal_the_backtest(
+    agent, frame, backtest, tmp_path, monkeypatch,  # noqa: F811 - fixtures from test_parity
+):
+    from coinrl.live.data import public_client
+
+    def bybit_public(server: Any) -> Any:
+        return public_client("bybit", exchange_url=server.base_url, config={"enableRateLimit": False})
+
+    monkeypatch.setattr(parity, "connect", functools.partial(connect, exchange="bybit"))
+    monkeypatch.setattr(parity, "public", bybit_public)
+    parity.test_paper_and_live_sessions_equal_the_backtest(agent, frame, backtest, tmp_path)

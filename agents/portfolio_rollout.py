@@ -178,7 +178,7 @@ def simulate_plans(data: PortfolioData, env_config: PortfolioEnvConfig, plans: F
     return rec.rollouts(targets, targets)
 
 
-def _batched_policy(policy: Any, deterministic: bool) -> Callable[[Any], Any]:
+def batched_policy(policy: Any, deterministic: bool) -> Callable[[Any], Any]:
     """``obs (N, D) -> actions (N, A)`` of an SB3 model or a callable."""
     if hasattr(policy, "predict"):
         from .rollout import torch_policy
@@ -252,7 +252,7 @@ def rollout_portfolio_policy(
     :func:`rollout_portfolio`); one :class:`PortfolioRollout` per account."""
     cfg = evaluation_portfolio_config(env_config)
     t_steps = portfolio_decisions(data, cfg)
-    act = _batched_policy(policy, deterministic)
+    act = batched_policy(policy, deterministic)
     n = int(n_accounts)
     if n < 1:
         raise ConfigError(f"n_accounts must be >= 1, got {n_accounts}")

@@ -26,6 +26,24 @@ GATE_SPLIT = "gate"
 GATE_DATA = "out of sample (retrain gate slice: newest bars, after the training window and embargo)"
 
 
+def reload_mismatch(challenger: Any, champion: Any) -> str:
+    """Why the live session could not hot-reload ``challenger`` in ``champion``'s place (the
+    checks of :func:`~coinrl.live.reload.update_live_model`: the same feature spec, the same
+    observation and action spaces), or "" when it could."""
+    from coinrl.envs.trading_env import build_spaces
+
+    if challenger.feature_spec.fingerprint() != champion.feature_spec.fingerprint():
+        return (
+            "its feature spec differs from the live champion's (a fitted feature was refitted on "
+            "the new window?), so the running session could not load it; restart with it instead"
+        )
+    old = build_spaces(champion.env_config, len(champion.feature_spec.feature_names))
+    new = build_spaces(challenger.env_config, len(challenger.feature_spec.feature_names))
+    if old != new:
+        return f"its observation/action spaces {new} differ from the live champion's {old}"
+    return ""
+
+
 def gate_challenger(
     challenger: Any, champion: Any, gate_candles: pd.DataFrame, config: RetrainConfig, *, n_trials: int,
     seed: int = 0,
@@ -43,6 +61,9 @@ def gate_challenger(
             Sharpe ratio).
         seed: bootstrap seed.
 
+    A challenger the running session could not hot-reload (:func:`reload_mismatch`) is
+    rejected before any backtest.
+
     Returns:
         ``(passed, figures, reasons)``: figures are plain floats (total returns of challenger,
         champion, buy-and-hold and cash; ``p_better``, ``p_beats_cash``, ``dsr``, ``sharpe``
@@ -54,6 +75,10 @@ def gate_challenger(
     from coinrl.agents.backtest import simulate_trading_strategy
     from coinrl.agents.stats import sharpe_stats, verdict_from_returns
 
+    mismatch = reload_mismatch(challenger, champion)
+    if mismatch:
+        logger.warning("retrain gate: %s", mismatch)
+        return False, {"n_trials": int(n_trials)}, [mismatch]
     champ = simulate_trading_strategy(
         champion, gate_candles, name="champion", split=GATE_SPLIT, baselines=True, n_random=1,
         seed=seed, ma_crossover=None, data_description=GATE_DATA,
@@ -113,4 +138,4 @@ def gate_challenger(
     return not reasons, figures, reasons
 
 
-__all__ = ["GATE_DATA", "gate_challenger"]
+__all__ = ["GATE_DATA", "gate_challenger", "reload_mismatch"]

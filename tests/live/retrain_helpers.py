@@ -72,10 +72,12 @@ def head(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     return out
 
 
-def oracle_bundle(dest: Path, frame: pd.DataFrame, sign: float) -> Path:
+def oracle_bundle(dest: Path, frame: pd.DataFrame, sign: float, train: dict[str, Any] | None = None) -> Path:
     """A bundle whose policy is set by hand: long when ``sign * signal > 0``, short otherwise
     (the best policy of a market whose planted relation has that sign). Its normaliser is
-    fitted on ``frame`` like any training run's; only the weights are planted."""
+    fitted on ``frame`` like any training run's; only the weights are planted. ``train``: the
+    training config it records (a retrain trains that config again), default
+    :func:`train_config`."""
     import torch
 
     from coinrl.agents.bundle import save_model
@@ -84,12 +86,16 @@ def oracle_bundle(dest: Path, frame: pd.DataFrame, sign: float) -> Path:
     from coinrl.pipeline.splits import prepare_data_for_model
 
     prepared = prepare_data_for_model(frame, spec=SPEC, split={"train": 0.85, "validation": 0.15, "test": 0.0})
-    agent = train_model(prepared, TrainConfig.model_validate(train_config(512)), ENV)
+    cfg = TrainConfig.model_validate(train or train_config(512))
+    agent = train_model(prepared, cfg.model_copy(update={"total_timesteps": 512}), ENV)
     policy = agent.model.policy
     with torch.no_grad():
         for p in policy.parameters():
             p.zero_()
-        policy.mlp_extractor.policy_net[0].weight[0, 0] = 3.0 * sign  # obs[0] is the signal
+        layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+        layers[0].weight[0, 0] = 3.0 * sign  # obs[0] is the signal; unit 0 carries its sign
+        for layer in layers[1:]:
+            layer.weight[0, 0] = 3.0
         policy.action_net.weight[0, 0] = -10.0  # positions (-1, 0, 1): short
         policy.action_net.weight[2, 0] = 10.0  # long
     agent.info["weights_sha256"] = weights_hash(agent.model)

@@ -82,3 +82,43 @@ def test_a_challenger_trained_on_shuffled_signals_is_rejected_and_the_journal_sa
     assert gate_row["verdict"] == "rejected"
     assert gate_row["reasons"] == out.reasons
     assert out.reasons
+
+
+def test_a_challenger_the_live_session_could_not_reload_is_rejected_before_any_backtest(oracles, flipped, tmp_path) -> None:
+    from retrain_helpers import ENV, SPEC, train_config
+
+    from coinrl.agents.bundle import save_model
+    from coinrl.agents.config import TrainConfig
+    from coinrl.agents.train import train_model
+    from coinrl.pipeline.splits import prepare_data_for_model
+
+    prepared = prepare_data_for_model(head(flipped, 400), spec=SPEC, split={"train": 0.85, "validation": 0.15, "test": 0.0})
+    wider = train_model(prepared, TrainConfig.model_validate(train_config(512)), ENV.model_copy(update={"window": 2}))
+    other = load_model(save_model(wider, tmp_path / "wider"))
+    passed, _, reasons = gate_challenger(other, load_model(oracles[1]), _gate_frame(flipped, 1_700), RetrainConfig(), n_trials=1)
+    assert not passed
+    assert "spaces" in reasons[0]
+
+
+@pytest.mark.slow
+def test_a_challenger_retrained_after_the_planted_relation_flips_passes_the_gate_and_is_promoted(tmp_path) -> None:
+    """The honest end to end: the champion (best policy of the old market) loses once the
+    planted relation flips; PPO retrained on the newest window (its recorded config: the
+    shipped TrainConfig defaults, 150k steps, in the niced child) beats it and cash on the
+    gate slice and is promoted into the live folder, every step journalled. ~15-40 s."""
+    from coinrl.live.retrain import bundle_id
+    from coinrl.live.retrain_promote import promote_challenger
+
+    frame = market(FLIP, 5_200, seed=4)
+    shipped = {"seed": 0, "progress_bar": False, "torch_threads": 1}
+    live = oracle_bundle(tmp_path / "live", head(frame, 800), 1.0, train=shipped)
+    cfg = RetrainConfig(window_bars=4_000, gate_bars=1_000, total_timesteps=150_000, seed=0)
+    with Journal(tmp_path / "j.sqlite", run_id="live-1") as j:
+        out = retrain_once(live, frame, cfg, tmp_path / "out", j)
+        assert out.status == "promoted", (out.reasons, out.gate)
+        assert out.gate["champion_total_return"] < 0 < out.gate["challenger_total_return"]
+        assert out.challenger is not None
+        promote_challenger(out.challenger, live, j)
+        events = [e.payload["event"] for e in j.events("model")]
+    assert bundle_id(live) == bundle_id(out.challenger)
+    assert events == ["retrain_start", "retrain_end", "retrain_gate", "promote_start", "promote_end"]

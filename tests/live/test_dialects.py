@@ -4,16 +4,32 @@ nothing but the quirks table telling them apart."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
-from live_helpers import DIALECTS, ENV, ORDER_PATHS, SPEC, SYMBOL, candles, connect, emulator
+from live_helpers import (
+    DIALECTS,
+    ENV,
+    KEY,
+    MARKET,
+    ORDER_PATHS,
+    SECRET,
+    SPEC,
+    SYMBOL,
+    candles,
+    connect,
+    emulator,
+    ohlcv,
+)
 
 from coinrl.live.brokers import client_order_id
+from coinrl.live.emulator import EmulatorServer, FixedClock
+from coinrl.live.exchange import connect_to_exchange
 from coinrl.live.journal import Journal
 from coinrl.live.live_env import SteppedClock
-from coinrl.live.orders import DuplicateClientOrderId
+from coinrl.live.orders import DuplicateClientOrderId, FilterFailure, OrderInsufficientFunds
 from coinrl.live.risk import RiskConfig
 from coinrl.live.runner import ExitCode, RunnerConfig, build_runner
 from coinrl.pipeline.errors import InvalidOrder
@@ -148,3 +164,36 @@ def test_an_order_cancelled_under_its_decision_is_replaced_once_on_each_dialect(
     bar = int(FRAME.ts_ms.iloc[K0 - 1])
     assert [(o.client_order_id, o.status) for o in orders] == [
         (client_order_id("dl", bar, 0), "CANCELED"), (client_order_id("dl", bar, 1), "FILLED")]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_exchange_refusals_are_typed_through_the_quirks_table_on_each_dialect(dialect):
+    small_lots = dataclasses.replace(MARKET, min_notional=20.0)  # a 0.25 lot is ~10 USDT
+    with emulator(FRAME, K0, market=small_lots) as (server, clock), connect(server, exchange=dialect) as ex:
+        with pytest.raises(FilterFailure):  # no reference price: the exchange checks the notional
+            ex.create_order(SYMBOL, "buy", 0.25)
+        with pytest.raises(OrderInsufficientFunds):
+            ex.create_order(SYMBOL, "buy", 1_000.0)  # ~40,000 USDT with 10,000
+        assert server.order_count() == 0
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_spot_symbols_share_one_quote_balance_on_each_dialect(dialect):
+    other = "AVAX/USDT"
+    server = EmulatorServer(
+        {SYMBOL: ohlcv(FRAME), other: ohlcv(candles(K0 + 60, seed=9))},
+        clock=FixedClock(int(FRAME.ts_ms.iloc[K0])), execution=ENV,
+        markets={SYMBOL: MARKET, other: dataclasses.replace(MARKET, symbol=other, base="AVAX")},
+        accounts={KEY: (SECRET, {"USDT": 1_000.0})},
+    )
+    with server, connect_to_exchange(
+        KEY, SECRET, exchange=dialect, exchange_url=server.base_url, symbols=[SYMBOL, other],
+        max_clock_skew_ms=None, config={"enableRateLimit": False},
+    ) as ex:
+        ex.create_order(SYMBOL, "buy", 20.0, "limit", 30.0, client_order_id="sol")  # 600 USDT
+        assert ex.balances()["USDT"].used == pytest.approx(600.0 * (1 + ENV.maker_fee_rate), abs=1e-9)
+        with pytest.raises(OrderInsufficientFunds):
+            ex.create_order(other, "buy", 20.0, "limit", 30.0, client_order_id="avax")
+        ex.cancel_order("sol", SYMBOL)
+        ex.create_order(other, "buy", 20.0, "limit", 30.0, client_order_id="avax")
+        assert [o.client_order_id for o in ex.open_orders()] == ["avax"]

@@ -74,3 +74,48 @@ def test_rollback_without_a_promotion_and_a_damaged_challenger_are_refused(bundl
         with pytest.raises(DataError, match="sha256"):
             promote_challenger(bad, live, j)
     assert bundle_id(live) == bundle_id(champ)
+
+
+@pytest.mark.slow
+def test_a_running_session_trades_the_promoted_challenger_and_then_the_rolled_back_champion(tmp_path) -> None:
+    """Promotion is the runner's validated hot reload: the session polls its bundle folder,
+    promote_challenger swaps it (journalled in the session's own journal), the runner loads
+    and validates it; rollback_champion puts the champion back the same way."""
+    from live_helpers import SYMBOL, candles, emulator, public, tiny_bundle
+
+    from coinrl.live.live_env import SteppedClock
+    from coinrl.live.risk import RiskConfig
+    from coinrl.live.runner import ExitCode, RunnerConfig, build_runner
+
+    champ = tiny_bundle(tmp_path / "champ", seed=0)
+    chal = tiny_bundle(tmp_path / "chal", seed=1)
+    live = _live(tmp_path, champ)
+    agent = load_model(live)
+    k0 = 160
+
+    class Hooks(SteppedClock):
+        waits = 0
+
+        def sleep_until(self, ts_ms: int) -> bool:
+            self.waits += 1
+            if self.waits == 3:
+                promote_challenger(chal, live, runner.journal)
+            if self.waits == 7:
+                rollback_champion(live, runner.journal, reason="test: lost beyond the bound")
+            return super().sleep_until(ts_ms)
+
+    with emulator(candles(k0 + 40, seed=31), k0) as (server, clock):
+        runner = build_runner(
+            agent, env_config=agent.env_config, spec=agent.feature_spec, normaliser=agent.normaliser,
+            client=public(server), symbol=SYMBOL, timeframe="1h", mode="paper",
+            journal=Journal(tmp_path / "j.sqlite", run_id="rt"), risk_config=RiskConfig.permissive(),
+            config=RunnerConfig(max_bars=10, reload_every_bars=1), clock=Hooks(clock),
+            history_bars=k0, check_clock_skew=False, bundle_path=live,
+        )
+        assert runner.run() == ExitCode.OK
+    assert [r.status for r in runner.reloads] == ["loaded", "loaded"]
+    with Journal(tmp_path / "j.sqlite") as j:
+        rows = [e.payload for e in j.events("model")]
+    assert [r.get("event") or r.get("status") for r in rows] == [
+        "promote_start", "promote_end", "loaded", "rollback_start", "rollback_end", "loaded"]
+    assert bundle_id(live) == bundle_id(champ)

@@ -74,7 +74,8 @@ def _market_of(
 
 
 def _load_bundle(bundle: Path, trusted_keys: Any = None) -> Any:
-    """The bundle's agent; any failure to read it is a :class:`DataError` with one clear line."""
+    """The bundle's agent; any failure to read it is a :class:`DataError` with one clear line,
+    a portfolio bundle a :class:`ConfigError` (live trading takes one market for now)."""
     import pickle
     import zipfile
 
@@ -82,7 +83,7 @@ def _load_bundle(bundle: Path, trusted_keys: Any = None) -> Any:
     from coinrl.pipeline.errors import CoinrlError, DataError
 
     try:
-        return load_model(bundle, trusted_keys=trusted_keys)
+        agent = load_model(bundle, trusted_keys=trusted_keys)
     except CoinrlError:
         raise
     except (zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError, KeyError, EOFError,
@@ -92,6 +93,14 @@ def _load_bundle(bundle: Path, trusted_keys: Any = None) -> Any:
             f"bundle {bundle} cannot be loaded ({type(e).__name__}: {first}): it is damaged or "
             "not a coinrl bundle; restore it or save the model again"
         ) from e
+    if agent.portfolio is not None:
+        from coinrl.pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"bundle {bundle} trades a portfolio ({', '.join(agent.portfolio.symbols)}); live and "
+            "paper trading take one-market bundles only for now: backtest it with coinrl backtest"
+        )
+    return agent
 
 
 def _open_journal(path: Path, run_id: str | None) -> Any:

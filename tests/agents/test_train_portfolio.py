@@ -97,6 +97,10 @@ def test_portfolio_bundle_round_trips_as_plain_data_and_rebuilds_its_own_data(
     assert record["symbols"] == ["ADA/BTC", "ETH/BTC", "LTC/BTC"]
     assert len(record["normalisers"]) == 3
     assert json.loads((path / "manifest.json").read_text())["kind"] == "portfolio"
+    from coinrl.experiments.live_cmd import _load_bundle
+
+    with pytest.raises(ConfigError, match="one-market bundles only"):
+        _load_bundle(path)  # live/paper trading refuses it before touching an exchange
     loaded = load_model(path)
     assert loaded.portfolio is not None
     assert loaded.portfolio.fingerprint() == coin_agent.portfolio.fingerprint()  # type: ignore[union-attr]

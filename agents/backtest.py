@@ -39,15 +39,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from coinrl.envs.config import EnvConfig
+from coinrl.envs.config import EnvConfig, PortfolioEnvConfig
 from coinrl.envs.risk import RiskConfig
-from coinrl.pipeline.dataset import MarketData
+from coinrl.pipeline.dataset import MarketData, PortfolioData
 from coinrl.pipeline.errors import ConfigError, DataError
+from coinrl.pipeline.portfolio import PreparedPortfolio
+from coinrl.pipeline.source import PortfolioDataConfig
 
 from .agent import TrainedAgent
 from .backtest_assembly import assemble_result
@@ -71,6 +73,12 @@ from .backtest_result import (
 from .backtest_risk import RiskRecord, policy_act, rollout_with_risk
 from .baselines import MA_CROSSOVER_BARS
 from .evaluate import directional_quality, policy_metrics
+from .portfolio_backtest import (
+    PortfolioBacktestResult,
+    is_portfolio_strategy,
+    simulate_portfolio_strategy,
+)
+from .portfolio_baselines import DEFAULT_N_RANDOM
 from .rollout import (
     Rollout,
     evaluation_config,
@@ -87,16 +95,79 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SINGLE_N_RANDOM = 5
+"""Draws of the single-asset ``random`` baseline when ``n_random`` is not given."""
 
+
+@overload
+def simulate_trading_strategy(
+    model: Any,
+    historical_data: PortfolioData | PreparedPortfolio | PortfolioDataConfig | None,
+    *,
+    env_config: EnvConfig | PortfolioEnvConfig | dict[str, Any] | None = ...,
+    name: str | None = ...,
+    split: str | None = ...,
+    baselines: bool = ...,
+    n_random: int | None = ...,
+    seed: int = ...,
+    ma_crossover: tuple[int, int] | None = ...,
+    n_trials: int = ...,
+    confidence: float = ...,
+    force: bool = ...,
+    data_description: str | None = ...,
+    risk: RiskConfig | None = ...,
+) -> PortfolioBacktestResult: ...
+
+
+@overload
+def simulate_trading_strategy(
+    model: Any,
+    historical_data: Any,
+    *,
+    env_config: PortfolioEnvConfig,
+    name: str | None = ...,
+    split: str | None = ...,
+    baselines: bool = ...,
+    n_random: int | None = ...,
+    seed: int = ...,
+    ma_crossover: tuple[int, int] | None = ...,
+    n_trials: int = ...,
+    confidence: float = ...,
+    force: bool = ...,
+    data_description: str | None = ...,
+    risk: RiskConfig | None = ...,
+) -> PortfolioBacktestResult: ...
+
+
+@overload
 def simulate_trading_strategy(
     model: TrainedAgent | str | Path | npt.ArrayLike | Callable[[Any], Any] | Any,
     historical_data: MarketData | pd.DataFrame | str | Path,
     *,
-    env_config: EnvConfig | dict[str, Any] | None = None,
+    env_config: EnvConfig | dict[str, Any] | None = ...,
+    name: str | None = ...,
+    split: str | None = ...,
+    baselines: bool = ...,
+    n_random: int | None = ...,
+    seed: int = ...,
+    ma_crossover: tuple[int, int] | None = ...,
+    n_trials: int = ...,
+    confidence: float = ...,
+    force: bool = ...,
+    data_description: str | None = ...,
+    risk: RiskConfig | None = ...,
+) -> BacktestResult: ...
+
+
+def simulate_trading_strategy(
+    model: TrainedAgent | str | Path | npt.ArrayLike | Callable[[Any], Any] | Any,
+    historical_data: MarketData | PortfolioData | PreparedPortfolio | PortfolioDataConfig | pd.DataFrame | str | Path | None,
+    *,
+    env_config: EnvConfig | PortfolioEnvConfig | dict[str, Any] | None = None,
     name: str | None = None,
     split: str | None = None,
     baselines: bool = True,
-    n_random: int = 5,
+    n_random: int | None = None,
     seed: int = 0,
     ma_crossover: tuple[int, int] | None = MA_CROSSOVER_BARS,
     n_trials: int = 1,
@@ -104,8 +175,15 @@ def simulate_trading_strategy(
     force: bool = False,
     data_description: str | None = None,
     risk: RiskConfig | None = None,
-) -> BacktestResult:
+) -> BacktestResult | PortfolioBacktestResult:
     """Backtest one strategy over held-out data through the training env's books.
+
+    A portfolio strategy (a portfolio agent or bundle, portfolio data or its config, a
+    :class:`~coinrl.envs.config.PortfolioEnvConfig`: :func:`~coinrl.agents.portfolio_backtest.
+    is_portfolio_strategy`) is handed to :func:`~coinrl.agents.portfolio_backtest.
+    simulate_portfolio_strategy` with every argument, and its
+    :class:`~coinrl.agents.portfolio_backtest.PortfolioBacktestResult` returned; a ``(T, A)``
+    weights signal needs portfolio data or a portfolio env config to be recognised.
 
     Args:
         model: a :class:`~coinrl.agents.agent.TrainedAgent` or a bundle path (its
@@ -122,7 +200,10 @@ def simulate_trading_strategy(
         split: name of the split for the report (default ``data.meta["split"]``).
         baselines: also run buy-and-hold, flat, the MA crossover and the matched random policy
             on the same data and costs, and judge the strategy against each.
-        n_random: random-policy draws averaged in the ``random`` baseline.
+        n_random: random-policy draws averaged in the ``random`` baseline (None: the
+            default of the kind, 5 for one asset and
+            :data:`~coinrl.agents.portfolio_baselines.DEFAULT_N_RANDOM` for a portfolio, the
+            same as :func:`~coinrl.agents.portfolio_backtest.simulate_portfolio_strategy`).
         seed: seed of the random baseline and of the bootstrap.
         ma_crossover: ``(fast_bars, slow_bars)`` of the crossover baseline; None leaves it out.
         n_trials: configurations tried before this one (for the deflated Sharpe ratio).
@@ -150,6 +231,15 @@ def simulate_trading_strategy(
         >>> print(res.verdict_lines()[0])  # doctest: +SKIP
     """
     model = resolve_strategy(model)
+    if is_portfolio_strategy(model, historical_data, env_config):
+        return simulate_portfolio_strategy(
+            model, historical_data, env_config=env_config, name=name, split=split,
+            baselines=baselines, n_random=DEFAULT_N_RANDOM if n_random is None else n_random,
+            seed=seed, n_trials=n_trials, confidence=confidence, force=force,
+            data_description=data_description, risk=risk,
+        )
+    if n_random is None:
+        n_random = SINGLE_N_RANDOM
     config: dict[str, Any]
     forced: str | None = None
     record: RiskRecord | None = None
@@ -259,7 +349,7 @@ def simulate_many(
     env_config: EnvConfig | dict[str, Any] | None = None,
     names: Sequence[str] | None = None,
     baselines: bool = True,
-    n_random: int = 5,
+    n_random: int = SINGLE_N_RANDOM,
     seed: int = 0,
     ma_crossover: tuple[int, int] | None = MA_CROSSOVER_BARS,
     n_trials: int = 1,

@@ -10,12 +10,9 @@ per-asset attribution (:mod:`~coinrl.agents.portfolio_metrics`). The
 :class:`PortfolioBacktestResult` has ``to_dict``, ``equity_frame``, ``fills``, ``flat`` and
 ``verdict_lines`` like :class:`~coinrl.agents.backtest_result.BacktestResult`, so
 :func:`~coinrl.agents.report.save_backtest_results` writes its report folder (with the
-portfolio page of :mod:`~coinrl.agents.portfolio_report`).
-
-``simulate_trading_strategy`` dispatches here with::
-
-    if is_portfolio_strategy(model, historical_data, env_config):
-        return simulate_portfolio_strategy(model, historical_data, env_config=env_config, name=name, split=split, baselines=baselines, n_random=n_random, seed=seed, n_trials=n_trials, confidence=confidence, force=force, data_description=data_description, risk=risk)
+portfolio page of :mod:`~coinrl.agents.portfolio_report`). ``simulate_trading_strategy``
+dispatches here when :func:`is_portfolio_strategy`. With ``risk=`` every decision passes the
+paper/live portfolio risk layer (:mod:`~coinrl.agents.portfolio_risk_rollout`).
 """
 
 from __future__ import annotations
@@ -29,11 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 from coinrl.envs.config import PortfolioEnvConfig
+from coinrl.envs.risk import RiskConfig
 from coinrl.pipeline.dataset import PortfolioData
 from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.portfolio import PreparedPortfolio
 from coinrl.pipeline.source import PortfolioDataConfig
 
+from .backtest_risk import PortfolioRiskRecord
 from .metrics import can_annualise, json_safe, simple_returns
 from .portfolio_baselines import (
     DEFAULT_N_RANDOM,
@@ -41,6 +40,7 @@ from .portfolio_baselines import (
     portfolio_verdicts,
 )
 from .portfolio_metrics import asset_attribution, portfolio_metrics
+from .portfolio_risk_rollout import rollout_portfolio_with_risk
 from .portfolio_rollout import (
     PortfolioConfigLike,
     PortfolioRollout,
@@ -139,6 +139,8 @@ class PortfolioBacktestResult:
     config: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, float] = field(default_factory=dict)
     """Kept empty (the single-asset result's directional statistics have no portfolio form yet)."""
+    risk: PortfolioRiskRecord | None = None
+    """What the risk layer did (``risk=`` runs only; its summary is also ``meta["risk"]``)."""
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -217,8 +219,11 @@ class PortfolioBacktestResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (``metrics.json``): the single-asset result's keys plus
-        ``portfolio`` (symbols, attribution, each baseline's attribution)."""
+        ``portfolio`` (symbols, attribution, each baseline's attribution) and, with a risk
+        layer, ``risk_events`` (every rule that acted, per asset, with its decision time)."""
+        extra = {} if self.risk is None else {"risk_events": self.risk.event_rows()}
         return dict(json_safe({
+            **extra,
             "name": self.name,
             "metrics": self.metrics,
             "baselines": self.baselines_metrics,
@@ -315,7 +320,7 @@ def simulate_portfolio_strategy(
     confidence: float = 0.95,
     force: bool = False,
     data_description: str | None = None,
-    risk: Any = None,
+    risk: RiskConfig | None = None,
 ) -> PortfolioBacktestResult:
     """Backtest a portfolio agent, a ``(T, A)`` weights signal or a policy over one split.
 
@@ -339,19 +344,32 @@ def simulate_portfolio_strategy(
         confidence: level of the verdicts' intervals.
         force: run an agent on another timeframe than it was trained on.
         data_description: what the data was (default from ``split``).
-        risk: must be None: the risk layer does not cover portfolios yet.
+        risk: the portfolio risk limits of paper and live trading
+            (:class:`~coinrl.envs.risk_portfolio.PortfolioRiskConfig`; a plain ``RiskConfig``
+            is promoted), applied to every decision
+            (:mod:`~coinrl.agents.portfolio_risk_rollout`); None trades the strategy's weights
+            unchanged. The baselines run without it.
 
     Returns:
-        The :class:`PortfolioBacktestResult`.
+        The :class:`PortfolioBacktestResult` (with ``risk``: its
+        :class:`~coinrl.agents.backtest_risk.PortfolioRiskRecord` in ``risk`` and ``meta["risk"]``).
 
     Raises:
-        ConfigError: ``risk`` given; a signal or policy without ``env_config``; an agent on
+        ConfigError: ``risk`` of another kind or naming assets not traded; a signal or policy without ``env_config``; an agent on
             another timeframe without ``force``; a signal outside the budget.
         DataError: data of other assets, too short for the window, or a bad signal.
     """
     del ma_crossover
-    if risk is not None:
-        raise ConfigError("risk limits are not applied to portfolio backtests yet; pass risk=None")
+    record: PortfolioRiskRecord | None = None
+
+    def play(data: PortfolioData, cfg: PortfolioEnvConfig, **how: Any) -> PortfolioRollout:
+        nonlocal record
+        if risk is None:
+            return rollout_portfolio(data, cfg, **how)
+        how.pop("deterministic", None)
+        ro, record = rollout_portfolio_with_risk(data, cfg, risk, **how)
+        return ro
+
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         from .bundle import load_model
 
@@ -361,7 +379,7 @@ def simulate_portfolio_strategy(
         data = _agent_data(model, historical_data, split)
         forced = _check_agent(model, data, force)
         cfg = evaluation_portfolio_config(env_config if env_config is not None else model.env_config)
-        ro = rollout_portfolio(data, cfg, policy=model.model, deterministic=True)
+        ro = play(data, cfg, policy=model.model, deterministic=True)
         kind = "agent"
         config = {**dict(model.experiment_config), "bundle": model.info.get("bundle")}
     else:
@@ -375,10 +393,10 @@ def simulate_portfolio_strategy(
                             "with the features it was trained on")
         data = _signal_data(historical_data, split)
         if is_weights:
-            ro = rollout_portfolio(data, cfg, weights=np.asarray(model, dtype=np.float64))
+            ro = play(data, cfg, weights=np.asarray(model, dtype=np.float64))
             kind = "signal"
         else:
-            ro = rollout_portfolio(data, cfg, policy=model, deterministic=True)
+            ro = play(data, cfg, policy=model, deterministic=True)
             kind = "policy"
         config = {"env": cfg.model_dump(mode="json")}
     split_name = split or str(data.meta.get("split", "backtest"))
@@ -391,6 +409,8 @@ def simulate_portfolio_strategy(
     if forced:
         res.warnings.append(forced)
         res.meta["forced"] = forced
+    if record is not None:
+        _attach_risk(res, record)
     if short:
         res.warnings.append(
             f"SMALL SAMPLE: {ro.n_steps} bars ({res.metrics['sample_years'] * 365:.1f} days) are too "
@@ -412,6 +432,20 @@ def simulate_portfolio_strategy(
     logger.info("portfolio backtest kind=%s symbols=%s split=%s steps=%d total_return=%.4f",
                 kind, ",".join(data.symbols), split_name, ro.n_steps, res.metrics["total_return"])
     return res
+
+
+def _attach_risk(res: PortfolioBacktestResult, record: PortfolioRiskRecord) -> None:
+    """``res.risk``, its summary in ``meta["risk"]`` and a warning when the kill-switch fired."""
+    res.risk = record
+    summary = record.to_dict()
+    del summary["events"]  # the full list stays on res.risk (event_rows)
+    res.meta["risk"] = summary
+    k = record.killed_at
+    if k is not None:
+        rules = ", ".join(e.rule for d, _, e in record.events if d == k)
+        res.warnings.append(f"RISK KILL-SWITCH fired at decision {k} (bar ts_ms={int(record.ts_ms[k])}: "
+                            f"{rules}); the account held its positions to the end of the split, as a "
+                            "session with flatten_on_kill=False")
 
 
 def _meta(data: PortfolioData, ro: PortfolioRollout, kind: str, split: str, described: str,

@@ -54,19 +54,23 @@ logger = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 
 
-def portfolio_risk_config(risk: Any) -> PortfolioRiskConfig:
+def portfolio_risk_config(risk: Any, symbols: tuple[str, ...] | None = None) -> PortfolioRiskConfig:
     """``risk`` as a :class:`~coinrl.envs.risk_portfolio.PortfolioRiskConfig`: one as is, a
     plain single-asset :class:`~coinrl.envs.risk.RiskConfig` promoted (its fields mean the same
     per account and per asset).
 
     Raises:
         ConfigError: anything else (a mapping or path must be loaded first, e.g. by
-            ``load_config(PortfolioRiskConfig, path)``).
+            ``load_config(PortfolioRiskConfig, path)``); ``asset_limits`` naming a symbol not in
+            ``symbols`` (when given).
     """
-    if isinstance(risk, PortfolioRiskConfig):
-        return risk
     if isinstance(risk, RiskConfig):
-        return PortfolioRiskConfig.model_validate(risk.model_dump())
+        cfg = risk if isinstance(risk, PortfolioRiskConfig) else PortfolioRiskConfig.model_validate(risk.model_dump())
+        unknown = sorted(set(cfg.asset_limits) - set(symbols)) if symbols is not None else []
+        if unknown:
+            raise ConfigError(f"risk asset_limits name {', '.join(unknown)}, which the portfolio does not "
+                              f"trade (its symbols: {', '.join(symbols or ())}); fix the symbol names")
+        return cfg
     raise ConfigError(f"risk must be a PortfolioRiskConfig (or RiskConfig), got {type(risk).__name__}; "
                       "load a YAML file with load_config(PortfolioRiskConfig, path)")
 
@@ -101,7 +105,7 @@ def rollout_portfolio_with_risk(
     """
     if (policy is None) == (weights is None):
         raise ConfigError("rollout_portfolio_with_risk needs exactly one of policy= and weights=")
-    limits = portfolio_risk_config(risk)
+    limits = portfolio_risk_config(risk, tuple(data.symbols))
     cfg = evaluation_portfolio_config(env_config)
     twin = weights_config(cfg)
     t_steps = portfolio_decisions(data, cfg)

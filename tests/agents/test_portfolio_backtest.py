@@ -11,16 +11,20 @@ import pandas as pd
 import pytest
 from portfolio_helpers import random_walk
 
+from coinrl.agents.backtest import simulate_trading_strategy
 from coinrl.agents.portfolio_backtest import (
     PORTFOLIO_FILL_COLUMNS,
+    PortfolioBacktestResult,
     is_portfolio_strategy,
     simulate_portfolio_strategy,
 )
-from coinrl.agents.portfolio_baselines import RANDOM_NAME
+from coinrl.agents.portfolio_baselines import DEFAULT_N_RANDOM, RANDOM_NAME
 from coinrl.agents.portfolio_report import ATTRIBUTION_CSV, WEIGHTS_DIV
+from coinrl.agents.portfolio_risk_rollout import rollout_portfolio_with_risk
 from coinrl.agents.portfolio_rollout import rollout_portfolio
 from coinrl.agents.report import load_backtest_results, render_report, save_backtest_results
 from coinrl.envs.config import PortfolioEnvConfig
+from coinrl.envs.risk_portfolio import PortfolioRiskConfig
 from coinrl.pipeline.errors import ConfigError
 
 CFG = PortfolioEnvConfig(window=4, max_leverage=1.0, allow_short=False, rebalance_threshold=0.0)
@@ -155,3 +159,49 @@ def test_cost_overrides_and_the_sweep_keep_a_portfolio_config_and_scale_per_asse
     assert doubled.taker_fee_rate == pytest.approx(2 * cfg.taker_fee_rate)
     assert doubled.asset_costs["A1/USD"].taker_fee_rate == pytest.approx(0.008)
     assert doubled.asset_costs["A1/USD"].lot_size_base == 0.5  # not a cost of trading
+
+
+def test_simulate_trading_strategy_hands_a_portfolio_to_the_portfolio_backtest() -> None:
+    data = random_walk(120, 2, seed=4)
+    w = np.full((len(data) - CFG.window, 2), 0.4)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return np.abs(np.tanh(obs[:, :2])).astype(np.float32) * 0.5
+
+    for strategy in (w, policy):
+        via = simulate_trading_strategy(strategy, data, env_config=CFG, seed=1)
+        direct = simulate_portfolio_strategy(strategy, data, env_config=CFG, seed=1)
+        assert isinstance(via, PortfolioBacktestResult)
+        np.testing.assert_array_equal(via.equity_quote, direct.equity_quote)
+        assert json.dumps(via.to_dict()["baselines"]) == json.dumps(direct.to_dict()["baselines"])
+        assert [v.to_dict() for v in via.verdicts] == [v.to_dict() for v in direct.verdicts]
+        # the same random draws through both entry points when n_random is not given
+        assert via.baseline_metrics()[RANDOM_NAME]["n_draws"] == DEFAULT_N_RANDOM
+
+
+def test_a_portfolio_backtest_with_risk_trades_what_the_layer_allows_and_records_it() -> None:
+    data = random_walk(120, 2, seed=4, vol=0.02)
+    t_steps = len(data) - CFG.window
+    w = np.full((t_steps, 2), 0.45)
+    off = PortfolioRiskConfig.permissive().model_dump()
+    risk = PortfolioRiskConfig.model_validate({**off, "max_weight": 0.3})
+    res = simulate_trading_strategy(w, data, env_config=CFG, risk=risk, n_random=3)
+    assert isinstance(res, PortfolioBacktestResult)
+    ro, rec = rollout_portfolio_with_risk(data, CFG, risk, weights=w)
+    np.testing.assert_array_equal(res.equity_quote, ro.equity_quote)
+    assert res.risk is not None
+    assert res.risk.counts()["trimmed"] == t_steps
+    assert res.meta["risk"]["counts"]["trimmed"] == t_steps
+    np.testing.assert_allclose(res.rollout.target_weights, 0.3)
+    assert res.to_dict()["risk_events"][0]["rule"] == "max_weight"
+    plain = simulate_portfolio_strategy(w, data, env_config=CFG, n_random=3)
+    assert plain.risk is None
+    assert "risk_events" not in plain.to_dict()
+    killed = simulate_portfolio_strategy(w, data, env_config=CFG, n_random=3, baselines=False,
+                                         risk=PortfolioRiskConfig.model_validate({**off, "max_drawdown_frac": 0.001}))
+    assert killed.risk is not None
+    assert killed.risk.killed_at is not None
+    assert any("RISK KILL-SWITCH" in x for x in killed.warnings)
+    with pytest.raises(ConfigError, match="XRP"):
+        simulate_portfolio_strategy(w, data, env_config=CFG, risk=PortfolioRiskConfig.model_validate(
+            {**off, "asset_limits": {"XRP/USD": {"max_weight": 0.1}}}))

@@ -30,7 +30,16 @@ import pandas as pd
 from .dataset import PortfolioData
 from .errors import ConfigError, DataError
 from .features import FeatureSpec, coerce_spec, feature_engineering
-from .splits import Fold, Normaliser, NormConfig, SplitConfig, _coerce, _timeframe_of, split_bounds
+from .splits import (
+    Fold,
+    Normaliser,
+    NormConfig,
+    SplitConfig,
+    _coerce,
+    _timeframe_of,
+    split_bounds,
+    walk_forward_folds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +101,21 @@ def portfolio_fingerprint(data: PortfolioData, asset: int | None = None) -> str:
     return h.hexdigest()
 
 
+def _fold(n_rows: int, split: SplitConfig, i: int) -> Fold:
+    """Walk-forward fold ``i`` of ``n_rows`` clock rows.
+
+    Raises:
+        ConfigError: no walk-forward folds configured, or ``i`` out of range.
+    """
+    folds = walk_forward_folds(n_rows, split)
+    if not 0 <= i < len(folds):
+        raise ConfigError(
+            f"fold {i} does not exist: split.walk_forward_folds={split.walk_forward_folds} "
+            f"gives {len(folds)} fold(s); pass 0..{len(folds) - 1} or set walk_forward_folds"
+        )
+    return folds[i]
+
+
 def _symbol(frame: pd.DataFrame, i: int) -> str:
     return str(frame.attrs.get("symbol") or f"asset{i}")
 
@@ -141,6 +165,7 @@ def prepare_portfolio(
     market_features: bool = False,
     normalisers: Sequence[Normaliser] | None = None,
     market_normaliser: Normaliser | None = None,
+    fold: int | None = None,
 ) -> PreparedPortfolio:
     """Cleaned candles of A assets -> one clock, per-asset features, split, train-only norm.
 
@@ -154,6 +179,8 @@ def prepare_portfolio(
         normalisers, market_normaliser: already fitted normalisers (a trained agent's: one per
             asset, or one pooled, as ``norm_scope`` says) applied instead of fitting new ones,
             so new candles get the observations the agent was trained on.
+        fold: walk-forward fold ``i`` (of ``split.walk_forward_folds``) instead of the single
+            split: its train/validation/test rows, and normalisers fitted on its train rows.
 
     Raises:
         DataError: assets on different timeframes, an asset with no overlap, an asset with no
@@ -217,7 +244,7 @@ def prepare_portfolio(
     cols = {k: np.ascontiguousarray(v[first:]) for k, v in cols.items()}
     tradable, raw, mkt_raw = tradable[first:], raw[first:], mkt_raw[first:]
     t_n = len(clock)
-    main = split_bounds(t_n, split_cfg)
+    main = split_bounds(t_n, split_cfg) if fold is None else _fold(t_n, split_cfg, fold)
     train_rows = np.zeros(t_n, dtype=bool)
     train_rows[main.train.start : main.train.stop] = True
     x = np.zeros((t_n, a_n, f_n), dtype=np.float32)
@@ -274,7 +301,8 @@ def prepare_portfolio(
         market_feature_names=MARKET_FEATURES if market_features else (),
         timeframe=timeframe, exchange=str(frames[0].attrs.get("exchange", "")),
         meta={"split": "full", "norm_scope": norm_scope,
-              "feature_spec_fingerprint": spec.fingerprint()},
+              "feature_spec_fingerprint": spec.fingerprint(),
+              **({} if fold is None else {"fold": fold})},
         **cols,
     )
     parts = {}

@@ -150,6 +150,7 @@ def load_portfolio_dataset(
     spec: FeatureSpec | None = None,
     normalisers: Sequence[Normaliser] | None = None,
     market_normaliser: Normaliser | None = None,
+    fold: int | None = None,
 ) -> PreparedPortfolio:
     """Each source's candles -> one clock -> per-asset features -> split -> train-only norm.
 
@@ -158,6 +159,8 @@ def load_portfolio_dataset(
         spec, normalisers, market_normaliser: a trained agent's feature spec and fitted
             normalisers, used instead of ``cfg.features`` and a new fit (see
             :func:`~coinrl.pipeline.portfolio.prepare_portfolio`).
+        fold: walk-forward fold ``i`` of ``cfg.split`` instead of the single split (its
+            normalisers fitted on that fold's train rows).
 
     Returns:
         The prepared portfolio; ``full.meta["sources"]`` lists the file of each asset.
@@ -173,7 +176,7 @@ def load_portfolio_dataset(
     prepared = prepare_portfolio(
         frames, spec=spec or cfg.features, split=cfg.split, norm=cfg.norm,
         norm_scope=cfg.norm_scope, market_features=cfg.market_features,
-        normalisers=normalisers, market_normaliser=market_normaliser,
+        normalisers=normalisers, market_normaliser=market_normaliser, fold=fold,
     )
     prepared.full.meta["sources"] = list(sources)
     return prepared

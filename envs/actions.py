@@ -104,6 +104,21 @@ class ActionMap:
         """Discrete index -> exposure (``exposure``'s fast path; cached on first use)."""
         return {i: p for i, p in enumerate(self.positions)}
 
+    @functools.cached_property
+    def _position_array(self) -> F64:
+        """The discrete positions as a float64 array (cached)."""
+        return np.asarray(self.positions, dtype=np.float64)
+
+    @functools.cached_property
+    def _positions_fit(self) -> bool:
+        """Whether every combination of discrete positions is inside the budget already, so
+        the projection is the identity on them: ``A * max |p| <= min(gross, net)`` (then
+        ``sum |w| <= gross`` and ``|sum w| <= net``), and no short without shorting."""
+        p = self._position_array
+        if p.size == 0 or (not self.allow_short and bool((p < 0.0).any())):
+            return False
+        return self.n_assets * float(np.abs(p).max()) <= min(self.gross, self.net)
+
     def exposure(self, action: Any) -> float:
         """The target exposure (position notional / equity) of one single-asset action.
 
@@ -226,16 +241,17 @@ class ActionMap:
             if a.dtype.kind not in "iu":
                 if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
                     raise ValueError(f"discrete actions must be integers in [0, {n_pos}), got {a.tolist()}")
-            idx = a.astype(np.int64)
-            bad = (idx < 0) | (idx >= n_pos)
-            if bad.any():
+            idx = a.astype(np.int64, copy=False)
+            if (idx.view(np.uint64) >= n_pos).any():  # a negative index is a huge unsigned one
+                bad = (idx < 0) | (idx >= n_pos)
                 col = int(np.nonzero(bad)[1][0])
                 raise ValueError(
                     f"discrete action for {self.symbols[col]} must be in [0, {n_pos}), "
                     f"got {int(idx[np.nonzero(bad)][0])}"
                 )
-            y = np.ascontiguousarray(np.asarray(self.positions, dtype=np.float64)[idx])
-            _compiled().project_rows(y, self.gross, self.net, self.allow_short)
+            y: F64 = self._position_array[idx]  # a fresh C-contiguous array
+            if not self._positions_fit:
+                _compiled().project_rows(y, self.gross, self.net, self.allow_short)
             return y
         else:
             y = np.array(a, dtype=np.float64, order="C")  # a copy: projected in place

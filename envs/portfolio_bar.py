@@ -12,7 +12,7 @@ One bar of account ``j`` (decision taken at the previous close), per asset ``a``
    every position is closed at its open, taker fee charged; cash floors at 0 and the uncovered
    loss goes to ``shortfall`` (the loss is capped at the account's margin).
 3. **Rebalance** at the open toward target weights ``w_a`` (position notional / equity at the
-   open). Per asset: the scalar kernel's sizing (its buying-power cap as if the asset were alone,
+   open). Per asset: the single-asset sizing (``kernel._size_order_eq``: its buying-power cap as if the asset were alone,
    lot rounding, min notional, rebalance threshold against the account's equity). With A > 1
    the account's gross budget is then checked with every asset's costs:
    ``sum |x_a| open_a <= L (E - sum cf_a |x_a - qty_a| open_a)``; a rebalance that breaks it is
@@ -24,7 +24,7 @@ One bar of account ``j`` (decision taken at the previous close), per asset ``a``
 4. **Wick liquidation**: every position at its adverse extreme within the bar (low for longs,
    high for shorts): if ``cash + sum_a (qty_a - mmr_a |qty_a|) adverse_a <= 0`` the account is
    liquidated. One open position: at its liquidation price ``-cash / (qty - mmr |qty|)`` (the
-   open if already beyond it), as the scalar kernel. Several: at the first point of the path on
+   open if already beyond it), as the single-asset books always did. Several: at the first point of the path on
    which every asset moves the same fraction ``theta`` of the way from its open to its adverse
    extreme and the maintenance margin is met; ``price_a = open_a + theta (adverse_a - open_a)``.
 5. **Borrow**: ``rate * (sum_a short notional_a at the close + negative cash)``.
@@ -34,10 +34,10 @@ One bar of account ``j`` (decision taken at the previous close), per asset ``a``
 ``Q = sum cf_a |qty_a| o_a``, the costs are at most ``lambda Gc + Q``, so
 ``lambda = L (E - Q) / (G + L Gc)`` (times ``SHAVE``, clipped to [0, 1]) keeps the budget.
 
-State: a float64 matrix ``(N_ACCT_ROWS + A * N_ASSET_ROWS, N)``. The account rows reuse the
-scalar kernel's row numbers (``CASH``, ``EQUITY``, ``FEES`` ... ``REWARD_B``) so its reward code
-runs unchanged; the account's ``QTY``/``AVG_ENTRY``/``MARK``/``BARS_HELD`` rows are unused.
-Asset ``a``'s rows start at ``N_ACCT_ROWS + a * N_ASSET_ROWS``. Params: the scalar kernel's
+State: a float64 matrix ``(N_ACCT_ROWS + A * N_ASSET_ROWS, N)``. The account rows are
+:mod:`coinrl.envs.kernel`'s (``CASH``, ``EQUITY``, ``FEES`` ... ``REWARD_B``, read by the shared
+reward code) then this module's ``SCALED``, ``SCALE_LAST``, ``BAD_ACTION``.
+Asset ``a``'s rows start at ``N_ACCT_ROWS + a * N_ASSET_ROWS``. Params: :func:`coinrl.envs.kernel.make_params`'s
 vector (account-wide: leverage, shorting, borrow, reward, observation layout) plus a matrix
 ``(A, N_PARAMS)`` of per-asset vectors (fees, slippage, impact, lot, min notional, mmr).
 
@@ -127,7 +127,7 @@ def new_state(n: int, n_assets: int, initial_cash_quote: float) -> F64:
 # ---------------------------------------------------------------------- one account
 def _close_all(s: F64, j: int, pa: F64, n: int, px: F64) -> None:
     """Liquidate account ``j``: close every position at ``px[a]`` with the taker fee, then
-    floor cash at 0 (the rest is shortfall). One asset: the scalar kernel's ``_close``."""
+    floor cash at 0 (the rest is shortfall)."""
     cash = s[CASH, j]
     for a in range(n):
         r = N_ACCT_ROWS + a * N_ASSET_ROWS

@@ -67,3 +67,22 @@ def test_every_caller_gets_the_same_targets() -> None:
         assert info["position_base"] == vinfo["position_base"][0]
     assert actions_to_targets(acts, CONT).tolist() == [env.action_map.exposure(a) for a in acts]
     assert np.array_equal(actions_to_targets(targets_to_actions([0.25, 9.0], CONT), CONT), [0.25, 2.0])
+
+
+@pytest.mark.parametrize(("positions", "gross", "net", "short", "n_assets"), [
+    ((-1.0, 0.0, 1.0), 2.0, 2.0, True, 2),   # every combination fits: no projection needed
+    ((-1.0, 0.0, 1.0), 1.5, 0.5, True, 2),   # some do not: projected
+    ((0.0, 0.5, 1.0), 1.0, 1.0, False, 3),
+    ((0.0, 1.0), 1.0, 1.0, False, 1),
+])
+def test_discrete_weights_are_the_projected_positions(
+    positions: tuple[float, ...], gross: float, net: float, short: bool, n_assets: int
+) -> None:
+    """The shortcut for combinations inside the budget changes no weight: every combination
+    against the positions run through the continuous projection."""
+    amap = ActionMap(kind="discrete", symbols=tuple(f"A{i}" for i in range(n_assets)), gross=gross,
+                     net=net, allow_short=short, positions=positions)
+    cont = ActionMap(kind="continuous", symbols=amap.symbols, gross=gross, net=net, allow_short=short)
+    idx = np.stack(np.meshgrid(*[np.arange(len(positions))] * n_assets), -1).reshape(-1, n_assets)
+    want = cont.weights_batch(np.asarray(positions)[idx])
+    assert np.array_equal(amap.weights_batch(idx), want)

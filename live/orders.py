@@ -172,10 +172,12 @@ class ExchangeQuirks:
 
 
 QUIRKS: dict[str, ExchangeQuirks] = {
+    # (futures' -4116/-2019 too: ccxt types those by the fapi hostname only, which a local
+    # emulator URL does not have, so they arrive as plain ExchangeErrors)
     "binance": ExchangeQuirks(
-        duplicate_markers=("Duplicate order sent",),
+        duplicate_markers=("Duplicate order sent", "ClientOrderId is duplicated"),
         filter_markers=("Filter failure",),
-        funds_markers=("insufficient balance",),
+        funds_markers=("insufficient balance", "Margin is insufficient"),
         cancel_client_id_field="origClientOrderId",
         client_id_unique_among_open_only=True,
     ),

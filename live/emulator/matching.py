@@ -680,7 +680,8 @@ class MatchingEngine:
         """Apply one fill to the account and the order (the one place balances change)."""
         dq = fill.signed_qty_base
         if spec.kind == "linear":  # the wallet moves by realised PnL and fees only
-            self.perps.book_fill(account, order.symbol, dq, fill.price_quote, fill.fee_quote, fill.ts_ms)
+            self.perps.realised_by_trade[self._next_trade_id] = self.perps.book_fill(
+                account, order.symbol, dq, fill.price_quote, fill.fee_quote, fill.ts_ms)
         else:
             quote = account.total(spec.quote)
             account.totals[spec.quote] = quote - dq * fill.price_quote - fill.fee_quote

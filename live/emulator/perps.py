@@ -106,6 +106,7 @@ class PerpLedger:
         self.leverage = float(leverage)
         self.positions: dict[tuple[str, str], PerpPosition] = {}
         self.payments: list[FundingPayment] = []
+        self.realised_by_trade: dict[int, float] = {}  # trade id -> PnL that fill realised
         # index of each perpetual's next funding event not yet settled
         self._next_funding: dict[str, int] = {s: 0 for s in markets.funding}
 

@@ -54,6 +54,7 @@ from coinrl.pipeline.errors import CoinrlError, ConfigError, DataError
 
 from .accounts import Accounts, mask
 from .binance_api import DATA_NOW_MS_KEY, BinanceError, BinanceMarketDataApi
+from .binance_futures import FuturesSignedApi
 from .bybit_api import PREFIX as BYBIT_PREFIX
 from .bybit_api import BybitMarketDataApi
 from .bybit_signed import BybitSignedApi, bybit_error_for
@@ -176,6 +177,9 @@ class EmulatorServer:
         self._signed_api = SignedApi(
             self.data, self.accounts, self.matching, self.clock, signature_clock
         )
+        self._futures_api = FuturesSignedApi(
+            self.data, self.accounts, self.matching, self.clock, signature_clock
+        )
         self._bybit_market_api = BybitMarketDataApi(self.data, self.clock)
         self._bybit_api = BybitSignedApi(
             self.data, self.accounts, self.matching, self.clock, signature_clock
@@ -194,6 +198,7 @@ class EmulatorServer:
         app = web.Application(middlewares=[self._traffic_middleware])
         app.add_routes(self._market_api.routes())
         app.add_routes(self._signed_api.routes())
+        app.add_routes(self._futures_api.routes())
         app.add_routes(self._bybit_market_api.routes())
         app.add_routes(self._bybit_api.routes())
         app.add_routes([

@@ -4,8 +4,9 @@ Serves stored candles (and perpetual funding) over Binance's and Bybit v5's real
 (one matching engine, two wire formats), so the real ccxt ``binance`` and ``bybit`` clients can
 be pointed at it, with a controllable clock and switchable faults (latency,
 429 with Retry-After, 5xx, dropped connections, garbage answers). Accounts given API keys can
-trade spot markets over Binance's signed API, and spot and linear perpetuals (cross margin,
-funding at funding times: :mod:`.perps`) over Bybit's (both HMAC-SHA256): orders are matched
+trade spot markets and linear perpetuals (cross margin, funding at funding times:
+:mod:`.perps`) over Binance's signed API (``/api/v3``, ``/fapi``) and Bybit's (``/v5``), both
+HMAC-SHA256: orders are matched
 against the stored candles on the emulator clock with the env's fee and slippage rules (faults: answer lost
 after the order was accepted, rejected orders, partial fills, stale market data).
 

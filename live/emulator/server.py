@@ -1,8 +1,9 @@
 """The exchange emulator: an aiohttp server that answers like Binance and Bybit from stored candles.
 
 It serves public market data (:mod:`.binance_api`; Bybit v5: :mod:`.bybit_api`) and, for
-configured accounts, Binance's signed spot trading API (:mod:`.signed_api`) and Bybit v5's signed
-spot and linear-perpetual API (:mod:`.bybit_signed`) over ONE matching engine that fills orders against the stored
+configured accounts, Binance's signed spot and USDⓈ-M futures APIs (:mod:`.signed_api`,
+:mod:`.binance_futures`) and Bybit v5's signed spot and linear-perpetual API
+(:mod:`.bybit_signed`) over ONE matching engine that fills orders against the stored
 candles on the emulator clock (:mod:`.matching`).
 
 :class:`EmulatorServer` runs in a background thread with its own event loop, so synchronous

@@ -29,8 +29,8 @@ Errors (HTTP status, code, msg) as Binance answers them:
 * unknown order: 400, ``-2013 Order does not exist.`` (query), ``-2011 Unknown order sent.``
   (cancel).
 
-Not emulated: quote-quantity market orders (``quoteOrderQty``), stop and OCO orders, IOC/FOK,
-futures (``/fapi``) trading.
+Not emulated: quote-quantity market orders (``quoteOrderQty``), stop and OCO orders, IOC/FOK.
+USDⓈ-M futures (``/fapi``) trading is :mod:`.binance_futures`.
 """
 
 from __future__ import annotations

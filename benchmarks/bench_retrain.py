@@ -6,7 +6,7 @@ Usage: python benchmarks/bench_retrain.py [--quick] [--bars N] [--steps N]
   the exchange emulator through the real ccxt client, every bar sends an order), measured twice
   on the same machine: idle, then while :func:`~coinrl.live.retrain.retrain_once` runs in a
   background thread of this process (the scheduler's way) with its training in a niced child
-  process (``retrain.nice``, default +10). The second run starts once the child is training.
+  process (``retrain.nice``, default +19; the job's thread is lowered as much). The second run starts once the child is training.
   ``missed_decisions``: bars of the two runs without a journalled decision.
 * **retrain**: wall time of that retrain (PPO, the shipped TrainConfig, ``--steps`` env steps on
   a 4,000-bar window of a planted-signal market, 1,000-bar gate) and the gate's verdict;
@@ -40,8 +40,8 @@ from bench_live import _decisions, bench_latency  # noqa: E402
 
 import coinrl.pipeline.exchange_client as exchange_client  # noqa: E402
 from coinrl.live.journal import Journal  # noqa: E402
-from coinrl.live.retrain import retrain_once  # noqa: E402
 from coinrl.live.retrain_config import RetrainConfig, RetrainOutcome  # noqa: E402
+from coinrl.live.retrain_schedule import retrain_job  # noqa: E402
 
 SPEC = {"features": [{"kind": "column", "name": "signal"}]}
 
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200 bars, 100k training steps")
     ap.add_argument("--bars", type=int, default=None, help="decisions per latency run (default 1000)")
     ap.add_argument("--steps", type=int, default=None, help="env steps of the retrain (default 300k)")
+    ap.add_argument("--nice", type=int, default=RetrainConfig().nice, help="retrain.nice (default 19)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     exchange_client.RETRY_INITIAL_S = 0.001
@@ -83,13 +84,13 @@ def main() -> None:
         missed = bars - _decisions(tmp / "idle" / "latency.sqlite")
         champ = champion(tmp)
         frame = planted_pattern(6_000, seed=2, strength=0.5)
-        cfg = RetrainConfig(window_bars=4_000, gate_bars=1_000, total_timesteps=steps, seed=0)
+        cfg = RetrainConfig(window_bars=4_000, gate_bars=1_000, total_timesteps=steps, seed=0, nice=args.nice)
         result: dict[str, Any] = {}
 
-        def retrain() -> None:
+        def retrain() -> None:  # the scheduler's job, in a thread of this process
             with Journal(tmp / "retrain.sqlite", run_id="bench") as j:
                 t0 = time.perf_counter()
-                result["outcome"] = retrain_once(champ, frame, cfg, tmp / "challengers", j)
+                result["outcome"] = retrain_job(champ, frame, cfg, tmp / "challengers", j)()
                 result["end"] = time.perf_counter()
                 result["wall_s"] = result["end"] - t0
 
@@ -105,7 +106,9 @@ def main() -> None:
         t_end = time.perf_counter()
         missed += bars - _decisions(tmp / "busy" / "latency.sqlite")
         worker.join()
-        outcome: RetrainOutcome = result["outcome"]
+        outcome: RetrainOutcome | None = result["outcome"]
+        if outcome is None:
+            raise SystemExit("the retrain failed (its journal row says why); no figures")
         overlap = (min(result["end"], t_end) - t_start) / max(t_end - t_start, 1e-9)
     print(f"machine: {machine()}")
     print_table("decision -> order acknowledged, emulator on 127.0.0.1",
@@ -129,6 +132,7 @@ def main() -> None:
         "retrain_overlap": max(0.0, overlap),
         "retrain_verdict": outcome.status,
         "bars": bars,
+        "nice": args.nice,
         "machine": machine(),
     })
 

@@ -67,7 +67,7 @@ class RetrainConfig(FrozenModel):
     min_dsr: Fraction = 0.0
     n_boot: PosInt = 2_000
     block_bars: PosInt | None = None
-    nice: int = Field(default=10, ge=0, le=19)
+    nice: int = Field(default=19, ge=0, le=19)
     time_limit_s: float | None = Field(default=None, gt=0)
     subprocess: bool = True
 

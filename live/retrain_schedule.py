@@ -31,6 +31,22 @@ logger = logging.getLogger(__name__)
 JOB_ID = "coinrl-retrain"
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (Linux: a thread id is a process id
+    to ``setpriority``), so the retrain's own work in this process (data, gate backtests) yields
+    to the decision thread; a no-op in the main thread (a job called directly) and elsewhere."""
+    import os
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):  # pragma: no cover - no per-thread priorities here
+        logger.debug("retrain: thread priority left as it is")
+
+
 def retrain_job(
     bundle: str | Path,
     candles: pd.DataFrame | str | Path | Any,
@@ -51,6 +67,7 @@ def retrain_job(
     cfg = config if isinstance(config, RetrainConfig) else RetrainConfig.model_validate(dict(config or {}))
 
     def run() -> RetrainOutcome | None:
+        lower_thread_priority(cfg.nice)
         try:
             if update is not None:
                 update()
@@ -103,4 +120,4 @@ def make_retrain_scheduler(
     return sched
 
 
-__all__ = ["JOB_ID", "make_retrain_scheduler", "retrain_job"]
+__all__ = ["JOB_ID", "lower_thread_priority", "make_retrain_scheduler", "retrain_job"]

@@ -64,3 +64,25 @@ def test_every_parses_units_and_refuses_nonsense() -> None:
     assert RetrainConfig(every="1.5d").every_s == 129_600
     with pytest.raises(ValueError, match="every"):
         RetrainConfig(every="daily")
+
+
+def test_the_job_thread_runs_at_lower_priority_and_the_main_thread_is_left_alone() -> None:
+    import os
+
+    from coinrl.live.retrain_schedule import lower_thread_priority
+
+    seen: dict[str, int] = {}
+
+    def work() -> None:
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        lower_thread_priority(5)
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    lower_thread_priority(5)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+    assert seen["delta"] == min(5, 19 - main_before)

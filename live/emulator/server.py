@@ -57,7 +57,7 @@ from .accounts import Accounts, mask
 from .binance_api import DATA_NOW_MS_KEY, BinanceError, BinanceMarketDataApi
 from .binance_futures import FuturesSignedApi
 from .bybit_api import PREFIX as BYBIT_PREFIX
-from .bybit_api import BybitMarketDataApi
+from .bybit_api import BybitMarketDataApi, envelope
 from .bybit_signed import BybitSignedApi, bybit_error_for
 from .clock import Clock, FixedClock, RealClock, ReplayClock
 from .faults import FaultPlan, FaultRule
@@ -88,9 +88,10 @@ _GARBAGE_BODY = '[[1500000000000,"0.0100","0.0110",{"msg": <html>502 Bad Gat'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _bybit_fault(action: FaultRule, now_ms: int) -> web.Response:
+def _bybit_fault(action: FaultRule, request: web.Request, now_ms: int) -> web.Response:
     """A rate-limit or reject fault in Bybit's dialect (retCode 10006 with Retry-After; the
-    refusal Bybit gives for the reject's Binance code)."""
+    refusal Bybit gives for the reject's Binance code; a ``-2013`` on a GET is Bybit's "no such
+    order": an empty list)."""
     if action.kind == "rate_limit":
         body = {"retCode": 10006, "retMsg": "Too many visits. Exceeded the API Rate Limit.",
                 "result": {}, "retExtInfo": {}, "time": now_ms}
@@ -99,6 +100,9 @@ def _bybit_fault(action: FaultRule, now_ms: int) -> web.Response:
             headers={"Retry-After": str(action.retry_after_s),
                      "X-Bapi-Limit-Reset-Timestamp": str(now_ms + int(action.retry_after_s * 1000))},
         )
+    if action.code == -2013 and request.method == "GET":
+        result = {"category": request.query.get("category", ""), "list": [], "nextPageCursor": ""}
+        return envelope(result, now_ms)
     return bybit_error_for(action.code, action.message).response(now_ms)
 
 
@@ -231,7 +235,7 @@ class EmulatorServer:
             if action is None:
                 response = await handler(request)
             elif action.kind in ("rate_limit", "reject") and request.path.startswith(BYBIT_PREFIX):
-                response = _bybit_fault(action, self.clock.now_ms())
+                response = _bybit_fault(action, request, self.clock.now_ms())
             elif action.kind == "rate_limit":
                 response = web.Response(
                     status=429,

@@ -197,3 +197,20 @@ def test_spot_symbols_share_one_quote_balance_on_each_dialect(dialect):
         ex.cancel_order("sol", SYMBOL)
         ex.create_order(other, "buy", 20.0, "limit", 30.0, client_order_id="avax")
         assert [o.client_order_id for o in ex.open_orders()] == ["avax"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_lost_filled_order_is_found_in_the_order_lists_not_resent_on_each_dialect(dialect):
+    """The first send FILLS on arrival and its answer is lost; every lookup by client id says
+    "no such order". The exchange's order lists since the intent show it: nothing is re-sent."""
+    lookups = {"binance": ("/api/v3/order", "GET"), "bybit": ("/v5/order/realtime", "GET")}
+    with emulator(FRAME, K0) as (server, clock), connect(server, exchange=dialect) as ex:
+        path, method = lookups[dialect]
+        server.faults.drop_after(count=1, path_prefix=ORDER_PATHS[dialect])
+        server.faults.reject(code=-2013, message="Order does not exist.", method=method,
+                             path_prefix=path, count=None)
+        got = ex.create_order(SYMBOL, "buy", 1.0, client_order_id="lost-2",
+                              since_ms=int(FRAME.ts_ms.iloc[K0]) - 1000)
+        assert (got.client_order_id, got.status) == ("lost-2", "closed")
+        assert server.order_count() == 1
+        assert server.faults.fired()["reject"] >= 1

@@ -197,7 +197,10 @@ class ExchangeClient(ExchangeMarketData):
                     {self.quirks.create_client_id_param: cid},
                 )
                 if placed.get("side") is None:  # an acknowledgement only (Bybit): look it up
-                    return self._lookup(symbol, cid) or placed
+                    found = self._lookup(symbol, cid)
+                    return found if found is not None else {  # not visible yet: as sent, open
+                        **placed, "clientOrderId": cid, "symbol": symbol, "side": side_e.value,
+                        "type": type_e.value, "amount": qty, "price": price, "status": "open"}
                 return placed
             except ccxt.ExchangeError as e:
                 typed = self._typed_refusal(e, what)
@@ -311,7 +314,11 @@ class ExchangeClient(ExchangeMarketData):
                     {q.lookup_client_id_param: client_order_id},
                 )
                 if done.get("side") is None:  # an acknowledgement only (Bybit): look it up
-                    return self._lookup(sym, client_order_id) or done
+                    found = self._lookup(sym, client_order_id)
+                    if found is None:  # retried: the cancel then finds it closed, or not found
+                        raise ccxt.NetworkError(f"cancel of {client_order_id!r} acknowledged "
+                                                "but the order is not visible yet")
+                    return found
                 return done
             except ccxt.OrderNotFound:
                 found = self._lookup(sym, client_order_id)

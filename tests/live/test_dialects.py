@@ -214,3 +214,14 @@ def test_a_lost_filled_order_is_found_in_the_order_lists_not_resent_on_each_dial
         assert (got.client_order_id, got.status) == ("lost-2", "closed")
         assert server.order_count() == 1
         assert server.faults.fired()["reject"] >= 1
+
+
+def test_a_bybit_acknowledgement_whose_order_is_not_visible_yet_is_booked_as_sent():
+    with emulator(FRAME, K0) as (server, clock), connect(server, exchange="bybit") as ex:
+        server.faults.reject(code=-2013, message="Order does not exist.", method="GET",
+                             path_prefix="/v5/order/realtime", count=1)
+        placed = ex.create_order(SYMBOL, "buy", 1.0, "limit", 20.0, client_order_id="ack-1")
+        assert (placed.client_order_id, placed.status, placed.qty_base, placed.price_quote) == (
+            "ack-1", "open", 1.0, 20.0)
+        assert ex.fetch_order("ack-1").order_id == placed.order_id  # visible on the next look
+        assert server.order_count() == 1

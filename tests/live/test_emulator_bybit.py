@@ -83,6 +83,8 @@ def test_orders_by_order_link_id_fill_rest_list_and_cancel(ex, emu):
     assert [o["clientOrderId"] for o in ex.fetch_open_orders(SYMBOL)] == ["l-1"]
     [done] = ex.fetch_open_orders(SYMBOL, None, None, {"orderLinkId": "m-1"})  # any status
     assert (done["status"], done["filled"], done["side"]) == ("closed", 5.0, "buy")
+    by_id = ex.fetch_order("1", SYMBOL, {"acknowledged": True})  # ccxt's UTA fetch_order
+    assert (by_id["clientOrderId"], by_id["status"]) == ("m-1", "closed")
     ex.cancel_order(None, SYMBOL, {"orderLinkId": "l-1"})
     finished = {o["clientOrderId"]: o["status"] for o in ex.fetch_canceled_and_closed_orders(SYMBOL)}
     assert finished == {"m-1": "closed", "l-1": "canceled"}

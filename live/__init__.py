@@ -17,7 +17,7 @@ Modules (one job each):
   :func:`update_live_model`, :func:`terminate_trading`, :class:`ExitCode`.
 - :mod:`.retrain`: :func:`retrain_once` (rolling-window retrain, the challenger gate,
   :class:`RetrainConfig`), :func:`make_retrain_scheduler`, :func:`promote_challenger`,
-  :func:`rollback_champion`.
+  :func:`rollback_champion`, :func:`check_rollback`.
 - :mod:`.emulator`: a local Binance-like exchange for tests and demos.
 
 The names below are imported lazily (``from coinrl.live import PaperBroker``), so importing
@@ -76,6 +76,7 @@ _EXPORTS = {
     "promote_challenger": "retrain_promote",
     "rollback_champion": "retrain_promote",
     "recover_promotion": "retrain_promote",
+    "check_rollback": "retrain_rollback",
     "load_credentials": "keys",
 }
 

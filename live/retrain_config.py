@@ -52,6 +52,10 @@ class RetrainConfig(FrozenModel):
         time_limit_s: the training process is killed past this many seconds (None: no limit).
         subprocess: train in a child process (low priority, killable); False trains in this
             process (tests, debugging).
+        rollback_bound: roll a promoted model back when its total return since promotion
+            trails the old champion's on the same bars by more than this (a fraction: 0.05 is
+            5 percentage points).
+        rollback_min_bars: bars traded since promotion before the rollback rule may fire.
     """
 
     every: str = Field(default="24h", pattern=r"^\d+(\.\d+)?[smhd]$")
@@ -70,6 +74,8 @@ class RetrainConfig(FrozenModel):
     nice: int = Field(default=19, ge=0, le=19)
     time_limit_s: float | None = Field(default=None, gt=0)
     subprocess: bool = True
+    rollback_bound: float = Field(default=0.05, ge=0.0)
+    rollback_min_bars: PosInt = 24
 
     @property
     def every_s(self) -> float:

@@ -45,7 +45,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _swap(new: Path, live: Path, archive_dir: Path, journal: Journal, event: str, **extra: object) -> Path:
+def _swap(new: Path, live: Path, archive_dir: Path, journal: Journal, event: str, ts_ms: int | None = None,
+          **extra: object) -> Path:
     from coinrl.agents.bundle import verify_bundle
 
     verify_bundle(new)
@@ -63,7 +64,7 @@ def _swap(new: Path, live: Path, archive_dir: Path, journal: Journal, event: str
     archived = archive_dir / old_id
     if archived.exists():
         shutil.rmtree(archived)
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if ts_ms is None else int(ts_ms)
     journal.append("model", ts_ms=now, payload={
         "event": f"{event}_start", "bundle": str(new), "bundle_id": bundle_id(new),
         "previous_id": old_id, "archive": str(archived), "live": str(live), **extra})
@@ -71,7 +72,7 @@ def _swap(new: Path, live: Path, archive_dir: Path, journal: Journal, event: str
     os.replace(staged, live)
     _fsync_dir(live.parent)
     _fsync_dir(archive_dir)
-    journal.append("model", ts_ms=int(time.time() * 1000), payload={
+    journal.append("model", ts_ms=now, payload={
         "event": f"{event}_end", "bundle_id": bundle_id(live), "previous_id": old_id,
         "archive": str(archived), "live": str(live)})
     logger.info("%s: %s now trades at %s (previous champion kept at %s)", event, new, live, archived)
@@ -79,7 +80,7 @@ def _swap(new: Path, live: Path, archive_dir: Path, journal: Journal, event: str
 
 
 def promote_challenger(challenger: str | Path, live_bundle: str | Path, journal: Journal,
-                       *, archive_dir: str | Path | None = None) -> Path:
+                       *, archive_dir: str | Path | None = None, ts_ms: int | None = None) -> Path:
     """Put a challenger (that passed the gate) at the live bundle path; keep the champion.
 
     Args:
@@ -87,6 +88,9 @@ def promote_challenger(challenger: str | Path, live_bundle: str | Path, journal:
         live_bundle: the folder the runner trades and watches.
         journal: the live run's journal (``promote_start``/``promote_end`` rows).
         archive_dir: where replaced champions are kept (default ``<live>.champions`` beside it).
+        ts_ms: the promotion's time on the exchange's clock (UTC epoch ms; the journal rows'
+            ``ts_ms``, from which :func:`~coinrl.live.retrain_rollback.check_rollback` counts
+            the bars traded since); default the wall clock.
 
     Returns:
         The archived previous champion's folder (what :func:`rollback_champion` restores).
@@ -96,11 +100,11 @@ def promote_challenger(challenger: str | Path, live_bundle: str | Path, journal:
     """
     live = Path(live_bundle)
     archive = Path(archive_dir) if archive_dir is not None else live.parent / f"{live.name}.champions"
-    return _swap(Path(challenger), live, archive, journal, "promote")
+    return _swap(Path(challenger), live, archive, journal, "promote", ts_ms)
 
 
 def rollback_champion(live_bundle: str | Path, journal: Journal, *, reason: str,
-                      archive_dir: str | Path | None = None) -> Path:
+                      archive_dir: str | Path | None = None, ts_ms: int | None = None) -> Path:
     """Put back the champion the last promotion replaced (``rollback_start``/``_end`` rows).
 
     Raises:
@@ -113,7 +117,7 @@ def rollback_champion(live_bundle: str | Path, journal: Journal, *, reason: str,
         raise ConfigError(f"no promoted champion of {live} to roll back to in journal {journal.path}")
     previous = Path(last[-1]["archive"])
     archive = Path(archive_dir) if archive_dir is not None else previous.parent
-    return _swap(previous, live, archive, journal, "rollback", reason=reason)
+    return _swap(previous, live, archive, journal, "rollback", ts_ms, reason=reason)
 
 
 def recover_promotion(live_bundle: str | Path, journal: Journal) -> str:

@@ -107,7 +107,9 @@ def run_backtest(
             report says it was forced.
         overwrite: replace a report folder that holds another backtest (refused otherwise).
         risk_path: a YAML file of :class:`~coinrl.envs.risk.RiskConfig` (what ``coinrl
-            paper/live --risk`` take): every decision passes the risk layer of paper and live
+            paper/live --risk`` take), or for a portfolio bundle of
+            :class:`~coinrl.envs.risk_portfolio.PortfolioRiskConfig` (see
+            :func:`load_risk_config`): every decision passes the risk layer of paper and live
             trading (recorded in the report's ``meta.risk``).
 
     Returns:
@@ -126,17 +128,14 @@ def run_backtest(
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     costs = parse_cost_overrides(cost_overrides)
-    risk = None
-    if risk_path is not None:
-        from coinrl.envs.risk import RiskConfig
-        from coinrl.pipeline.config import load_config
-
-        risk = load_config(RiskConfig, risk_path)
     notify(progress, "load", 0, 1)
     agent = load_model(bundle)
-    if getattr(agent, "portfolio", None) is not None:  # a portfolio bundle: its own command
-        from .portfolio_backtest_cmd import run_portfolio_backtest
+    portfolio = getattr(agent, "portfolio", None)
+    from .portfolio_backtest_cmd import load_risk_config, run_portfolio_backtest
 
+    risk = None if risk_path is None else load_risk_config(
+        risk_path, None if portfolio is None else tuple(portfolio.symbols))
+    if portfolio is not None:  # a portfolio bundle: its own command
         return run_portfolio_backtest(
             agent, bundle, split, out_dir, data=data, n_trials=n_trials, track=track,
             progress=progress, cost_overrides=cost_overrides, cost_sweep=cost_sweep, force=force,
@@ -407,7 +406,8 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option(
             "--overwrite", help="Replace a report folder that holds another backtest.")] = False,
         risk: Annotated[Path | None, typer.Option(
-            "--risk", help="RiskConfig YAML (as coinrl paper/live --risk): apply the risk layer.")] = None,
+            "--risk", help="RiskConfig YAML (as coinrl paper/live --risk; PortfolioRiskConfig for a "
+            "portfolio bundle): apply the risk layer.")] = None,
     ) -> None:
         """Backtest a bundle's policy beside the baselines; write the report folder."""
         with progress_bar(transient=True) as prog:

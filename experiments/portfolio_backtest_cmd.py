@@ -12,13 +12,14 @@ recorded inside is checked before it is replaced).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from coinrl.agents.bundle import CONFIG_FILE
 from coinrl.agents.portfolio_backtest import PortfolioBacktestResult, simulate_portfolio_strategy
 from coinrl.agents.report import METRICS_FILE, save_backtest_results
+from coinrl.envs.risk import RiskConfig
 from coinrl.pipeline.errors import ConfigError
 
 from .config import experiment_config_from
@@ -42,7 +43,7 @@ def run_portfolio_backtest(
     cost_sweep: bool = False,
     force: bool = False,
     overwrite: bool = False,
-    risk: Any = None,
+    risk: RiskConfig | None = None,
 ) -> tuple[Path, PortfolioBacktestResult]:
     """Backtest a loaded portfolio agent from ``bundle`` (see the module doc).
 
@@ -60,13 +61,14 @@ def run_portfolio_backtest(
             too); the report shows where the edge over each deterministic baseline vanishes.
         force: run on candles of another timeframe than the bundle's.
         overwrite: replace a report folder that holds another backtest.
-        risk: must be None (the risk layer does not cover portfolios yet).
+        risk: the portfolio risk limits (:func:`load_risk_config`), applied to every decision
+            as in paper and live trading; the baselines run without them.
 
     Returns:
         ``(report folder, result)``.
 
     Raises:
-        ConfigError: ``--data`` or ``--risk`` on a portfolio, a bundle without
+        ConfigError: ``--data`` on a portfolio, a bundle without
             a data section, another backtest's folder without ``overwrite``.
     """
     from coinrl.agents.costs import apply_cost_overrides, parse_cost_overrides, sweep_to_dict
@@ -74,11 +76,10 @@ def run_portfolio_backtest(
     from coinrl.agents.stats import data_label
     from coinrl.agents.train_portfolio import portfolio_data_for, split_of
 
-    refused = [flag for flag, on in (("--data", data is not None), ("--risk", risk is not None)) if on]
-    if refused:
-        raise ConfigError(f"{', '.join(refused)} is not available for a portfolio bundle yet; a "
-                          "portfolio's candles are its config's data.sources (edit them in a copy "
-                          "of the config and retrain, or backtest a split of the same files)")
+    if data is not None:
+        raise ConfigError("--data is not available for a portfolio bundle yet; a portfolio's candles "
+                          "are its config's data.sources (edit them in a copy of the config and "
+                          "retrain, or backtest a split of the same files)")
     costs = parse_cost_overrides(cost_overrides)
     env_cfg = apply_cost_overrides(agent.env_config, costs)
     raw = dict(agent.experiment_config)
@@ -97,7 +98,7 @@ def run_portfolio_backtest(
         "data_fingerprint": prepared.data_fingerprint,
         "split": split,
         "cost_overrides": costs,
-        "risk_config": None,
+        "risk_config": None if risk is None else risk.model_dump(mode="json"),
     }
     check_replace(folder, identity, overwrite, summary_file=METRICS_FILE, kind="backtest")
     notify(progress, "load", 1, 1)
@@ -107,7 +108,7 @@ def run_portfolio_backtest(
     def run(env: Any) -> PortfolioBacktestResult:
         return simulate_portfolio_strategy(
             agent, part, env_config=env, split=split, seed=cfg.seed, n_trials=n_trials,
-            force=force, data_description=described,
+            force=force, data_description=described, risk=risk,
         )
 
     res = run(env_cfg)
@@ -130,4 +131,33 @@ def run_portfolio_backtest(
     return folder, res
 
 
-__all__ = ["run_portfolio_backtest"]
+def load_risk_config(path: Path, symbols: Sequence[str] | None = None) -> RiskConfig:
+    """The ``--risk`` file of a backtest, of the bundle's kind.
+
+    One symbol (``symbols`` None): a :class:`~coinrl.envs.risk.RiskConfig`, as ``coinrl
+    paper/live --risk``. A portfolio (``symbols``: its assets): a
+    :class:`~coinrl.envs.risk_portfolio.PortfolioRiskConfig` (a plain RiskConfig file is one:
+    its fields apply per account and per asset; ``max_net_leverage``, ``max_weight`` and
+    ``asset_limits`` are the portfolio's own).
+
+    Raises:
+        ConfigError: an unknown key (named), a portfolio file (with portfolio-only keys) for a
+            one-symbol bundle, ``asset_limits`` naming a symbol the portfolio does not trade.
+    """
+    from coinrl.agents.portfolio_risk_rollout import portfolio_risk_config
+    from coinrl.envs.risk_portfolio import PortfolioRiskConfig
+    from coinrl.pipeline.config import load_config, load_yaml
+
+    if symbols is not None:
+        return portfolio_risk_config(load_config(PortfolioRiskConfig, path), tuple(symbols))
+    raw = load_yaml(path)
+    only = sorted(set(raw) & (set(PortfolioRiskConfig.model_fields) - set(RiskConfig.model_fields))) \
+        if isinstance(raw, Mapping) else []
+    if only:
+        raise ConfigError(f"{path} is a portfolio risk config ({', '.join(only)}) but the bundle trades "
+                          "one symbol; drop those keys (max_leverage, position and order caps apply "
+                          "to one symbol as they are)")
+    return load_config(RiskConfig, path)
+
+
+__all__ = ["load_risk_config", "run_portfolio_backtest"]

@@ -54,3 +54,30 @@ def test_backtest_risk_file_with_an_unknown_key_fails_at_load(bundle: Path, tmp_
     assert isinstance(cli.exception, ConfigError)
     assert "max_levrage" in str(cli.exception)
     assert not list(tmp_path.glob("quickstart-backtest-*"))
+
+
+def test_the_risk_file_is_read_as_the_bundle_kind(tmp_path: Path) -> None:
+    from coinrl.envs.risk_portfolio import PortfolioRiskConfig
+    from coinrl.experiments.portfolio_backtest_cmd import load_risk_config
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("max_leverage: 0.5\n")
+    pf = tmp_path / "pf.yaml"
+    pf.write_text(yaml.safe_dump({"max_weight": 0.3, "asset_limits": {"ETH/BTC": {"stop_loss_frac": 0.05}}}))
+    one = load_risk_config(plain)
+    assert type(one).__name__ == "RiskConfig"
+    assert one.max_leverage == 0.5
+    promoted = load_risk_config(plain, ("ETH/BTC", "LTC/BTC"))  # a plain file serves a portfolio
+    assert isinstance(promoted, PortfolioRiskConfig)
+    assert promoted.max_leverage == 0.5
+    many = load_risk_config(pf, ("ETH/BTC", "LTC/BTC"))
+    assert isinstance(many, PortfolioRiskConfig)
+    assert many.limit("ETH/BTC", "stop_loss_frac") == 0.05
+    with pytest.raises(ConfigError, match="portfolio risk config .*asset_limits, max_weight"):
+        load_risk_config(pf)  # a portfolio file for a one-symbol bundle
+    with pytest.raises(ConfigError, match="ETH/BTC"):
+        load_risk_config(pf, ("ADA/BTC",))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("max_wieght: 0.3\n")
+    with pytest.raises(ConfigError, match="max_wieght"):
+        load_risk_config(typo, ("ADA/BTC",))

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from coinrl.agents.bundle import save_model
@@ -61,10 +63,36 @@ def test_backtest_of_a_portfolio_bundle_writes_the_portfolio_report(portfolio_bu
     assert again == folder  # the same backtest replaces its own folder
     with pytest.raises(ConfigError, match="--data"):
         run_backtest(portfolio_bundle, data=tmp_path / "x.csv", out_dir=tmp_path, track=False)
+
+
+def test_a_portfolio_risk_file_trims_every_decision_of_the_bundle_and_is_recorded(
+    portfolio_bundle: Path, tmp_path: Path
+) -> None:
     risk = tmp_path / "risk.yaml"
-    risk.write_text("max_leverage: 0.5\n")
-    with pytest.raises(ConfigError, match="--risk"):
-        run_backtest(portfolio_bundle, out_dir=tmp_path, track=False, risk_path=risk)
+    risk.write_text(yaml.safe_dump({
+        "max_weight": 0.012, "max_daily_loss_frac": None, "max_drawdown_frac": None,
+        "max_orders_per_window": None, "asset_limits": {"ETH/BTC": {"max_weight": 0.005}},
+    }))  # the tiny agent asks for weights up to ~0.016
+    cli = runner.invoke(app, ["backtest", str(portfolio_bundle), "--risk", str(risk), "--no-track",
+                              "--out", str(tmp_path)], terminal_width=240)
+    assert cli.exit_code == 0, cli.output
+    folder = next(tmp_path.glob("*-backtest-test"))
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["meta"]["risk_config"]["asset_limits"]["ETH/BTC"]["max_weight"] == 0.005
+    assert saved["meta"]["risk"]["counts"]["decisions"] == saved["meta"]["n_decisions"]
+    _, res = run_backtest(portfolio_bundle, out_dir=tmp_path, track=False, risk_path=risk)
+    assert res.risk is not None
+    w = res.rollout.target_weights
+    assert np.abs(w[:, 1]).max() <= 0.005 + 1e-12  # ETH/BTC's own cap
+    assert np.abs(w).max() <= 0.012 + 1e-12
+    p = res.risk.proposed_weights
+    cap = np.array([0.012, 0.005, 0.012])  # concentration, ETH/BTC's own
+    np.testing.assert_array_equal(res.risk.allowed_weights, np.clip(p, -cap, cap))
+    assert res.risk.counts()["trimmed"] > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"asset_limits": {"XRP/BTC": {"max_weight": 0.1}}}))
+    with pytest.raises(ConfigError, match="XRP/BTC"):
+        run_backtest(portfolio_bundle, out_dir=tmp_path, track=False, risk_path=bad)
 
 
 def test_the_backtest_command_prints_the_portfolio_verdicts(portfolio_bundle: Path, tmp_path: Path) -> None:

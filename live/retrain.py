@@ -195,6 +195,10 @@ def retrain_once(
         "config_diff": config_diff({"train": champion.train_config.model_dump(mode="json")},
                                    {"train": new_train}),
     }
+    final = out / name
+    if final.exists():
+        raise ConfigError(f"{final} already exists: another run wrote challengers there; use "
+                          "another out_dir or this run's own journal")
     _journal(journal, "retrain_start", now_ms, challenger=name, lineage=lineage,
              config=cfg.model_dump(mode="json"))
     staging = out / f"{STAGING_PREFIX}{name}"
@@ -206,9 +210,6 @@ def retrain_once(
                "staging": str(staging), "seed": seed, "total_timesteps": steps,
                "validation": cfg.validation, "init": cfg.init, "lineage": lineage, "nice": cfg.nice}
         built = run_training(job, subprocess=cfg.subprocess, time_limit_s=cfg.time_limit_s)
-        final = out / name
-        if final.exists():
-            raise DataError(f"{final} already exists; use another out_dir or journal for a new run")
         os.replace(built, final)
         _fsync_dir(out)
     except CoinrlError as e:
@@ -218,10 +219,17 @@ def retrain_once(
         logger.error("retrain %s failed: %s", name, e)
         return RetrainOutcome("failed", trial, None, champ_path, reasons=[str(e)], lineage=lineage, wall_s=wall)
     shutil.rmtree(staging, ignore_errors=True)
-    challenger = load_model(final)
-    _journal(journal, "retrain_end", now_ms, challenger=name, path=str(final), bundle_id=bundle_id(final),
-             weights_sha256=challenger.info.get("weights_sha256"), wall_s=time.monotonic() - t0)
-    passed, figures, reasons = gate_challenger(challenger, champion, gate, cfg, n_trials=trial, seed=seed)
+    try:
+        challenger = load_model(final)
+        _journal(journal, "retrain_end", now_ms, challenger=name, path=str(final), bundle_id=bundle_id(final),
+                 weights_sha256=challenger.info.get("weights_sha256"), wall_s=time.monotonic() - t0)
+        passed, figures, reasons = gate_challenger(challenger, champion, gate, cfg, n_trials=trial, seed=seed)
+    except CoinrlError as e:  # the challenger stays on disk, unjudged: never promoted
+        wall = time.monotonic() - t0
+        _journal(journal, "retrain_failed", now_ms, challenger=name, reason=f"gate: {e}", wall_s=wall)
+        logger.error("retrain %s: the gate could not judge it: %s", name, e)
+        return RetrainOutcome("failed", trial, final, champ_path, reasons=[f"gate: {e}"], lineage=lineage,
+                              wall_s=wall)
     status: RetrainStatus = "promoted" if passed else "rejected"
     wall = time.monotonic() - t0
     _journal(journal, "retrain_gate", now_ms, challenger=name, verdict=status, figures=figures,

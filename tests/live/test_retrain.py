@@ -63,6 +63,10 @@ def test_a_retrain_writes_a_challenger_with_lineage_and_journals_every_step(cham
     for key in ("p_better", "p_beats_cash", "dsr", "champion_total_return", "buy_and_hold_total_return"):
         assert key in gate["figures"]
     assert not any(p.name.startswith(".staging") for p in (tmp_path / "a-out").iterdir())
+    with Journal(tmp_path / "other.sqlite", run_id="live-1") as j:  # another run, same folder
+        with pytest.raises(ConfigError, match="already exists"):
+            retrain_once(champion, frame, TINY, tmp_path / "a-out", j)
+        assert retrain_trials(j) == 0
 
 
 def test_the_gate_never_reads_candles_after_as_of_and_training_candles_change_only_the_challenger(

@@ -17,7 +17,7 @@ Modules (one job each):
   :func:`update_live_model`, :func:`terminate_trading`, :class:`ExitCode`.
 - :mod:`.retrain`: :func:`retrain_once` (rolling-window retrain, the challenger gate,
   :class:`RetrainConfig`), :func:`make_retrain_scheduler`, :func:`promote_challenger`,
-  :func:`rollback_champion`, :func:`check_rollback`.
+  :func:`rollback_champion`, :func:`check_rollback`, :func:`check_shadow`.
 - :mod:`.emulator`: a local Binance-like exchange for tests and demos.
 
 The names below are imported lazily (``from coinrl.live import PaperBroker``), so importing
@@ -77,6 +77,7 @@ _EXPORTS = {
     "rollback_champion": "retrain_promote",
     "recover_promotion": "retrain_promote",
     "check_rollback": "retrain_rollback",
+    "check_shadow": "retrain_rollback",
     "load_credentials": "keys",
 }
 

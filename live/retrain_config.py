@@ -56,6 +56,10 @@ class RetrainConfig(FrozenModel):
             trails the old champion's on the same bars by more than this (a fraction: 0.05 is
             5 percentage points).
         rollback_min_bars: bars traded since promotion before the rollback rule may fire.
+        shadow_bars: bars a challenger that passed the gate is shadowed beside the champion
+            before promotion (:func:`~coinrl.live.retrain_rollback.check_shadow`; 0: none).
+        shadow_tolerance: the shadow holds up when the challenger's total return over those
+            bars is at least the champion's minus this (a fraction).
     """
 
     every: str = Field(default="24h", pattern=r"^\d+(\.\d+)?[smhd]$")
@@ -76,6 +80,8 @@ class RetrainConfig(FrozenModel):
     subprocess: bool = True
     rollback_bound: float = Field(default=0.05, ge=0.0)
     rollback_min_bars: PosInt = 24
+    shadow_bars: int = Field(default=0, ge=0)
+    shadow_tolerance: float = Field(default=0.0, ge=0.0)
 
     @property
     def every_s(self) -> float:

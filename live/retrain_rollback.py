@@ -1,4 +1,5 @@
-"""Automatic rollback of a promoted model that does worse than the champion it replaced.
+"""Automatic rollback of a promoted model that does worse than the champion it replaced, and
+the shadow check of a challenger before its promotion (:func:`check_shadow`).
 
 :func:`check_rollback` takes the bars closed since the last promotion of the live bundle folder
 (the journal's ``promote_end`` row gives its time and where the old champion was archived), and
@@ -51,6 +52,62 @@ class RollbackCheck:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ShadowCheck:
+    """One :func:`check_shadow`: ``pending`` (fewer than ``shadow_bars`` bars yet),
+    ``passed`` or ``failed``, with the bars and both total returns over them."""
+
+    status: Literal["pending", "passed", "failed"]
+    bars: int = 0
+    challenger_total_return: float | None = None
+    champion_total_return: float | None = None
+    reason: str = ""
+
+
+def _replay(agents: list[tuple[Any, str]], frame: pd.DataFrame, start: int, split: str) -> list[float]:
+    """Total returns of each agent over ``frame[start:]`` through the books (features' context
+    taken from the bars before ``start``)."""
+    from coinrl.agents.backtest import simulate_trading_strategy
+
+    context = max(a.feature_spec.warmup_bars + a.env_config.window for a, _ in agents)
+    seg = _slice(frame, max(0, start - context), len(frame))
+    return [float(simulate_trading_strategy(a, seg, name=n, split=split, baselines=False).metrics["total_return"])
+            for a, n in agents]
+
+
+def check_shadow(
+    challenger: str | Path,
+    champion: str | Path,
+    candles: pd.DataFrame | str | Path | Any,
+    config: RetrainConfig,
+    journal: Journal,
+    *,
+    since_ts_ms: int,
+) -> ShadowCheck:
+    """Shadow a challenger that passed the gate beside the champion on the bars that closed
+    after the gate's data (``since_ts_ms``: e.g. ``outcome.lineage["gate"]["end_ts_ms"] + 1``),
+    both replayed through the books at their costs; ``passed`` once ``config.shadow_bars`` bars
+    are in and the challenger made at least the champion's return minus
+    ``config.shadow_tolerance``. Each decided check is a ``shadow_check`` row.
+    """
+    from coinrl.agents.bundle import load_model
+
+    frame = _candles(candles)
+    start = int((frame["ts_ms"] < int(since_ts_ms)).sum())
+    bars = len(frame) - start
+    if bars < max(1, config.shadow_bars):
+        return ShadowCheck("pending", bars, reason=f"{bars} of {config.shadow_bars} shadow bars so far")
+    new, old = _replay([(load_model(challenger), "challenger"), (load_model(champion), "champion")],
+                       frame, start, "shadow")
+    ok = new >= old - config.shadow_tolerance
+    reason = (f"shadow over {bars} bars: challenger {new:+.2%} vs champion {old:+.2%} "
+              f"(tolerance {config.shadow_tolerance:.2%}): {'holds up' if ok else 'does not hold up'}")
+    journal.append("model", ts_ms=int(frame["ts_ms"].iloc[-1]), payload={
+        "event": "shadow_check", "challenger": str(challenger), "champion": str(champion), "bars": bars,
+        "challenger_total_return": new, "champion_total_return": old, "passed": ok, "reason": reason})
+    return ShadowCheck("passed" if ok else "failed", bars, new, old, reason)
+
+
 def _last_swap(journal: Journal, live: Path) -> Any:
     rows = [e for e in journal.events("model")
             if e.payload.get("event") in ("promote_end", "rollback_end") and e.payload.get("live") == str(live)]
@@ -75,7 +132,6 @@ def check_rollback(
     Returns:
         The :class:`RollbackCheck`.
     """
-    from coinrl.agents.backtest import simulate_trading_strategy
     from coinrl.agents.bundle import load_model
 
     live = Path(live_bundle)
@@ -88,12 +144,8 @@ def check_rollback(
     bars = len(frame) - start
     if bars < config.rollback_min_bars:
         return RollbackCheck("too_early", bars, reason=f"{bars} bars since the promotion < {config.rollback_min_bars}")
-    promoted, previous = load_model(live), load_model(last.payload["archive"])
-    context = max(a.feature_spec.warmup_bars + a.env_config.window for a in (promoted, previous))
-    seg = _slice(frame, max(0, start - context), len(frame))
-    runs = [simulate_trading_strategy(a, seg, name=n, split="since_promotion", baselines=False)
-            for a, n in ((promoted, "promoted"), (previous, "previous"))]
-    new, old = (float(r.metrics["total_return"]) for r in runs)
+    new, old = _replay([(load_model(live), "promoted"), (load_model(last.payload["archive"]), "previous")],
+                       frame, start, "since_promotion")
     lag = old - new
     fire = lag > config.rollback_bound
     reason = (f"the promoted model made {new:+.2%} over {bars} bars since its promotion, the champion it "
@@ -110,4 +162,4 @@ def check_rollback(
     return RollbackCheck("rolled_back", bars, new, old, reason)
 
 
-__all__ = ["RollbackCheck", "check_rollback"]
+__all__ = ["RollbackCheck", "ShadowCheck", "check_rollback", "check_shadow"]

@@ -61,3 +61,23 @@ def test_a_promoted_model_that_does_better_is_kept(setup, tmp_path) -> None:
     assert bundle_id(live) == bundle_id(minus)
     assert row["event"] == "rollback_check"
     assert row["rolled_back"] is False
+
+
+def test_a_gated_challenger_is_shadowed_on_the_bars_after_the_gate_before_promotion(setup, tmp_path) -> None:
+    from coinrl.live.retrain_rollback import check_shadow
+
+    frame, plus, minus = setup
+    cfg = RetrainConfig(shadow_bars=100)
+    after_flip = int(frame["ts_ms"].iloc[1_100])
+    before_flip = int(frame["ts_ms"].iloc[700])
+    with Journal(tmp_path / "j.sqlite", run_id="live-1") as j:
+        pending = check_shadow(minus, plus, head(frame, 1_150), cfg, j, since_ts_ms=after_flip)
+        holds = check_shadow(minus, plus, head(frame, 1_200), cfg, j, since_ts_ms=after_flip)
+        fails = check_shadow(minus, plus, head(frame, 800), cfg, j, since_ts_ms=before_flip)
+        rows = [e.payload for e in j.events("model")]
+    assert pending.status == "pending"
+    assert pending.bars == 50
+    assert holds.status == "passed"
+    assert holds.challenger_total_return > holds.champion_total_return
+    assert fails.status == "failed"
+    assert [(r["event"], r["passed"]) for r in rows] == [("shadow_check", True), ("shadow_check", False)]

@@ -67,10 +67,14 @@ def retrain(
     exchange_url: Annotated[str | None, typer.Option(help="With --update: API base URL (e.g. the emulator).")] = None,
     as_of: Annotated[int | None, typer.Option(help="Only candles opening before this UTC epoch ms.")] = None,
     every: Annotated[bool, typer.Option(help="Keep running, retraining every retrain.every.")] = False,
+    promote_to: Annotated[Path | None, typer.Option(
+        help="The live bundle folder a session watches: a challenger that passes the gate (and "
+             "has no shadow_bars to wait for) is promoted there, the champion archived.")] = None,
 ) -> None:
     """Retrain BUNDLE on a rolling window and judge the challenger against it on the newest bars."""
     from coinrl.live.journal import Journal
     from coinrl.live.retrain import retrain_once
+    from coinrl.live.retrain_promote import promote_challenger
     from coinrl.live.retrain_schedule import make_retrain_scheduler, retrain_job
 
     try:
@@ -91,7 +95,14 @@ def retrain(
 
     with jr:
         if every:
-            job = retrain_job(bundle, candles, cfg, out, jr, update=_update if update else None, on_outcome=_report)
+            def _on_outcome(o: Any) -> None:
+                _report(o)
+                if promote_to is not None and o.promoted and o.challenger is not None and not cfg.shadow_bars:
+                    promote_challenger(o.challenger, promote_to, jr)
+                    console.print(f"promoted to {promote_to}")
+
+            job = retrain_job(bundle, candles, cfg, out, jr, update=_update if update else None,
+                              on_outcome=_on_outcome)
             sched = make_retrain_scheduler(job, cfg, run_now=True)
             console.print(f"retraining {bundle} every {cfg.every}; Ctrl-C to stop")
             sched.start()
@@ -105,10 +116,16 @@ def retrain(
             if update:
                 _update()
             outcome = retrain_once(bundle, candles, cfg, out, jr, as_of_ts_ms=as_of)
+            _report(outcome)
+            if promote_to is not None and outcome.promoted and outcome.challenger is not None:
+                if cfg.shadow_bars:
+                    console.print(f"not promoted yet: shadow it for {cfg.shadow_bars} bars (check_shadow)")
+                else:
+                    archived = promote_challenger(outcome.challenger, promote_to, jr)
+                    console.print(f"promoted to {promote_to} (previous champion kept at {archived})")
         except CoinrlError as e:
             err_console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from e
-        _report(outcome)
     if outcome.status == "failed":
         raise typer.Exit(1)
     if outcome.status == "rejected":

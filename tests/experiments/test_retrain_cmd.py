@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from coinrl.experiments.cli import app
 from coinrl.experiments.retrain_cmd import EXIT_REJECTED
 from coinrl.live.journal import Journal
+from coinrl.live.retrain import bundle_id
 from coinrl.pipeline.store import store_data
 from coinrl.pipeline.synthetic import planted_pattern
 
@@ -48,18 +50,39 @@ def test_coinrl_retrain_writes_a_challenger_journals_the_gate_and_exits_by_verdi
     cfg.write_text(yaml.safe_dump({"retrain": {"window_bars": 400, "gate_bars": 200, "total_timesteps": 512,
                                                "subprocess": False, "n_boot": 200}}))
     out, journal = tmp_path / "challengers", tmp_path / "journal.sqlite"
+    live = tmp_path / "live"
+    shutil.copytree(bundle, live)
     res = runner.invoke(app, ["retrain", str(bundle), "--candles", str(candles), "--journal", str(journal),
                               "--config", str(cfg), "--out", str(out), "--run-id", "paper-1",
-                              "--set", "seed=9"])
-    assert res.exit_code in (0, EXIT_REJECTED), res.output
+                              "--set", "seed=9", "--set", "min_p_better=0", "--set", "min_p_beats_cash=0",
+                              "--promote-to", str(live)])
+    assert res.exit_code == 0, res.output  # every rule at 0: the gate passes it
     assert "retrain gate" in res.output
     assert (out / "paper-1-c0001" / "manifest.json").is_file()
     lineage = json.loads((out / "paper-1-c0001" / "manifest.json").read_text())["lineage"]
     assert lineage["config_diff"]["train.seed"][1] == 9
     with Journal(journal) as j:
-        gate = [e.payload for e in j.events("model")][-1]
+        rows = [e.payload for e in j.events("model")]
+    gate = rows[2]
     assert gate["event"] == "retrain_gate"
-    assert (res.exit_code == 0) == (gate["verdict"] == "promoted")
+    assert gate["verdict"] == "promoted"
+    assert [r["event"] for r in rows[3:]] == ["promote_start", "promote_end"]
+    assert bundle_id(live) == bundle_id(out / "paper-1-c0001")
+    assert "promoted to" in res.output
+
+
+def test_coinrl_retrain_exits_3_when_the_gate_rejects_and_promotes_nothing(champion, tmp_path) -> None:
+    bundle, candles = champion
+    live = tmp_path / "live"
+    shutil.copytree(bundle, live)
+    res = runner.invoke(app, ["retrain", str(bundle), "--candles", str(candles), "--journal",
+                              str(tmp_path / "j.sqlite"), "--out", str(tmp_path / "o"), "--promote-to", str(live),
+                              "--set", "window_bars=400", "--set", "gate_bars=200", "--set", "total_timesteps=512",
+                              "--set", "subprocess=false", "--set", "min_p_better=1.0", "--set", "min_dsr=1.0",
+                              "--set", "n_boot=100"])
+    assert res.exit_code == EXIT_REJECTED, res.output
+    assert "REJECTED" in res.output
+    assert bundle_id(live) == bundle_id(bundle)
 
 
 def test_coinrl_retrain_refuses_an_unknown_config_key(champion, tmp_path) -> None:

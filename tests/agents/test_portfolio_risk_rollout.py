@@ -115,3 +115,17 @@ def test_the_risk_config_kind_is_checked() -> None:
     assert promoted.max_leverage == 0.5
     with pytest.raises(ConfigError, match="PortfolioRiskConfig"):
         portfolio_risk_config({"max_leverage": 0.5})
+
+
+def test_after_the_kill_switch_the_account_holds_its_positions_without_a_fill() -> None:
+    data = random_walk(200, 3, seed=1, vol=0.02)
+    cfg = {"window": 4, "taker_fee_rate": 0.001, "slippage_bps": 2.0, "max_leverage": 1.0, "allow_short": False}
+    ro, rec = rollout_portfolio_with_risk(data, cfg, limits(max_drawdown_frac=0.02), weights=np.full((196, 3), 0.3))
+    k = rec.killed_at
+    assert k is not None
+    assert rec.verdicts[k:] == ("kill",) * (196 - k)
+    held = ro.position_base[k + 1 :]
+    np.testing.assert_array_equal(held, np.broadcast_to(held[0], held.shape))
+    np.testing.assert_array_equal(ro.turnover_cum_quote[k + 1 :], np.broadcast_to(ro.turnover_cum_quote[k + 1],
+                                                                                  held.shape))
+    assert [r for _, _, e in rec.events for r in [e.rule] if e.action == "kill"] == ["max_drawdown"]

@@ -137,3 +137,18 @@ def test_simulate_portfolio_strategy_takes_a_bundle_path_and_rebuilds_its_data(
         simulate_portfolio_strategy(agent, hourly)
     forced = simulate_portfolio_strategy(agent, hourly, force=True, baselines=False)
     assert any("FORCED" in w for w in forced.warnings)
+
+
+def test_simulate_trading_strategy_on_a_portfolio_agent_is_the_portfolio_backtest(portfolio_bundle: Path) -> None:
+    from coinrl.agents.backtest import simulate_trading_strategy
+    from coinrl.agents.portfolio_backtest import (
+        PortfolioBacktestResult,
+        simulate_portfolio_strategy,
+    )
+
+    via = simulate_trading_strategy(str(portfolio_bundle), None, split="validation", seed=2)
+    direct = simulate_portfolio_strategy(str(portfolio_bundle), None, split="validation", seed=2)
+    assert isinstance(via, PortfolioBacktestResult)
+    assert via.equity_quote.tolist() == direct.equity_quote.tolist()
+    assert json.dumps(via.to_dict()["baselines"]) == json.dumps(direct.to_dict()["baselines"])
+    assert via.verdict_lines() == direct.verdict_lines()

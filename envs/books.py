@@ -140,7 +140,7 @@ class Books:
         self.mmr = float(config.maintenance_margin_rate)
         self.borrow_rate = float(config.borrow_rate_per_bar)
         self.charge_funding = bool(config.use_funding and not config.is_spot)
-        self.state: F64 = sk.new_state(self.n, self.initial_cash_quote)
+        self.state: F64 = sk.new_state(self.n, self.initial_cash_quote, by_account=True)
         self._rows = list(self.state)
         self.liquidated: BoolArr = np.zeros(self.n, dtype=bool)
         self._params, self._pa = sk.make_params(config)

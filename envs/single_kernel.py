@@ -79,9 +79,14 @@ N_CTX = 12
 """Entries of the :func:`context` vector."""
 
 
-def new_state(n: int, initial_cash_quote: float) -> F64:
-    """A fresh state matrix ``(N_ROWS, n)``: initial cash, no position, no costs."""
-    return pk.new_state(n, 1, initial_cash_quote)
+def new_state(n: int, initial_cash_quote: float, *, by_account: bool = False) -> F64:
+    """A fresh state matrix ``(N_ROWS, n)``: initial cash, no position, no costs.
+
+    ``by_account``: in Fortran order, each account's fields contiguous in memory (3 cache
+    lines, not one per field): the batched books, whose kernel walks the accounts one after
+    another. The same matrix to every reader, other strides, the same floats."""
+    s = pk.new_state(n, 1, initial_cash_quote)
+    return np.asfortranarray(s) if by_account else s
 
 
 def reset_columns(s: F64, idx: npt.NDArray[np.intp] | slice, initial_cash_quote: float,
@@ -367,6 +372,7 @@ def compiled() -> Any:
     # Writeable C-contiguous arrays everywhere the envs call per step: numba's dispatcher types
     # those in its C fast path (a read-only array costs ~65 ns more per argument per call).
     state = nt.float64[:, ::1]
+    state_f = nt.float64[::1, :]  # Books: the accounts' fields contiguous (new_state(by_account))
     params = nt.float64[::1]
     pmat = nt.float64[:, ::1]
     vec = nt.Array(nt.float64, 1, "A", readonly=True)  # Books.step_bar: any array, any layout
@@ -376,13 +382,14 @@ def compiled() -> Any:
     f8, i8, b1 = nt.float64, nt.int64, nt.boolean
     f8v, i8v, b1v = nt.float64[::1], nt.int64[::1], nt.boolean[::1]
     sigs = {
-        "books_step": nt.void(state, params, pmat, b1v, vec, vec, vec, vec, vec, vec, vec),
+        "books_step": [nt.void(st, params, pmat, b1v, vec, vec, vec, vec, vec, vec, vec)
+                       for st in (state, state_f)],
         "account_step": b1(state, params, pmat, f8, f8, f8, f8, f8, f8, f8),
         "env_step": f8(state, params, pmat, bars, feats, out, i8, f8, i8, pmat, f8v),
         "env_step_at": f8(i8, i8, f8, i8),
-        "observe": nt.void(state, params, bars, feats, i8v, out, out, i8),
-        "vec_step": i8(state, params, pmat, bars, feats, i8v, i8v, i8v, f8v, b1v, b1v, b1v, out,
-                       out, f8v, b1v, b1v, i8v, f8v, f8v, f8v),
+        "observe": [nt.void(st, params, bars, feats, i8v, out, out, i8) for st in (state, state_f)],
+        "vec_step": [i8(st, params, pmat, bars, feats, i8v, i8v, i8v, f8v, b1v, b1v, b1v, out,
+                        out, f8v, b1v, b1v, i8v, f8v, f8v, f8v) for st in (state, state_f)],
         "run_targets": i8(state, params, pmat, bars, f8v, i8, i8, f8v, f8v, f8v, f8v, f8v),
     }
     return _Compiled(njit, sigs)

@@ -14,8 +14,8 @@ and of every baseline as a mean over the fold x seed runs with a bootstrap inter
 resampled, then seeds within folds: :func:`~coinrl.agents.stats.bootstrap_mean_ci`), and the
 share of runs in which the agent's total return beat each baseline's.
 
-Not yet wired to ``coinrl walkforward`` (the one-market command refuses portfolio configs with a
-clear error); the one-market :func:`~coinrl.agents.walkforward.walk_forward` and its report are
+``coinrl walkforward`` on a portfolio config runs it
+(:mod:`coinrl.experiments.walkforward_portfolio_cmd` writes the results folder); the one-market :func:`~coinrl.agents.walkforward.walk_forward` and its report are
 unchanged.
 """
 
@@ -63,6 +63,20 @@ class PortfolioWalkForwardResult:
     summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     beats: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_folds(self) -> int:
+        """Walk-forward folds."""
+        return len(self.results)
+
+    def verdict_lines(self) -> list[str]:
+        """One line per baseline: the share of fold x seed runs whose agent total return beat it
+        (as the one-market :meth:`~coinrl.agents.walkforward_result.WalkForwardResult.verdict_lines`
+        the console table prints)."""
+        n = sum(len(row) for row in self.results)
+        return [f"the agent beat {name} in {100 * share:.0f}% of {n} runs (total return, test rows)"
+                for name, share in self.beats.items()]
 
     def metric_matrix(self, metric: str, strategy: str = "agent") -> np.ndarray:
         """``(folds, seeds)`` values of a metric for the agent or a baseline."""

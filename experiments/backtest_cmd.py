@@ -244,6 +244,10 @@ def run_walkforward(
     )
     if not seed_list:
         raise ConfigError("--seeds must be >= 1")
+    if cfg.is_portfolio:  # a portfolio config: experiments/walkforward_portfolio_cmd.py
+        from .walkforward_portfolio_cmd import run_portfolio_walkforward
+        return run_portfolio_walkforward(cfg, folds, seed_list, out_dir, n_trials=n_trials, embargo_bars=embargo_bars,
+                                         progress=progress, overwrite=overwrite)
     embargo = max(cfg.data.split.embargo_bars, cfg.env.window) if embargo_bars is None else int(embargo_bars)
     split = cfg.data.split.model_copy(update={"walk_forward_folds": folds, "embargo_bars": embargo})
     data_cfg = cfg.data.model_copy(update={"split": split})

@@ -147,6 +147,18 @@ class TrainConfig(FrozenModel):
             (``None`` = never stop early).
         min_improvement: an evaluation improves on the best only by more than this.
         use_best_model: return (and bundle) the best evaluated weights, not the last ones.
+        min_select_steps: model-selection floor: an evaluation before this many env steps is
+            recorded in the history but never becomes the best model and does not count
+            towards ``early_stopping_patience``. ``None`` = a quarter of ``total_timesteps``:
+            early in training a near-random network can score best on a short validation
+            split by luck (a noise trader with a lucky Sharpe), and keeping it throws away
+            three quarters of the training; the floor makes the kept model one that trained.
+            ``0`` = any evaluation may be kept (the old rule).
+        ent_coef_final: on-policy algorithms (``ppo``, ``a2c``, ``recurrent_ppo``): decay the
+            entropy bonus linearly from the algorithm block's ``ent_coef`` at step 0 to this
+            value at ``total_timesteps`` (set before each update from the steps done;
+            :meth:`ent_coef_at`). ``None`` = constant ``ent_coef``. Exploring early and
+            committing late keeps a policy from dithering between positions at the end.
         checkpoint_every_steps: write a resumable checkpoint every this many steps (0 = never).
         keep_checkpoints: how many of the latest checkpoints to keep on disk.
         save_replay_buffer: DQN/SAC only: also write the replay buffer into each checkpoint
@@ -176,6 +188,8 @@ class TrainConfig(FrozenModel):
     early_stopping_patience: PosInt | None = 4
     min_improvement: Annotated[float, Field(ge=0.0)] = 0.0
     use_best_model: bool = True
+    min_select_steps: Annotated[int, Field(ge=0)] | None = None
+    ent_coef_final: Annotated[float, Field(ge=0.0)] | None = None
     checkpoint_every_steps: Annotated[int, Field(ge=0)] = 100_000
     keep_checkpoints: PosInt = 2
     save_replay_buffer: bool = False
@@ -200,6 +214,17 @@ class TrainConfig(FrozenModel):
                     f"n_steps * n_envs = {p.n_steps} * {self.n_envs} = {rollout}; lower "
                     "batch_size or raise n_steps/n_envs"
                 )
+        if self.min_select_steps is not None and self.min_select_steps > self.total_timesteps:
+            raise ValueError(
+                f"min_select_steps={self.min_select_steps} is larger than total_timesteps="
+                f"{self.total_timesteps}: no evaluation could ever be kept; lower it (or leave it "
+                "unset for a quarter of total_timesteps)"
+            )
+        if self.ent_coef_final is not None and self.algo not in ON_POLICY:
+            raise ValueError(
+                f"ent_coef_final schedules the entropy bonus of ppo/a2c/recurrent_ppo; algo={self.algo} "
+                "has none to schedule (SAC tunes its own with sac.ent_coef='auto'): remove ent_coef_final"
+            )
         if self.algo == "dqn" and self.dqn.batch_size > self.dqn.buffer_size:
             raise ValueError("dqn.batch_size must not exceed dqn.buffer_size")
         if self.algo == "sac" and self.sac.batch_size > self.sac.buffer_size:
@@ -210,6 +235,32 @@ class TrainConfig(FrozenModel):
     def is_on_policy(self) -> bool:
         """True for PPO/A2C/RecurrentPPO (rollouts), False for DQN/SAC (replay buffer)."""
         return self.algo in ON_POLICY
+
+    @property
+    def select_floor(self) -> int:
+        """Env steps before which no evaluation is kept as the best model (``min_select_steps``,
+        or a quarter of ``total_timesteps`` when unset)."""
+        return self.total_timesteps // 4 if self.min_select_steps is None else self.min_select_steps
+
+    def ent_coef_at(self, steps: int) -> float:
+        """The entropy coefficient for an update after ``steps`` env steps (summed over envs).
+
+        Linear from the algorithm block's ``ent_coef`` at 0 to ``ent_coef_final`` at
+        ``total_timesteps`` (clamped outside); constant when ``ent_coef_final`` is None.
+
+        Raises:
+            ValueError: ``algo`` has no scalar entropy coefficient (dqn, sac).
+        """
+        if self.algo == "a2c":
+            start = self.a2c.ent_coef
+        elif self.algo in ("ppo", "recurrent_ppo"):
+            start = (self.ppo if self.algo == "ppo" else self.recurrent_ppo).ent_coef
+        else:
+            raise ValueError(f"algo={self.algo} has no scalar entropy coefficient")
+        if self.ent_coef_final is None:
+            return float(start)
+        frac = min(max(steps / self.total_timesteps, 0.0), 1.0)
+        return float(start + (self.ent_coef_final - start) * frac)
 
     def algo_kwargs(self) -> dict[str, Any]:
         """SB3 constructor keyword arguments of the selected algorithm's block."""

@@ -9,7 +9,9 @@
   validation split (:func:`~coinrl.agents.rollout.rollout_policy`, or
   :func:`~coinrl.agents.portfolio_rollout.rollout_portfolio`); ``eval_metric`` scores it;
 * **best model**: the best-scoring weights are kept (in memory and ``<run>/best/model.zip``)
-  and returned when ``use_best_model``;
+  and returned when ``use_best_model``; evaluations before ``select_floor`` env steps
+  (``min_select_steps``, default a quarter of the budget) are recorded but never kept;
+* **entropy schedule** (``ent_coef_final``): the entropy bonus decays linearly over the budget;
 * **early stopping** after ``early_stopping_patience`` evaluations without improvement;
 * **checkpoints** every ``checkpoint_every_steps`` in ``<run>/checkpoints/step_<n>/``: the model
   (weights, optimiser, step counter), the replay buffer of off-policy algorithms only with
@@ -83,7 +85,7 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = frozenset({
     "total_timesteps", "eval_every_steps", "early_stopping_patience", "min_improvement",
     "checkpoint_every_steps", "keep_checkpoints", "save_replay_buffer", "progress_bar", "log_every_steps",
-    "use_best_model", "torch_threads",
+    "use_best_model", "torch_threads", "min_select_steps",
 })
 
 
@@ -250,7 +252,9 @@ def _monitor_callback(
             metrics, reward = target.evaluate(self.model, validation)
             score = _score(train.eval_metric, metrics, reward)
             st = self.state
-            improved = st.best_score is None or score > st.best_score + train.min_improvement
+            # the selection floor: an evaluation of a barely-trained network is only recorded
+            eligible = step >= train.select_floor
+            improved = eligible and (st.best_score is None or score > st.best_score + train.min_improvement)
             if improved:
                 st.best_score = score
                 st.best_step = step
@@ -260,7 +264,7 @@ def _monitor_callback(
                 }
                 if run_dir is not None:
                     atomic_dir(run_dir / BEST_DIR, lambda d: write_model(self.model, d / MODEL_FILE))
-            else:
+            elif eligible:
                 st.evals_since_best += 1
             st.last_eval_step = step
             record = {"step": step, "score": score, "episode_reward": reward, **metrics}
@@ -320,6 +324,29 @@ def _monitor_callback(
             return not self.state.stopped_early
 
     return _Monitor()
+
+
+def _entropy_callback(train: TrainConfig) -> Any:
+    """The SB3 callback setting the entropy coefficient before each update
+    (:meth:`TrainConfig.ent_coef_at` of the steps done, the rollout just collected included)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _EntropySchedule(BaseCallback):
+        def _set(self) -> None:
+            coef = train.ent_coef_at(int(self.num_timesteps))
+            self.model.ent_coef = coef  # type: ignore[attr-defined]
+            self.logger.record("train/ent_coef", coef)
+
+        def _on_training_start(self) -> None:
+            self._set()
+
+        def _on_rollout_end(self) -> None:
+            self._set()
+
+        def _on_step(self) -> bool:
+            return True
+
+    return _EntropySchedule()
 
 
 # --------------------------------------------------------------------------- train
@@ -408,6 +435,8 @@ def train_model(
         model.set_logger(out_logger)
         monitor = _monitor_callback(train, target, validation, run_dir, state, key)
         callbacks: list[Any] = [monitor]
+        if train.ent_coef_final is not None:
+            callbacks.append(_entropy_callback(train))
         done = int(model.num_timesteps)
         planned = planned_timesteps(train, done)
         if planned > train.total_timesteps > done:

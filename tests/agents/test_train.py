@@ -72,7 +72,8 @@ def test_early_stopping_ends_training(
     planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg
 ) -> None:
     cfg = train_config(
-        total_timesteps=8192, eval_every_steps=512, early_stopping_patience=1, min_improvement=1e9
+        total_timesteps=8192, eval_every_steps=512, early_stopping_patience=1, min_improvement=1e9,
+        min_select_steps=0,
     )
     agent = train_model(planted, cfg, small_env)
     assert agent.info["stopped_early"] is True

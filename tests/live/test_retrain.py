@@ -97,6 +97,16 @@ def test_the_gate_never_reads_candles_after_as_of_and_training_candles_change_on
     assert other.gate["buy_and_hold_total_return"] == base.gate["buy_and_hold_total_return"]
 
 
+def test_a_warm_started_retrain_continues_the_champions_weights_on_the_new_window(champion, frame, tmp_path) -> None:
+    out, rows = _run(champion, frame, tmp_path, "warm", init="warm")
+    assert out.status in ("promoted", "rejected"), out.reasons
+    info = json.loads((out.challenger / "training.json").read_text())["info"]
+    assert info["warm_started"] is True
+    assert info["num_timesteps"] >= 1024 + 1024  # the champion's steps, then the retrain's
+    assert out.lineage["init"] == "warm"
+    assert rows[-1]["event"] == "retrain_gate"
+
+
 def test_an_embargo_shorter_than_the_gate_context_and_too_few_candles_are_refused(champion, frame, tmp_path) -> None:
     with Journal(tmp_path / "j.sqlite", run_id="r") as j:
         with pytest.raises(ConfigError, match="embargo_bars"):

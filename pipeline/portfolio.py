@@ -165,7 +165,7 @@ def prepare_portfolio(
     market_features: bool = False,
     normalisers: Sequence[Normaliser] | None = None,
     market_normaliser: Normaliser | None = None,
-    fold: int | None = None,
+    fold: int | Fold | None = None,
 ) -> PreparedPortfolio:
     """Cleaned candles of A assets -> one clock, per-asset features, split, train-only norm.
 
@@ -180,7 +180,8 @@ def prepare_portfolio(
             asset, or one pooled, as ``norm_scope`` says) applied instead of fitting new ones,
             so new candles get the observations the agent was trained on.
         fold: walk-forward fold ``i`` (of ``split.walk_forward_folds``) instead of the single
-            split: its train/validation/test rows, and normalisers fitted on its train rows.
+            split: its train/validation/test rows, and normalisers fitted on its train rows; or a
+            :class:`~coinrl.pipeline.splits.Fold` of row ranges into the clock (the tuner's folds).
 
     Raises:
         DataError: assets on different timeframes, an asset with no overlap, an asset with no
@@ -244,7 +245,8 @@ def prepare_portfolio(
     cols = {k: np.ascontiguousarray(v[first:]) for k, v in cols.items()}
     tradable, raw, mkt_raw = tradable[first:], raw[first:], mkt_raw[first:]
     t_n = len(clock)
-    main = split_bounds(t_n, split_cfg) if fold is None else _fold(t_n, split_cfg, fold)
+    main = (split_bounds(t_n, split_cfg) if fold is None
+            else fold if isinstance(fold, Fold) else _fold(t_n, split_cfg, fold))
     train_rows = np.zeros(t_n, dtype=bool)
     train_rows[main.train.start : main.train.stop] = True
     x = np.zeros((t_n, a_n, f_n), dtype=np.float32)
@@ -302,7 +304,7 @@ def prepare_portfolio(
         timeframe=timeframe, exchange=str(frames[0].attrs.get("exchange", "")),
         meta={"split": "full", "norm_scope": norm_scope,
               "feature_spec_fingerprint": spec.fingerprint(),
-              **({} if fold is None else {"fold": fold})},
+              **({} if fold is None else {"fold": main.index})},
         **cols,
     )
     parts = {}

@@ -15,6 +15,7 @@ import pandas as pd
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.features import FeatureSpec, feature_engineering, fit_feature_spec
+from coinrl.pipeline.portfolio import PreparedPortfolio
 from coinrl.pipeline.source import DataConfig
 from coinrl.pipeline.splits import (
     Fold,
@@ -41,10 +42,12 @@ class TuningData:
             ``validation`` normalised with a normaliser fitted on that fold's train rows;
             ``test`` is EMPTY (0 rows) and ``full`` stops before the test split.
         dev_rows: feature rows before the test split (train, embargo, validation).
-        dev_candles: candle rows the features were computed from (warm-up + ``dev_rows``).
+        dev_candles: candle rows the features were computed from (warm-up + ``dev_rows``;
+            for a portfolio's folds, :mod:`~coinrl.agents.tune.portfolio_data`, the clock
+            rows before the test split).
     """
 
-    folds: tuple[PreparedData, ...]
+    folds: tuple[PreparedData | PreparedPortfolio, ...]
     dev_rows: int
     dev_candles: int
 

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 
-from coinrl.pipeline.errors import DataError
-from coinrl.pipeline.source import DataConfig
+from coinrl.pipeline.errors import ConfigError, DataError
+from coinrl.pipeline.source import DataConfig, PortfolioDataConfig
 from coinrl.pipeline.splits import PreparedData
 from coinrl.pipeline.timeframes import bars_per_year
 
@@ -31,6 +31,7 @@ from ..metrics import json_safe
 from ..tune_space import suggest_params
 from .config import TRIALS_DIR, TunableConfig, trial_config, tune_of
 from .data import TuningData, tuning_folds
+from .portfolio_data import is_stacked, portfolio_tuning_folds
 
 if TYPE_CHECKING:
     import optuna
@@ -140,7 +141,9 @@ class TrialObjective:
 
     Args:
         config: the experiment config with its ``tune`` section.
-        candles: cleaned candles of the whole history (only rows before the test split are read).
+        candles: cleaned candles of the whole history (only rows before the test split are read);
+            a portfolio's stacked candles (:mod:`~coinrl.agents.tune.portfolio_data`) for a
+            portfolio config.
         out_dir: the study folder (per-trial ``progress`` CSVs, W&B files); None = no files
             and no W&B.
         study_name: the W&B group of the trial runs.
@@ -172,7 +175,13 @@ class TrialObjective:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        td = tuning_folds(self.candles, data, self.tune.folds, self.tune.fold_mode)
+        if is_stacked(self.candles):  # a portfolio's candles: its folds on the common clock
+            if not isinstance(data, PortfolioDataConfig):
+                raise ConfigError("portfolio candles need a portfolio data section (sources/symbols)")
+            folds, dev_rows = portfolio_tuning_folds(self.candles, data, self.tune.folds, self.tune.fold_mode)
+            td = TuningData(folds, dev_rows, dev_rows)
+        else:
+            td = tuning_folds(self.candles, data, self.tune.folds, self.tune.fold_mode)
         self._cache[key] = td
         while len(self._cache) > _DATA_CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -262,7 +271,7 @@ class TrialObjective:
                 tracker.summary(
                     {"tune/value": value, "tune/fold_scores": scores, "tune/env_steps_used": used}
                 )
-                if agent is not None:
+                if agent is not None and isinstance(data.folds[-1], PreparedData):
                     self._log_equity(tracker, agent, data.folds[-1], n_folds * total)
             logger.info(
                 "trial done study=%s trial=%d value=%.4g folds=%s steps=%d",

@@ -47,22 +47,21 @@ def fills_from_rollout(rollout: Rollout, env_config: EnvConfig) -> pd.DataFrame:
     ``ts_ms`` is that bar's open time; its decision was taken at the close of the bar
     ``delay_bars`` marks earlier (``decision_ts_ms``, -1 for a liquidation). ``qty_base`` is
     the change of the books' position (unsigned; ``side`` says ``buy`` or ``sell``).
-    ``ref_price_quote`` is the open; fee and slippage are the execution model's
-    (:class:`~coinrl.envs.execution.ExecutionModel`, the rules the kernel charges) for that
-    quantity at that open; ``price_quote`` is the fill price with slippage (``ref + slippage /
-    qty`` for a buy, ``ref - slippage / qty`` for a sell). A liquidation fill takes its
-    notional and fee from the books' running totals (its reference price is the liquidation
-    price, without slippage); a bar that rebalanced and was then liquidated shows as one
-    liquidation fill of the net quantity.
+    ``ref_price_quote`` is the open; notional, fee and slippage are what the kernel charged:
+    the steps of the books' running totals (``turnover_cum_quote``, ``fees_cum_quote``,
+    ``slippage_cum_quote``) at that mark, so there is no second copy of the cost rules here;
+    ``price_quote`` is the fill price with slippage (``ref + slippage / qty`` for a buy,
+    ``ref - slippage / qty`` for a sell). A liquidation fill's reference price is the
+    liquidation price (its notional over its quantity), without slippage; a bar that
+    rebalanced and was then liquidated shows as one liquidation fill of the net quantity.
 
     Returns:
         A DataFrame with :data:`FILL_COLUMNS`, one row per fill, in time order.
     """
     import pandas as pd
 
-    from coinrl.envs.execution import ExecutionModel
-
-    if rollout.fees_cum_quote is None or rollout.turnover_cum_quote is None or rollout.open_quote is None:
+    fees_c, slip_c, turn_c = rollout.fees_cum_quote, rollout.slippage_cum_quote, rollout.turnover_cum_quote
+    if fees_c is None or slip_c is None or turn_c is None or rollout.open_quote is None:
         raise DataError("this rollout has no running cost totals; rerun it with coinrl's rollout")
     pos = rollout.position_base
     dq_all = np.diff(pos)
@@ -70,16 +69,14 @@ def fills_from_rollout(rollout: Rollout, env_config: EnvConfig) -> pd.DataFrame:
     d = dq_all[marks - 1]
     qty = np.abs(d)
     ref = rollout.open_quote[marks].astype(np.float64)
-    vol = rollout.volume_base[marks] if rollout.volume_base is not None else np.full(len(marks), np.inf)
-    notional, fee, slip = ExecutionModel.from_config(env_config).costs_vec(d, ref, vol)
+    notional = turn_c[marks] - turn_c[marks - 1]
+    fee = fees_c[marks] - fees_c[marks - 1]
+    slip = slip_c[marks] - slip_c[marks - 1]
     liq = np.zeros(len(marks), dtype=bool)
     if rollout.liquidation_mark is not None:
         liq = marks == rollout.liquidation_mark
         if liq.any():
-            j = marks[liq]
-            notional[liq] = rollout.turnover_cum_quote[j] - rollout.turnover_cum_quote[j - 1]
-            fee[liq] = rollout.fees_cum_quote[j] - rollout.fees_cum_quote[j - 1]
-            slip[liq] = 0.0
+            slip[liq] = 0.0  # priced at the liquidation price, without slippage
             ref[liq] = notional[liq] / qty[liq]
     sign = np.sign(d)
     price = ref + sign * np.divide(slip, qty, out=np.zeros_like(qty), where=qty > 0)

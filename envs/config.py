@@ -67,6 +67,12 @@ class EnvConfig(FrozenModel):
         dsr_eta: adaptation rate of the differential Sharpe ratio's moving moments.
         drawdown_penalty: weight of a new drawdown (fraction of peak equity) in
             ``drawdown_penalised``.
+        turnover_penalty: subtracted from every reward kind, times the step's traded notional
+            over the equity at the previous close (``|Δexposure|`` summed over assets, forced
+            liquidation fills included): a charge for trading beyond the books' own fees and
+            slippage (already in the equity), so a policy learns to change its mind less.
+            ``0`` (default) leaves every reward bit for bit as without it
+            (:func:`coinrl.envs.rewards.turnover_cost`).
     """
 
     window: Annotated[int, Field(ge=1)] = 24
@@ -95,6 +101,7 @@ class EnvConfig(FrozenModel):
     reward: RewardName = "log_return"
     dsr_eta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
     drawdown_penalty: NonNegFloat = 1.0
+    turnover_penalty: NonNegFloat = 0.0
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> EnvConfig:

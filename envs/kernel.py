@@ -91,7 +91,8 @@ P_EQ_FLOOR = 20
 P_WINDOW = 21
 P_N_FEATURES = 22
 P_ACCT_COL = 23
-N_PARAMS = 24
+P_TURNOVER_PEN = 24
+N_PARAMS = 25
 
 REWARD_CODES = {"log_return": 0, "simple_return": 1, "differential_sharpe": 2, "drawdown_penalised": 3}
 """``EnvConfig.reward`` -> the code the kernel branches on."""
@@ -134,6 +135,7 @@ def make_params(
     p[P_WINDOW] = config.window
     p[P_N_FEATURES] = n_features
     p[P_ACCT_COL] = acct_col
+    p[P_TURNOVER_PEN] = config.turnover_penalty
     return p
 
 
@@ -212,8 +214,19 @@ def _log_ratio(p: F64, eq_prev: float, eq_now: float) -> float:
     return math.log(floor if floor > ratio else ratio)
 
 
-def _reward(s: F64, j: int, p: F64, eq_prev: float, eq_now: float) -> float:
-    """The reward of account ``j`` for one step (:mod:`coinrl.envs.rewards`, scalar forms)."""
+def _reward(s: F64, j: int, p: F64, eq_prev: float, eq_now: float, traded: float) -> float:
+    """The reward of account ``j`` for one step (:mod:`coinrl.envs.rewards`, scalar forms), less
+    the turnover term ``turnover_penalty * (traded / eq_prev)`` (``traded``: the step's filled
+    notional, quote) when the penalty is positive (:func:`coinrl.envs.rewards.turnover_cost`)."""
+    r = _kind_reward(s, j, p, eq_prev, eq_now)
+    w = p[P_TURNOVER_PEN]
+    if w > 0.0:
+        r = r - w * (traded / eq_prev)
+    return r
+
+
+def _kind_reward(s: F64, j: int, p: F64, eq_prev: float, eq_now: float) -> float:
+    """The reward of ``EnvConfig.reward`` for one step, updating its state in ``s``."""
     kind = p[P_REWARD]
     if kind == 0.0:
         return _log_ratio(p, eq_prev, eq_now)
@@ -283,7 +296,7 @@ def _f32_at(address: int, n: int) -> F32:
     return np.ctypeslib.as_array(ctypes.cast(int(address), ctypes.POINTER(ctypes.c_float)), shape=(n,))
 
 
-_HELPERS = (_trade, _size_order_eq, _log_ratio, _reward, account_features)
+_HELPERS = (_trade, _size_order_eq, _log_ratio, _kind_reward, _reward, account_features)
 
 
 @functools.cache

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import kernel
-from .kernel import EQUITY, FEES, P_EQ_FLOOR, _reward
+from .kernel import EQUITY, FEES, P_EQ_FLOOR, TURNOVER, _reward
 from .portfolio_bar import (  # noqa: F401 - the layout, re-exported for the envs and tests
     A_AVG,
     A_BARS_HELD,
@@ -114,8 +114,9 @@ def _env_step(
         _project_row(w, gross, net, allow_short)
     s[BAD_ACTION, 0] = -1.0
     eq_prev = s[EQUITY, 0]
+    to_prev = s[TURNOVER, 0]
     _pbar(s, 0, p, pa, w, bars, t, scratch)
-    r = _reward(s, 0, p, eq_prev, s[EQUITY, 0])
+    r = _reward(s, 0, p, eq_prev, s[EQUITY, 0], s[TURNOVER, 0] - to_prev)
     _pobserve(s, 0, p, pa, bars, feats, t, out, row_)
     eq = s[EQUITY, 0]
     floor = p[P_EQ_FLOOR]
@@ -231,8 +232,9 @@ def pf_vec_step(
             tj += 1
             t[j] = tj
             eq_prev = s[EQUITY, j]
+            to_prev = s[TURNOVER, j]
             te = _pbar(s, j, p, pa, w[j], bars, tj, scratch)
-            r = _reward(s, j, p, eq_prev, s[EQUITY, j])
+            r = _reward(s, j, p, eq_prev, s[EQUITY, j], s[TURNOVER, j] - to_prev)
             tr = tj >= last[j] and not te
         liq_out[j] = te
         rewards[j] = r

@@ -29,6 +29,12 @@ Available (``EnvConfig.reward``):
 ``drawdown_penalised``
     ``log_return - drawdown_penalty * max(dd - dd_prev, 0)`` with ``dd = 1 - eq / peak_eq``:
     every new bit of drawdown is paid for once, recoveries earn only their return.
+
+Turnover term (``EnvConfig.turnover_penalty``, any reward kind): the env's reward is the kind's
+reward minus :func:`turnover_cost` ``= turnover_penalty * (traded / eq_prev)``, with ``traded``
+the notional filled in the step (quote, summed over assets), i.e. ``|Δexposure|`` of the step's
+rebalance as a fraction of the equity it was decided on. Applied only when the penalty is
+positive: ``0`` leaves every reward bit for bit as it was.
 """
 
 from __future__ import annotations
@@ -207,6 +213,30 @@ class DrawdownPenalised(Reward):
         pen = self.penalty * max(dd - self.dd_s, 0.0)
         self.dd_s = dd
         return lr - pen
+
+
+def turnover_cost(weight: float, traded_quote: F64 | float, eq_prev: F64 | float) -> F64 | float:
+    """The turnover term subtracted from the reward: ``weight * (traded_quote / eq_prev)``.
+
+    Args:
+        weight: ``EnvConfig.turnover_penalty`` (reward units per unit of equity traded).
+        traded_quote: notional filled in the step (quote currency, summed over assets; an
+            array of N accounts or a float).
+        eq_prev: equity at the previous close (quote), the same shape.
+
+    The kernel computes ``reward - weight * (traded / eq_prev)`` with the same IEEE operations,
+    and only when ``weight > 0``.
+    """
+    return weight * (traded_quote / eq_prev)
+
+
+def with_turnover_cost(
+    reward: F64 | float, weight: float, traded_quote: F64 | float, eq_prev: F64 | float
+) -> F64 | float:
+    """``reward`` less :func:`turnover_cost` (``reward`` itself, untouched, when ``weight <= 0``)."""
+    if weight > 0.0:
+        return reward - turnover_cost(weight, traded_quote, eq_prev)
+    return reward
 
 
 REWARDS: dict[str, type[Reward]] = {

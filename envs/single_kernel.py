@@ -42,6 +42,7 @@ from .kernel import (
     P_MMR,
     P_N_FEATURES,
     P_WINDOW,
+    TURNOVER,
     _reward,
     account_features,
 )
@@ -195,8 +196,9 @@ def env_step(
         return math.nan
     target = clip_exposure(action, amap[0], amap[1], amap[2] != 0.0)
     eq_prev = s[EQUITY, 0]
+    to_prev = s[TURNOVER, 0]
     _sbar(s, 0, p, pa, target, bars, t, scratch)
-    r = _reward(s, 0, p, eq_prev, s[EQUITY, 0])
+    r = _reward(s, 0, p, eq_prev, s[EQUITY, 0], s[TURNOVER, 0] - to_prev)
     _sobserve(s, 0, p, feats, t, bars[t, 0, B_CLOSE], out, out, row_)
     return r
 
@@ -274,8 +276,9 @@ def vec_step(
             tj += 1
             t[j] = tj
             eq_prev = s[EQUITY, j]
+            to_prev = s[TURNOVER, j]
             te = _sbar(s, j, p, pa, target[j], bars, tj, scratch)
-            r = _reward(s, j, p, eq_prev, s[EQUITY, j])
+            r = _reward(s, j, p, eq_prev, s[EQUITY, j], s[TURNOVER, j] - to_prev)
             tr = tj >= last[j] and not te
         liq_out[j] = te
         rewards[j] = r

@@ -141,12 +141,12 @@ def run_tune(
         DataError: unusable data.
     """
     from coinrl.agents.tune import load_study, optimize_parameters, redact_url, train_best
-    from coinrl.pipeline.source import load_candles
+    from coinrl.agents.tune.portfolio_data import load_tuning_candles
 
     config = _load(config_path, overrides)
     url, name, folder = study_location(config, storage, study_name, out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    candles = load_candles(config.data)
+    candles = load_tuning_candles(config.data)
     summary = optimize_parameters(
         config,
         candles,
@@ -188,14 +188,14 @@ def run_tune_best(
         ConfigError: no such study; DataError: the study has no complete trial.
     """
     from coinrl.agents.tune import load_study, redact_url, summarize_study, train_best
-    from coinrl.pipeline.source import load_candles
+    from coinrl.agents.tune.portfolio_data import load_tuning_candles
 
     config = _load(config_path, overrides)
     url, name, folder = study_location(config, storage, study_name, out_dir)
     assert config.tune is not None  # noqa: S101
     study = load_study(url, name, config.tune)
     folder.mkdir(parents=True, exist_ok=True)
-    result = train_best(config, load_candles(config.data), study, folder)
+    result = train_best(config, load_tuning_candles(config.data), study, folder)
     return TuneRun(name, redact_url(url), folder, summarize_study(study, url), result)
 
 

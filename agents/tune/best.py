@@ -22,9 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from coinrl.envs.config import portfolio_config_from
 from coinrl.pipeline.dataset import MarketData
-from coinrl.pipeline.errors import CoinrlError, DataError
+from coinrl.pipeline.errors import CoinrlError, ConfigError, DataError
 from coinrl.pipeline.features import feature_engineering, fit_feature_spec
+from coinrl.pipeline.portfolio import PreparedPortfolio
+from coinrl.pipeline.source import PortfolioDataConfig
 from coinrl.pipeline.splits import Fold, Normaliser, PreparedData, prepare_data_for_model
 
 from ..metrics import json_safe
@@ -37,6 +40,7 @@ from .config import (
     trial_config,
     tune_of,
 )
+from .portfolio_data import is_stacked, prepare_best_portfolio
 from .summary import summarize_study
 
 if TYPE_CHECKING:
@@ -192,6 +196,7 @@ def train_best(
     from ..evaluate import evaluate_model
     from ..tracking import Tracker
     from ..train import train_model
+    from ..train_portfolio import evaluate_portfolio
 
     tune = tune_of(config)
     folder = Path(out_dir)
@@ -206,10 +211,16 @@ def train_best(
     params = params_from_trial(tune.space, best.params)
     cfg = trial_config(config, params)
     cfg_dict = cfg.model_dump(mode="json")
-    prepared = prepare_data_for_model(candles, cfg.data.features, cfg.data.split, cfg.data.norm)
     on = "train+validation" if tune.retrain_on_train_and_validation else "train"
-    if tune.retrain_on_train_and_validation:
-        prepared = _train_plus_validation(prepared)
+    prepared: PreparedData | PreparedPortfolio
+    if is_stacked(candles):  # a portfolio: every asset on the common clock
+        if not isinstance(cfg.data, PortfolioDataConfig):
+            raise ConfigError("portfolio candles need a portfolio data section (sources/symbols)")
+        prepared = prepare_best_portfolio(candles, cfg.data, tune.retrain_on_train_and_validation)
+    else:
+        prepared = prepare_data_for_model(candles, cfg.data.features, cfg.data.split, cfg.data.norm)
+        if tune.retrain_on_train_and_validation:
+            prepared = _train_plus_validation(prepared)
     n_tried = sum(
         1
         for t in trials
@@ -247,9 +258,11 @@ def train_best(
             )
             agent.info["tune"] = tune_info
             if len(prepared.validation) > cfg.env.window:
-                agent.info["validation"] = evaluate_model(
-                    agent, prepared.validation, split="validation", seed=cfg.seed
-                ).to_dict()
+                agent.info["validation"] = (
+                    evaluate_portfolio(agent, prepared.validation, split="validation", seed=cfg.seed)
+                    if isinstance(prepared, PreparedPortfolio)
+                    else evaluate_model(agent, prepared.validation, split="validation", seed=cfg.seed).to_dict()
+                )
             bundle = save_model(agent, bundle)
         else:
             logger.info(
@@ -301,7 +314,7 @@ def train_best(
 def _test_once(
     study: optuna.Study,
     agent: TrainedAgent,
-    prepared: PreparedData,
+    prepared: PreparedData | PreparedPortfolio,
     seed: int,
     n_tried: int,
     complete: Sequence[optuna.trial.FrozenTrial],
@@ -329,14 +342,24 @@ def _test_once(
             stored.get("trial"),
             best,
         )
-    report = evaluate_model(agent, prepared.test, split="test", seed=seed)
-    rets = simple_returns(report.rollout.equity_quote)
+    report: EvaluationReport | None = None
+    if isinstance(prepared, PreparedPortfolio):
+        from ..portfolio_rollout import rollout_portfolio
+        from ..train_portfolio import evaluate_portfolio
+
+        evaluated = evaluate_portfolio(agent, prepared.test, split="test", seed=seed)
+        equity = rollout_portfolio(prepared.test, portfolio_config_from(agent.env_config),
+                                   policy=agent.model, deterministic=True).equity_quote
+    else:
+        report = evaluate_model(agent, prepared.test, split="test", seed=seed)
+        evaluated, equity = report.to_dict(), report.rollout.equity_quote
+    rets = simple_returns(equity)
     var = _trial_sharpe_variance(complete)
     stats = sharpe_stats(rets, n_trials=max(n_tried, 1), sharpe_variance=var)
     test = dict(
         json_safe(
             {
-                **report.to_dict(),
+                **evaluated,
                 "sharpe_stats": stats,
                 "sharpe_variance_source": "trials" if var is not None else "sampling",
             }
@@ -351,7 +374,7 @@ def _test_once(
             "evaluations": int((stored or {}).get("evaluations", 0)) + 1,
         },
     )
-    if tracker is not None and tracker.enabled:
+    if tracker is not None and tracker.enabled and report is not None:
         _log_test(tracker, report, stats)
     return test, False
 

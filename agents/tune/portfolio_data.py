@@ -138,12 +138,38 @@ def portfolio_tuning_folds(
     return tuple(out), dev_rows
 
 
+def load_tuning_candles(data: DataConfig) -> pd.DataFrame:
+    """What the tuner reads: one market's cleaned candles, or a portfolio's stacked candles."""
+    if isinstance(data, PortfolioDataConfig):
+        return load_stacked_candles(data)
+    return load_candles(data)
+
+
+def prepare_best_portfolio(
+    candles: pd.DataFrame, data: PortfolioDataConfig, train_and_validation: bool
+) -> PreparedPortfolio:
+    """The best trial's portfolio data: the experiment's own split of every clock row (the test
+    rows ARE read now, once), or with ``train_and_validation`` one train part over rows
+    ``[0, validation.stop)`` (normalisers fitted on them) and no validation."""
+    frames = unstack_candles(candles)
+    kw: dict[str, Any] = {"spec": data.features, "split": data.split, "norm": data.norm,
+                          "norm_scope": data.norm_scope, "market_features": data.market_features}
+    prepared = prepare_portfolio(frames, **kw)
+    if not train_and_validation:
+        return prepared
+    m = prepared.main_fold
+    stop = m.validation.stop
+    return prepare_portfolio(frames, **kw, fold=Fold(0, range(0, stop), range(stop, stop), m.test))
+
+
 __all__ = [
     "ASSETS_ATTR",
     "ASSET_COLUMN",
     "is_stacked",
     "load_stacked_candles",
+    "load_tuning_candles",
     "portfolio_tuning_folds",
+    "prepare_best_portfolio",
     "stack_candles",
     "unstack_candles",
 ]

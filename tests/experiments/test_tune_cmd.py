@@ -205,3 +205,41 @@ def test_packaged_tune_config_runs_one_trial_on_the_btc_sample_with_walk_forward
     assert run.summary.states == {"COMPLETE": 1}, run.summary.failed_errors
     assert run.study_dir == tmp_path / "runs" / "ppo_btc_1h_tune"
     assert run.summary.best_value is not None
+
+
+@pytest.mark.slow
+def test_tune_command_tunes_a_portfolio_config_and_bundles_its_best_trial(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    cfg = {
+        "name": "cli_portfolio_tune",
+        "seed": 0,
+        "data": {
+            "sources": [str(shared_data / f"{s}_BTC-5m.feather") for s in ("ADA", "ETH")],
+            "features": {"features": [{"kind": "returns", "horizons": [1, 6]}]},
+            "split": {"train": 0.6, "validation": 0.2, "test": 0.2, "embargo_bars": 8},
+        },
+        "env": {"window": 6, "episode_length_bars": 128},
+        "train": {"total_timesteps": 512, "n_envs": 4, "ppo": {"n_steps": 64, "batch_size": 128, "n_epochs": 1},
+                  "eval_every_steps": 256, "checkpoint_every_steps": 0, "early_stopping_patience": None,
+                  "torch_threads": 1, "progress_bar": False},
+        "tracking": {"mode": "disabled"},
+        "tune": {"n_trials": 2, "pruner": "none", "space": {
+            "train.ppo.learning_rate": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}}},
+    }
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["tune", str(config), "--n-trials", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    folder = out / "cli_portfolio_tune"
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    assert summary["states"] == {"COMPLETE": 2}
+    best = json.loads((folder / "tune_result.json").read_text())
+    assert best["trial_number"] == summary["best_number"]
+    assert best["test"]["split"] == "test"
+    assert best["test"]["symbols"] == ["ADA/BTC", "ETH/BTC"]
+    assert "crp_daily" in best["test"]["baselines"]  # the portfolio baselines on the same rows
+    assert best["test"]["sharpe_stats"]["n_trials"] == 2.0
+    assert (folder / "best" / "bundle").exists()
+    assert "/best/bundle (trained now)" in result.output

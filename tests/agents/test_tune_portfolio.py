@@ -134,3 +134,20 @@ def test_portfolio_trial_values_are_unchanged_when_the_test_candles_are_poisoned
     clean = run(stacked, "clean")
     assert all(np.isfinite(v) for _, v, _ in clean)
     assert clean == run(poisoned, "poisoned")
+
+
+def test_a_portfolio_worker_job_round_trips_its_stacked_candles(
+    tmp_path: Path, shared_data: Path, stacked: pd.DataFrame
+) -> None:
+    """Worker processes read the stacked candles from Parquet: every asset and its attrs return."""
+    from coinrl.agents.tune.portfolio_data import is_stacked
+    from coinrl.agents.tune.workers import WorkerJob, read_job, write_job
+    from coinrl.experiments.config import PortfolioExperimentConfig
+
+    cfg = experiment_config_from(portfolio_tune_dict(shared_data), source="test")
+    back = read_job(write_job(WorkerJob(cfg, stacked, "sqlite:///x.db", "s", 2, None, 20), tmp_path))
+    assert type(back.config) is PortfolioExperimentConfig
+    assert is_stacked(back.candles)
+    for a, b in zip(unstack_candles(back.candles), unstack_candles(stacked), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+        assert a.attrs["symbol"] == b.attrs["symbol"]

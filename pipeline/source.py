@@ -56,8 +56,8 @@ def _refuse_portfolio(cfg: DataConfig) -> None:
         raise ConfigError(
             f"this data section is a portfolio ({len(cfg.sources) + len(cfg.symbols)} assets in "
             "sources/symbols) and this command or function trades one market; load it with "
-            "load_portfolio_dataset (coinrl train and evaluate accept portfolios; walkforward "
-            "and tune do not yet)"
+            "load_portfolio_dataset (coinrl train, backtest, walkforward and tune accept "
+            "portfolios)"
         )
 
 

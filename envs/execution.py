@@ -20,10 +20,13 @@ and the paper broker share):
    max_impact_frac)). The fill price is ``o * (1 + slip)`` for buys and ``o * (1 - slip)`` for
    sells; the books keep the reference price and book the slippage as a cost of its own.
 
-Every function exists in a vector form (arrays of shape ``(N,)``) and a scalar form (Python
-floats, for brokers and backtests). Both do the same IEEE operations in the same order, so they
-agree to the last bit (tested), and so does the envs' compiled kernel
-(:mod:`coinrl.envs.kernel`), which runs these rules per account.
+The books kernel (:mod:`coinrl.envs.kernel`, :mod:`coinrl.envs.portfolio_bar`) is the one
+implementation of rules 1-4 for the envs, the rollouts and the backtests (whose fills read the
+kernel's running cost totals); the exchange broker sizes its orders with the kernel's
+``_size_order_eq``. This module holds the constants of the rules (:class:`ExecutionModel`, which
+:func:`coinrl.envs.kernel.make_params` reads) and the order -> fill path of the paper broker and
+the exchange emulator (:meth:`ExecutionModel.market_fill`), held equal to the kernel's charges
+by the tests; the numpy oracles of the sizing live in ``tests/envs/numpy_books.py``.
 """
 
 from __future__ import annotations
@@ -31,15 +34,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from coinrl.pipeline.errors import InvalidOrder
 
 from .config import EnvConfig
 from .domain import Fill, Order, OrderType, Side
-
-F64 = npt.NDArray[np.float64]
 
 SHAVE = 1.0 - 1e-12
 """Factor on the buying-power cap that absorbs float rounding (see module docstring)."""
@@ -108,58 +106,7 @@ class ExecutionModel:
         lev = self.max_leverage
         return lev / (1.0 + lev * self.base_cost_frac) * SHAVE
 
-    # ------------------------------------------------------------------ scalar form
-    def size_order(
-        self, target_exposure: float, cash_quote: float, qty_base: float, price_quote: float,
-        volume_base: float,
-    ) -> tuple[float, float]:
-        """Order quantity that moves the account toward ``target_exposure`` (scalar form).
-
-        Args:
-            target_exposure: wanted position notional / equity (already within bounds).
-            cash_quote: cash before the order.
-            qty_base: position before the order (negative = short).
-            price_quote: reference price the order fills against (the bar's open).
-            volume_base: the fill bar's traded volume (for impact).
-
-        Returns:
-            ``(dq_base, target_qty_base)``: signed order quantity after the exchange rules
-            (0.0 when not sent) and the capped target quantity it aims for.
-        """
-        equity = cash_quote + qty_base * price_quote
-        eq_base = equity / price_quote
-        x = target_exposure * eq_base
-        if self.impact_coef > 0.0:
-            cf = self.base_cost_frac + min(
-                self.impact_coef * (abs(x - qty_base) / max(volume_base, MIN_VOLUME_BASE)),
-                self.max_impact_frac,
-            )
-            k = self.max_leverage / (1.0 + self.max_leverage * cf) * SHAVE
-        else:
-            cf = self._cf
-            k = self._k
-        # min(x, cap) then max(x, floor); the cap is above the floor whenever equity > 0
-        cap = k * (eq_base + qty_base * cf)
-        if x > cap:
-            x = cap
-        elif self.allow_short:
-            low = -k * (eq_base - qty_base * cf)
-            if x < low:
-                x = low
-        if x == 0.0:
-            return -qty_base, x
-        dq = x - qty_base
-        if self.lot_size_base > 0.0:
-            dq = math.trunc(dq / self.lot_size_base) * self.lot_size_base
-            # lot multiples summed in floats need not cancel: an order toward a target on the
-            # position's side (or flat) that would flip the position by rounding closes it exactly
-            if qty_base * (qty_base + dq) < 0.0 and x * qty_base >= 0.0:
-                dq = -qty_base
-        notional = abs(dq) * price_quote
-        if notional < self.min_notional_quote or notional < self.rebalance_threshold * equity:
-            return 0.0, x
-        return dq, x
-
+    # ------------------------------------------------------------------ costs
     def costs(self, dq_base: float, price_quote: float, volume_base: float) -> tuple[float, float, float]:
         """``(notional_quote, fee_quote, slippage_quote)`` of a market order (scalar form)."""
         adq = abs(dq_base)
@@ -168,21 +115,6 @@ class ExecutionModel:
         if self.impact_coef > 0.0:
             sf = self.slippage_frac + min(
                 self.impact_coef * (adq / max(volume_base, MIN_VOLUME_BASE)), self.max_impact_frac
-            )
-        else:
-            sf = self.slippage_frac
-        return notional, fee, notional * sf
-
-    # ------------------------------------------------------------------ vector form
-    def costs_vec(self, dq_base: F64, price_quote: F64, volume_base: F64) -> tuple[F64, F64, F64]:
-        """Vector form of :meth:`costs`."""
-        adq = np.abs(dq_base)
-        notional = adq * price_quote
-        fee = notional * self.taker_fee_rate
-        if self.impact_coef > 0.0:
-            sf: F64 | float = self.slippage_frac + np.minimum(
-                self.impact_coef * (adq / np.maximum(volume_base, MIN_VOLUME_BASE)),
-                self.max_impact_frac,
             )
         else:
             sf = self.slippage_frac

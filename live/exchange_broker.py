@@ -1,8 +1,8 @@
 """The exchange broker: real orders over :class:`~coinrl.live.exchange.ExchangeClient` (spot).
 
-The target is sized with the env's rules (:meth:`ExecutionModel.size_order`: buying-power cap,
-lot size, minimum notional, rebalance threshold) at the newest close, rounded to the exchange's
-lot step and checked against its minimum notional, and sent as a market order whose client
+The target is sized with the env kernel's own rule (:func:`coinrl.envs.kernel._size_order_eq`,
+the one the books run: buying-power cap, lot size, minimum notional, rebalance threshold) at the
+newest close, rounded to the exchange's lot step and checked against its minimum notional, and sent as a market order whose client
 order id is derived from the run id, the decision bar and the leg
 (:func:`~coinrl.live.brokers.client_order_id`): the intent is journalled before sending, a
 restarted runner re-derives the same id and adopts the order instead of sending it again, and
@@ -21,7 +21,7 @@ from typing import Any
 
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.domain import Fill, OrderType, Position, Side
-from coinrl.envs.execution import ExecutionModel
+from coinrl.envs.kernel import _size_order_eq, make_params
 from coinrl.pipeline.errors import (
     ConfigError,
     InsufficientFunds,
@@ -110,7 +110,7 @@ class ExchangeBroker(Broker):
         limits = market.get("limits") or {}
         self.min_notional_quote = float((limits.get("cost") or {}).get("min") or 0.0)
         self.lot_step_base = float((market.get("precision") or {}).get("amount") or 0.0)
-        self.execution = ExecutionModel.from_config(env_config)
+        self._params = make_params(env_config)  # the kernel's constants: its sizing rule's inputs
         self.initial_cash_quote = float(env_config.initial_cash_quote)
         self.position_tolerance_base = position_tolerance_base
         self.cash_tolerance_quote = cash_tolerance_quote
@@ -424,8 +424,9 @@ class ExchangeBroker(Broker):
             logger.info("order of this decision was taken off the book (%s): replaced once "
                         "with a new leg client_order_id=%s", found.status,
                         client_order_id(self.run_id, ctx.bar_ts_ms, seq + 1))
-        dq, _ = self.execution.size_order(float(target_exposure), st.cash_quote, st.position_base,
-                                          ctx.price_quote, ctx.volume_base)
+        equity = st.cash_quote + st.position_base * ctx.price_quote
+        dq = float(_size_order_eq(self._params, float(target_exposure), equity, st.position_base,
+                                  ctx.price_quote, ctx.volume_base))
         if dq == 0.0:
             return [OrderReport(cid, "skipped", ref_price_quote=ctx.price_quote,
                                 reason="no order: below the rebalance threshold, lot size or minimum notional")]

@@ -2,13 +2,14 @@
 
 ``NumpyBooks.step_bar`` is ``coinrl.envs.books.Books.step_bar`` as it was before the env moved to
 the compiled kernel (:mod:`coinrl.envs.kernel`): whole-array numpy operations built on
-:func:`trade_vec` and :func:`size_orders` (the numpy vector forms, kept here as oracles: production
-has one implementation, the kernel's),
-an implementation written independently of the kernel's scalar code. The kernel must give the
+:func:`trade_vec` and :func:`size_orders` (the numpy vector forms, and the scalar :func:`size_order`,
+kept here as oracles: production has one implementation, the kernel's), an implementation written independently of the kernel's scalar code. The kernel must give the
 same floats, to the last bit (``test_kernel.py``). Do not "fix" it to match the kernel.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -49,11 +50,56 @@ def trade_vec(qty_base: F64, avg_entry_quote: F64, dq_base: F64, price_quote: F6
     return new, avg, realised
 
 
+def size_order(
+    self: ExecutionModel, target_exposure: float, cash_quote: float, qty_base: float, price_quote: float,
+    volume_base: float,
+) -> tuple[float, float]:
+    """The scalar sizing rule as ``ExecutionModel.size_order`` wrote it before the brokers moved to
+    the kernel's :func:`coinrl.envs.kernel._size_order_eq` (moved here: an oracle, not production).
+
+    Returns:
+        ``(dq_base, target_qty_base)``: signed order quantity after the exchange rules (0.0 when
+        not sent) and the capped target quantity it aims for.
+    """
+    equity = cash_quote + qty_base * price_quote
+    eq_base = equity / price_quote
+    x = target_exposure * eq_base
+    if self.impact_coef > 0.0:
+        cf = self.base_cost_frac + min(
+            self.impact_coef * (abs(x - qty_base) / max(volume_base, MIN_VOLUME_BASE)),
+            self.max_impact_frac,
+        )
+        k = self.max_leverage / (1.0 + self.max_leverage * cf) * SHAVE
+    else:
+        cf = self._cf
+        k = self._k
+    cap = k * (eq_base + qty_base * cf)
+    if x > cap:
+        x = cap
+    elif self.allow_short:
+        low = -k * (eq_base - qty_base * cf)
+        if x < low:
+            x = low
+    if x == 0.0:
+        return -qty_base, x
+    dq = x - qty_base
+    if self.lot_size_base > 0.0:
+        dq = math.trunc(dq / self.lot_size_base) * self.lot_size_base
+        # lot multiples summed in floats need not cancel: an order toward a target on the
+        # position's side (or flat) that would flip the position by rounding closes it exactly
+        if qty_base * (qty_base + dq) < 0.0 and x * qty_base >= 0.0:
+            dq = -qty_base
+    notional = abs(dq) * price_quote
+    if notional < self.min_notional_quote or notional < self.rebalance_threshold * equity:
+        return 0.0, x
+    return dq, x
+
+
 def size_orders(
     self: ExecutionModel, target_exposure: F64, cash_quote: F64, qty_base: F64, price_quote: F64,
     volume_base: F64, equity_quote: F64 | None = None,
 ) -> tuple[F64, F64]:
-    """Vector form of :meth:`~coinrl.envs.execution.ExecutionModel.size_order` of ``self``
+    """Vector form of :func:`size_order` of ``self``
     over arrays of shape ``(N,)`` (moved here from the execution model: the oracle's own sizing).
 
     Args:

@@ -14,6 +14,7 @@ from live_helpers import ENV, MARKET, SPEC, SYMBOL, candles, connect, emulator
 
 from coinrl.envs.domain import Order, Side
 from coinrl.envs.execution import ExecutionModel
+from coinrl.envs.kernel import _size_order_eq, make_params
 from coinrl.live.brokers import (
     OrderContext,
     PaperBroker,
@@ -75,7 +76,7 @@ def test_paper_fill_is_the_env_execution_models_fill(tmp_path):
         (fill,) = st.new_fills
         o, v = float(FRAME.open.iloc[K0]), float(FRAME.volume.iloc[K0])
         model = ExecutionModel.from_config(ENV)
-        dq, _ = model.size_order(1.0, 10_000.0, 0.0, o, v)
+        dq = float(_size_order_eq(make_params(ENV), 1.0, 10_000.0, 0.0, o, v))  # the kernel's rule
         assert fill.qty_base == dq
         assert fill.qty_base % 0.25 == 0
         want = model.market_fill(Order(report.client_order_id, SYMBOL, Side.BUY, dq), o, v,
@@ -115,7 +116,7 @@ def test_exchange_order_is_sized_by_the_env_rules_and_filled_like_the_env(live):
     (rep,) = broker.submit_target(1.0, ctx_of(data))
     assert rep.status == "sent"
     close = float(data.market.close[-1])
-    dq, _ = ExecutionModel.from_config(ENV).size_order(1.0, 10_000.0, 0.0, close, float(data.market.volume[-1]))
+    dq = float(_size_order_eq(make_params(ENV), 1.0, 10_000.0, 0.0, close, float(data.market.volume[-1])))
     assert rep.qty_base == dq  # the env's quantity, a multiple of the 0.25 lot
     st = broker.sync(data)  # the order filled at the bar's open (now): learnt at the next sync
     (fill,) = st.new_fills

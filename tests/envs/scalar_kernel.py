@@ -100,7 +100,7 @@ def _trade(qty: float, avg_entry: float, dq: float, price: float) -> tuple[float
 
 
 def _size_order(p: F64, target: float, cash: float, qty: float, price: float, volume: float) -> float:
-    """:meth:`coinrl.envs.execution.ExecutionModel.size_order`: the order quantity (0 = none)."""
+    """:func:`coinrl.envs.kernel._size_order_eq` at equity ``cash + qty * price``: the order (0 = none)."""
     return _size_order_eq(p, target, cash + qty * price, qty, price, volume)
 
 

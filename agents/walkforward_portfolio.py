@@ -21,6 +21,7 @@ unchanged.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ from .portfolio_backtest import PortfolioBacktestResult, simulate_portfolio_stra
 from .stats import bootstrap_mean_ci
 
 logger = logging.getLogger(__name__)
+
+KIND = "portfolio"
+"""``walkforward.json``'s ``kind`` for a portfolio walk-forward (``coinrl walkforward``)."""
+
+_ROWS = (("total_return", "total return", True), ("sharpe", "Sharpe", False),
+         ("max_drawdown", "max drawdown", True), ("turnover", "turnover", False),
+         ("fees_frac", "fees / initial equity", True))
 
 SUMMARY_METRICS = ("total_return", "sharpe", "max_drawdown", "turnover", "fees_frac")
 """Metrics summarised over the fold x seed runs."""
@@ -74,9 +82,7 @@ class PortfolioWalkForwardResult:
         """One line per baseline: the share of fold x seed runs whose agent total return beat it
         (as the one-market :meth:`~coinrl.agents.walkforward_result.WalkForwardResult.verdict_lines`
         the console table prints)."""
-        n = sum(len(row) for row in self.results)
-        return [f"the agent beat {name} in {100 * share:.0f}% of {n} runs (total return, test rows)"
-                for name, share in self.beats.items()]
+        return beat_lines({"beats": self.beats, "runs": [r for row in self.results for r in row]})
 
     def metric_matrix(self, metric: str, strategy: str = "agent") -> np.ndarray:
         """``(folds, seeds)`` values of a metric for the agent or a baseline."""
@@ -190,8 +196,50 @@ def walk_forward_portfolio(
     return out
 
 
+def _cell(stats: Mapping[str, Any] | None, pct: bool) -> str:
+    if not stats:
+        return "n/a"
+    f = (lambda x: f"{100 * x:.2f}%") if pct else (lambda x: f"{x:.3f}")
+    return f"{f(stats['mean'])} [{f(stats['ci_low'])}, {f(stats['ci_high'])}]"
+
+
+def summary_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """``(strategy names, rows)``: each row a metric label then one ``mean [ci]`` cell per
+    strategy (the agent first, then every baseline by name), from a portfolio ``walkforward.json``."""
+    names = ["agent", *sorted(n for n in summary["summary"] if n != "agent")]  # as after a JSON round trip
+    rows = [[label, *(_cell(summary["summary"][n].get(key), pct) for n in names)] for key, label, pct in _ROWS]
+    return names, rows
+
+
+def beat_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One line per baseline: the share of fold x seed runs whose agent total return beat it."""
+    n = len(summary.get("runs", []))
+    return [f"the agent beat {name} in {100 * share:.0f}% of {n} runs (total return, test rows)"
+            for name, share in sorted(summary.get("beats", {}).items())]
+
+
+def portfolio_walkforward_html(summary: Mapping[str, Any]) -> str:
+    """A self-contained page: the means table with intervals and the beat shares."""
+    names, rows = summary_table(summary)
+    esc = html.escape
+    head = "".join(f"<th>{esc(n)}</th>" for n in ["metric", *names])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    symbols = ", ".join(summary.get("meta", {}).get("symbols", []))
+    title = (f"{esc(str(summary.get('config', {}).get('name', 'portfolio')))}: portfolio walk-forward, "
+             f"{summary.get('n_folds')} folds x {len(summary.get('seeds', []))} seeds ({esc(symbols)})")
+    lines = "".join(f"<li>{esc(line)}</li>" for line in beat_lines(summary))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            f"<h1>{title}</h1><p>Out of sample (each fold's test rows), fees, slippage and funding "
+            f"charged; means over runs with {summary.get('meta', {}).get('confidence', 0.95):.0%} bootstrap "
+            f"intervals.</p><table border='1'><tr>{head}</tr>{body}</table><ul>{lines}</ul></body></html>\n")
+
+
 __all__ = [
+    "KIND",
     "SUMMARY_METRICS",
+    "beat_lines",
+    "portfolio_walkforward_html",
+    "summary_table",
     "PortfolioWalkForwardResult",
     "summarise_portfolio",
     "walk_forward_portfolio",

@@ -228,6 +228,13 @@ def render_walk_forward_report(folder: str | Path) -> Path:
     import pandas as pd
 
     root = Path(folder)
+    if (root / SUMMARY_FILE).is_file():  # a portfolio walk-forward: its own page, from the JSON
+        from .walkforward_portfolio import KIND, portfolio_walkforward_html
+
+        summary = json.loads((root / SUMMARY_FILE).read_text(encoding="utf-8"))
+        if summary.get("kind") == KIND:
+            (root / REPORT_FILE).write_text(portfolio_walkforward_html(summary), encoding="utf-8")
+            return root / REPORT_FILE
     if not (root / SUMMARY_FILE).is_file() or not (root / STITCHED_FILE).is_file():
         raise DataError(f"{root} is not a walk-forward results folder (no {SUMMARY_FILE}); run coinrl walkforward")
     summary = json.loads((root / SUMMARY_FILE).read_text(encoding="utf-8"))

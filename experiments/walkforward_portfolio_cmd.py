@@ -14,12 +14,12 @@ self-contained ``report.html``.
 
 from __future__ import annotations
 
-import html
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from coinrl.agents.walkforward_portfolio import KIND, portfolio_walkforward_html
 from coinrl.agents.walkforward_report import REPORT_FILE, SUMMARY_FILE
 from coinrl.pipeline.errors import ConfigError
 
@@ -28,12 +28,6 @@ from .stages import ProgressFn, notify
 
 logger = logging.getLogger(__name__)
 
-KIND = "portfolio"
-"""``walkforward.json``'s ``kind`` for a portfolio walk-forward."""
-
-_ROWS = (("total_return", "total return", True), ("sharpe", "Sharpe", False),
-         ("max_drawdown", "max drawdown", True), ("turnover", "turnover", False),
-         ("fees_frac", "fees / initial equity", True))
 
 
 def run_portfolio_walkforward(
@@ -107,48 +101,4 @@ def run_portfolio_walkforward(
     return folder, result
 
 
-def _cell(stats: Mapping[str, Any] | None, pct: bool) -> str:
-    if not stats:
-        return "n/a"
-    f = (lambda x: f"{100 * x:.2f}%") if pct else (lambda x: f"{x:.3f}")
-    return f"{f(stats['mean'])} [{f(stats['ci_low'])}, {f(stats['ci_high'])}]"
-
-
-def summary_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """``(strategy names, rows)``: each row a metric label then one ``mean [ci]`` cell per
-    strategy (the agent first, then every baseline), from a portfolio ``walkforward.json``."""
-    names = list(summary["summary"])
-    rows = [[label, *(_cell(summary["summary"][n].get(key), pct) for n in names)] for key, label, pct in _ROWS]
-    return names, rows
-
-
-def beat_lines(summary: Mapping[str, Any]) -> list[str]:
-    """One line per baseline: the share of fold x seed runs whose agent total return beat it."""
-    n = len(summary.get("runs", []))
-    return [f"the agent beat {name} in {100 * share:.0f}% of {n} runs (total return, test rows)"
-            for name, share in summary.get("beats", {}).items()]  # as PortfolioWalkForwardResult.verdict_lines
-
-
-def portfolio_walkforward_html(summary: Mapping[str, Any]) -> str:
-    """A self-contained page: the means table with intervals and the beat shares."""
-    names, rows = summary_table(summary)
-    esc = html.escape
-    head = "".join(f"<th>{esc(n)}</th>" for n in ["metric", *names])
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    symbols = ", ".join(summary.get("meta", {}).get("symbols", []))
-    title = (f"{esc(str(summary.get('config', {}).get('name', 'portfolio')))}: portfolio walk-forward, "
-             f"{summary.get('n_folds')} folds x {len(summary.get('seeds', []))} seeds ({esc(symbols)})")
-    lines = "".join(f"<li>{esc(line)}</li>" for line in beat_lines(summary))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-            f"<h1>{title}</h1><p>Out of sample (each fold's test rows), fees, slippage and funding "
-            f"charged; means over runs with {summary.get('meta', {}).get('confidence', 0.95):.0%} bootstrap "
-            f"intervals.</p><table border='1'><tr>{head}</tr>{body}</table><ul>{lines}</ul></body></html>\n")
-
-
-__all__ = [
-    "KIND",
-    "beat_lines",
-    "portfolio_walkforward_html",
-    "run_portfolio_walkforward",
-    "summary_table",
-]
+__all__ = ["KIND", "run_portfolio_walkforward"]

@@ -47,6 +47,11 @@ def test_walkforward_command_runs_a_portfolio_config_and_writes_its_summary(
     page = (folder / "report.html").read_text()
     assert "crp_daily" in page
     assert "portfolio walk-forward" in page
+    # coinrl report redraws the portfolio page from the folder's files alone
+    (folder / "report.html").unlink()
+    shown = runner.invoke(app, ["report", str(folder)])
+    assert shown.exit_code == 0, shown.output
+    assert (folder / "report.html").read_text() == page
     # another walk-forward into the same folder is refused before training
     from coinrl.experiments.backtest_cmd import run_walkforward
 

@@ -7,8 +7,8 @@ and A positions (``_pbar``), and every simulator runs it: the portfolio envs thr
 :class:`~coinrl.envs.vector.TradingVectorEnv`, the rollouts' target loop) as ``A = 1`` of it
 through :mod:`coinrl.envs.single_kernel`. This module holds what both read: the account rows of
 the state matrix, the constants vector (:func:`make_params`), the trade arithmetic
-(:func:`_trade`, :func:`coinrl.envs.domain.trade`), the order sizing (:func:`_size_order_eq`,
-:meth:`coinrl.envs.execution.ExecutionModel.size_order`), the rewards (:func:`_reward`,
+(:func:`_trade`, :func:`coinrl.envs.domain.trade`), the order sizing (:func:`_size_order_eq`, also
+what the exchange broker sizes live orders with), the rewards (:func:`_reward`,
 :mod:`coinrl.envs.rewards`) and the single-asset account features (:func:`account_features`).
 The tests hold them to independent numpy oracles bit for bit (``tests/envs/``).
 

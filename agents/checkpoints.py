@@ -134,10 +134,38 @@ def set_rng_state(state: Mapping[str, Any], source: Path) -> None:
         raise DataError(f"{source} is not an RNG state ({e!r}); the checkpoint is damaged") from e
 
 
+def key_defaults(train: TrainConfig, env: Any) -> dict[str, dict[str, Any]]:
+    """The resume key's ``train`` and ``env`` sections at their field defaults (for
+    :func:`load_checkpoint`'s ``defaults``)."""
+    return {"train": type(train)().model_dump(mode="json"), "env": type(env)().model_dump(mode="json")}
+
+
+def _with_new_defaults(saved: Any, want: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]] | None) -> Any:
+    """``saved`` with each config field it lacks (of those in ``want``) set to its default.
+
+    A field added by a newer coinrl is absent from an older checkpoint's key; the older run
+    behaved as the field's default (new fields default to "off"), so a resumption that keeps
+    the default matches and one that sets another value is refused as a different config.
+    """
+    if not isinstance(saved, dict) or not defaults:
+        return saved
+    out = dict(saved)
+    for section, fields in defaults.items():
+        have, keys = out.get(section), want.get(section)
+        if isinstance(have, dict) and isinstance(keys, dict):
+            absent = {k: v for k, v in json.loads(json.dumps(dict(fields))).items() if k in keys and k not in have}
+            out[section] = {**absent, **have}
+    return out
+
+
 def load_checkpoint(
-    ckpt: Path, train: TrainConfig, venv: VecEnv, resume_key: Mapping[str, Any]
+    ckpt: Path, train: TrainConfig, venv: VecEnv, resume_key: Mapping[str, Any],
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[BaseAlgorithm, MonitorState]:
     """Rebuild the model of a checkpoint from ``train`` on ``venv``; nothing is unpickled.
+
+    ``defaults`` (section -> field -> default, e.g. ``{"train": ..., "env": ...}``) fills the
+    fields an older checkpoint's resume key lacks before the keys are compared.
 
     Raises:
         DataError: unreadable state files, a model with pickled fields, a damaged RNG state.
@@ -152,8 +180,8 @@ def load_checkpoint(
             f"checkpoint {ckpt} has an unreadable {STATE_FILE} or {RNG_FILE} ({e}); delete that "
             "checkpoint folder to resume from the one before, or start a new run"
         ) from e
-    saved_key = payload.get("resume_key")
     want = json.loads(json.dumps(resume_key))
+    saved_key = _with_new_defaults(payload.get("resume_key"), want, defaults)
     if saved_key != want:
         diff = sorted(
             k for k in set(want) | set(saved_key or {})
@@ -199,6 +227,7 @@ __all__ = [
     "atomic_dir",
     "latest_checkpoint",
     "list_checkpoints",
+    "key_defaults",
     "load_checkpoint",
     "rng_state",
     "set_rng_state",

@@ -62,6 +62,7 @@ from .checkpoints import (
     STATE_FILE,
     MonitorState,
     atomic_dir,
+    key_defaults,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -422,7 +423,7 @@ def train_model(
         if resume and ckpt is None:
             logger.warning("resume: no checkpoint in %s; starting a fresh run", run_dir)
         if ckpt is not None:
-            model, state = load_checkpoint(ckpt, train, venv, key)
+            model, state = load_checkpoint(ckpt, train, venv, key, defaults=key_defaults(train, target.env))
         else:
             set_random_seed(seed)
             model = make_algorithm(train, venv, seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -212,3 +213,21 @@ def test_train_config_is_validated_with_field_paths() -> None:
         validate_config(TrainConfig, {"learning_rat": 0.1})
     assert TrainConfig().with_seed(7).seed == 7
     assert TrainConfig(seed=3).with_seed(7).seed == 3
+
+
+def test_a_checkpoint_without_fields_added_later_resumes_at_their_defaults(
+    planted: PreparedData, small_env: EnvConfig, train_config: TrainCfg, tmp_path: Path
+) -> None:
+    train_model(planted, train_config(total_timesteps=512, checkpoint_every_steps=512), small_env, out_dir=tmp_path)
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt is not None
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["resume_key"]["train"]["ent_coef_final"]  # as written by a coinrl before these fields
+    del state["resume_key"]["env"]["turnover_penalty"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="different"):  # a new field set to a non-default value
+        train_model(planted, train_config(total_timesteps=1024, checkpoint_every_steps=512),
+                    small_env.model_copy(update={"turnover_penalty": 0.1}), out_dir=tmp_path, resume=True)
+    resumed = train_model(planted, train_config(total_timesteps=1024, checkpoint_every_steps=512), small_env,
+                          out_dir=tmp_path, resume=True)
+    assert resumed.info["resumed_from"] == str(ckpt)

@@ -40,15 +40,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from coinrl.envs.books import Books
 from coinrl.envs.config import EnvConfig
 from coinrl.envs.risk import RiskConfig, RiskEvent, RiskGuard, Verdict, hold_exposure
 from coinrl.envs.risk_portfolio import PortfolioRiskConfig, PortfolioRiskGuard, hold_weights
-from coinrl.envs.vector import TradingVectorEnv
 from coinrl.pipeline.dataset import MarketData
 from coinrl.pipeline.errors import ConfigError
 from coinrl.pipeline.timeframes import timeframe_to_ms
 
-from .rollout import Rollout, actions_to_targets, evaluation_config, n_decisions, sb3_policy
+from .rollout import Rollout, evaluation_config, play, sb3_policy
 
 logger = logging.getLogger(__name__)
 
@@ -385,10 +385,48 @@ def policy_act(policy: Any) -> ActFn:
     return lambda obs, k: policy(obs)
 
 
+class RiskStepHook:
+    """The :class:`~coinrl.agents.rollout.StepHook` that puts a :class:`BacktestRiskLayer`
+    between a batch-of-one rollout's decisions and its books: decision ``k`` is reviewed at the
+    close of bar ``window - 1 + k`` and its order counted at the open time of the next bar.
+
+    Args:
+        layer: the risk layer.
+        data: the split the rollout trades.
+        window: the env's observation window (decision ``k`` is at bar ``window - 1 + k``).
+    """
+
+    def __init__(self, layer: BacktestRiskLayer, data: MarketData, window: int) -> None:
+        self.layer = layer
+        self._ts = np.asarray(data.ts_ms, dtype=np.int64)
+        self._open = np.asarray(data.open, dtype=np.float64)
+        self._first = int(window) - 1
+
+    def step_config(self, env_config: EnvConfig) -> EnvConfig:
+        """The continuous-action twin of the strategy's config (:func:`risk_env_config`)."""
+        return risk_env_config(env_config)
+
+    def review(self, k: int, books: Books, proposed_exposure: F64) -> F64:
+        """:meth:`BacktestRiskLayer.review` of decision ``k`` on the books' first account."""
+        t = self._first + k
+        target = self.layer.review(
+            int(self._ts[t]), float(proposed_exposure[0]), cash_quote=float(books.cash_quote[0]),
+            position_base=float(books.position_base[0]), avg_entry_quote=float(books.avg_entry_quote[0]),
+            mark_price_quote=float(books.mark_price_quote[0]), equity_quote=float(books.equity_quote[0]),
+            turnover_quote=float(books.turnover_quote[0]), fill_open_quote=float(self._open[t + 1]),
+        )
+        return np.asarray([target], dtype=np.float64)
+
+    def after_step(self, k: int, books: Books) -> None:
+        """:meth:`BacktestRiskLayer.after_step` at the fill bar's open time."""
+        self.layer.after_step(int(self._ts[self._first + k + 1]), float(books.turnover_quote[0]))
+
+
 def rollout_with_risk(
     act: ActFn, data: MarketData, env_config: EnvConfig | dict[str, Any] | None, risk: RiskConfig,
 ) -> tuple[Rollout, RiskRecord]:
-    """Let a strategy trade the whole split with the risk layer between it and the books.
+    """Let a strategy trade the whole split with the risk layer between it and the books: the
+    one rollout loop (:func:`~coinrl.agents.rollout.play`) with a :class:`RiskStepHook`.
 
     Args:
         act: ``(obs, k) -> env action`` of ``env_config`` (a policy on its observation, or a
@@ -399,68 +437,16 @@ def rollout_with_risk(
 
     Returns:
         The :class:`~coinrl.agents.rollout.Rollout` (``actions``: the strategy's own actions;
-        ``target_exposure``: the targets the books got) and the :class:`RiskRecord`.
+        ``target_exposure``: the targets the books got; both 0 after a liquidation) and the
+        :class:`RiskRecord`.
 
     Raises:
         ConfigError: ``delay_bars > 1`` (see :func:`risk_env_config`).
     """
     cfg = evaluation_config(env_config)
-    twin = risk_env_config(cfg)
-    t_steps = n_decisions(data, cfg)
-    w = cfg.window
-    venv = TradingVectorEnv(1, data, twin)
-    obs, _ = venv.reset(seed=0)
-    b = venv.books
+    risk_env_config(cfg)  # refuse delay_bars > 1 before anything runs
     layer = BacktestRiskLayer(risk, timeframe_to_ms(data.timeframe))
-    ts_all = np.asarray(data.ts_ms, dtype=np.int64)
-    open_all = np.asarray(data.open, dtype=np.float64)
-    cont = cfg.action == "continuous"
-    acts: npt.NDArray[Any] = np.zeros((t_steps, 1), dtype=np.float32) if cont else np.zeros(t_steps, dtype=np.int64)
-    shape = acts.shape[1:]
-    targets = np.zeros(t_steps)
-    eq, pos, fees, slip, turn = (np.zeros(t_steps + 1) for _ in range(5))
-    rew = np.zeros(t_steps)
-
-    def mark(m: int) -> None:
-        eq[m], pos[m] = b.equity_quote[0], b.position_base[0]
-        fees[m], slip[m], turn[m] = b.fees_paid_quote[0], b.slippage_paid_quote[0], b.turnover_quote[0]
-
-    mark(0)
-    liq_mark: int | None = None
-    for k in range(t_steps):
-        t = w - 1 + k
-        acts[k] = np.asarray(act(obs, k)).reshape(shape)
-        proposed = float(actions_to_targets(acts[k : k + 1], cfg)[0])
-        targets[k] = layer.review(
-            int(ts_all[t]), proposed, cash_quote=float(b.cash_quote[0]),
-            position_base=float(b.position_base[0]), avg_entry_quote=float(b.avg_entry_quote[0]),
-            mark_price_quote=float(b.mark_price_quote[0]), equity_quote=float(b.equity_quote[0]),
-            turnover_quote=float(b.turnover_quote[0]), fill_open_quote=float(open_all[t + 1]),
-        )
-        obs, r, term, _, _ = venv.step(targets[k : k + 1])
-        rew[k] = r[0]
-        mark(k + 1)
-        layer.after_step(int(ts_all[t + 1]), float(b.turnover_quote[0]))
-        if term[0]:  # liquidated: the account stays flat to the end, as in every rollout
-            liq_mark = k + 1
-            eq[k + 2 :], fees[k + 2 :], slip[k + 2 :], turn[k + 2 :] = eq[k + 1], fees[k + 1], slip[k + 1], turn[k + 1]
-            pos[k + 1 :] = 0.0
-            break
-    venv.close()
-    close = np.ascontiguousarray(data.close[w - 1 : w + t_steps], dtype=np.float64)
-    expo = np.divide(pos * close, eq, out=np.zeros_like(eq), where=eq > 0)
-    rollout = Rollout(
-        ts_ms=np.ascontiguousarray(ts_all[w - 1 : w + t_steps]),
-        equity_quote=eq, exposure=expo, position_base=pos, close_quote=close,
-        actions=acts, target_exposure=targets, rewards=rew,
-        fees_paid_quote=float(fees[-1]), slippage_paid_quote=float(slip[-1]),
-        turnover_quote=float(turn[-1]), liquidated=liq_mark is not None,
-        timeframe=data.timeframe,
-        open_quote=np.ascontiguousarray(open_all[w - 1 : w + t_steps]),
-        fees_cum_quote=fees, slippage_cum_quote=slip, turnover_cum_quote=turn,
-        liquidation_mark=liq_mark, symbol=data.symbol,
-        volume_base=np.ascontiguousarray(data.volume[w - 1 : w + t_steps], dtype=np.float64),
-    )
+    rollout = play(act, data, cfg, RiskStepHook(layer, data, cfg.window))
     record = layer.record()
     logger.info(
         "risk backtest symbol=%s decisions=%d %s killed_at=%s", data.symbol, len(record.verdicts),
@@ -475,6 +461,7 @@ __all__ = [
     "PortfolioBacktestRiskLayer",
     "PortfolioRiskRecord",
     "RiskRecord",
+    "RiskStepHook",
     "policy_act",
     "risk_env_config",
     "rollout_with_risk",

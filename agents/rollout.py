@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from coinrl.envs.actions import ActionMap
+from coinrl.envs.books import Books
 from coinrl.envs.config import EnvConfig, env_config_from
 from coinrl.envs.vector import TradingVectorEnv
 from coinrl.pipeline.dataset import MarketData
@@ -34,6 +35,7 @@ from coinrl.pipeline.errors import DataError
 from coinrl.pipeline.timeframes import bars_per_year
 
 from .metrics import trading_metrics
+from .policies import sb3_policy, stacked_torch_policy, torch_policy
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +208,17 @@ class _Recorder:
         self.liq |= newly
         self.done |= newly
 
+    def stop(self) -> None:
+        """End the run early, every account's episode over: the later marks freeze as
+        :meth:`step` would record them."""
+        if not self.done.all():
+            raise RuntimeError("_Recorder.stop with an account still trading")
+        k = self.t
+        self.eq[:, k + 1 :] = self.eq[:, k : k + 1]
+        self.fees_c[:, k + 1 :] = self.fees[:, None]
+        self.slip_c[:, k + 1 :] = self.slip[:, None]
+        self.turn_c[:, k + 1 :] = self.turn[:, None]
+
     def rollouts(
         self, actions: npt.NDArray[Any], targets: F64, timeframe: str
     ) -> list[Rollout]:
@@ -277,24 +290,23 @@ def simulate_actions(
     return rec.rollouts(a, targets, data.timeframe)
 
 
-def sb3_policy(model: Any, deterministic: bool = True) -> Callable[[Any, bool], Any]:
-    """Wrap an SB3 model as a stateful ``(obs, episode_start) -> action`` callable.
+class StepHook(Protocol):
+    """What a rollout calls around each step of a batch of one (e.g. the risk layer,
+    :class:`coinrl.agents.backtest_risk.RiskStepHook`): the books step the hook's targets, in
+    the env :meth:`step_config` gives, instead of the policy's actions."""
 
-    Recurrent policies (sb3-contrib RecurrentPPO) keep their LSTM state between calls.
-    """
-    state: list[Any] = [None]
+    def step_config(self, env_config: EnvConfig) -> EnvConfig:
+        """The config of the env the hook's targets step (same costs and observation)."""
+        ...
 
-    def act(obs: Any, episode_start: bool) -> Any:
-        action, new_state = model.predict(
-            obs,
-            state=state[0],
-            episode_start=np.array([episode_start]),
-            deterministic=deterministic,
-        )
-        state[0] = new_state
-        return action
+    def review(self, k: int, books: Books, proposed_exposure: F64) -> F64:
+        """Decision ``k``'s ``(1,)`` target exposures for the books, given the policy's proposal
+        (books marked at the decision bar's close)."""
+        ...
 
-    return act
+    def after_step(self, k: int, books: Books) -> None:
+        """See the books after decision ``k`` filled."""
+        ...
 
 
 def rollout_policy(
@@ -303,6 +315,7 @@ def rollout_policy(
     env_config: EnvConfig | dict[str, Any] | None,
     *,
     deterministic: bool = True,
+    step_hook: StepHook | None = None,
 ) -> Rollout:
     """Let a policy trade the whole split bar by bar through the env.
 
@@ -312,241 +325,61 @@ def rollout_policy(
         data: the split (normalised MarketData, same features as in training).
         env_config: the env config used in training.
         deterministic: use the policy's mode (True for evaluation).
+        step_hook: reviews each decision's target exposure before the books step it (see
+            :class:`StepHook`); the run then ends at a liquidation.
 
     Returns:
-        The :class:`Rollout` (after a liquidation the account stays flat to the end).
+        The :class:`Rollout` (after a liquidation the account stays flat to the end; with a
+        hook its later actions and targets are 0, and ``target_exposure`` is what the books got).
     """
-    cfg = evaluation_config(env_config)
-    t_steps = n_decisions(data, cfg)
-    venv = TradingVectorEnv(1, data, cfg)
-    obs, _ = venv.reset(seed=0)
     if hasattr(policy, "predict"):
         act = sb3_policy(policy, deterministic)
-    else:
+        return play(lambda o, k: act(o, k == 0), data, env_config, step_hook)
+    return play(lambda o, k: policy(o), data, env_config, step_hook)
 
-        def act(o: Any, episode_start: bool) -> Any:
-            return policy(o)
 
+def play(
+    act: Callable[[Any, int], Any],
+    data: MarketData,
+    env_config: EnvConfig | dict[str, Any] | None,
+    step_hook: StepHook | None = None,
+) -> Rollout:
+    """The loop of :func:`rollout_policy`: ``act(obs, k)`` gives decision ``k``'s env action
+    (a policy on its observation, or a fixed sequence indexed by ``k``)."""
+    cfg = evaluation_config(env_config)
+    t_steps = n_decisions(data, cfg)
+    venv = TradingVectorEnv(1, data, cfg if step_hook is None else step_hook.step_config(cfg))
+    obs, _ = venv.reset(seed=0)
     rec = _Recorder(venv, data, t_steps)
     if cfg.action == "continuous":
         acts: npt.NDArray[Any] = np.zeros((t_steps, 1), dtype=np.float32)
     else:
         acts = np.zeros(t_steps, dtype=np.int64)
     shape = acts.shape[1:]
+    targets = np.zeros((1, t_steps))
     for k in range(t_steps):
-        acts[k] = np.asarray(act(obs, k == 0)).reshape(shape)
-        obs, rew, term, _, _ = venv.step(acts[k : k + 1])
+        acts[k] = np.asarray(act(obs, k)).reshape(shape)
+        if step_hook is None:
+            obs, rew, term, _, _ = venv.step(acts[k : k + 1])
+            rec.step(rew, term)
+            continue
+        proposed = actions_to_targets(acts[k : k + 1], cfg)
+        targets[0, k] = float(np.asarray(step_hook.review(k, venv.books, proposed))[0])
+        obs, rew, term, _, _ = venv.step(targets[0, k : k + 1])
         rec.step(rew, term)
+        step_hook.after_step(k, venv.books)
+        if rec.done[0]:
+            rec.stop()
+            break
     venv.close()
-    targets = actions_to_targets(acts[None], cfg)
+    if step_hook is None:
+        targets = actions_to_targets(acts[None], cfg)
     out = rec.rollouts(acts[None], targets, data.timeframe)[0]
     logger.debug(
         "rollout symbol=%s steps=%d final_equity=%.2f liquidated=%s",
         data.symbol, t_steps, out.equity_quote[-1], out.liquidated,
     )
     return out
-
-
-# --------------------------------------------------------------------------- fast paths
-
-
-def torch_policy(model: Any, deterministic: bool = True) -> Callable[[Any], npt.NDArray[Any]] | None:
-    """A batched ``obs -> actions`` of an SB3 model that runs its network directly.
-
-    It performs the torch operations of ``model.predict`` (the same modules, in the same
-    order, on the same float32 tensors) without its per-call checks and without building a
-    torch distribution object, so for a batch of one observation its actions equal
-    ``predict``'s bit for bit; for a batch of many, each row equals a one-row call up to
-    the float rounding of a batched matrix product (``~1e-9`` on the logits).
-
-    Args:
-        model: an SB3 algorithm (anything with a ``policy`` holding ``_predict``).
-        deterministic: the policy's mode (True for backtests); False samples through
-            ``_predict``.
-
-    Returns:
-        The callable (observations ``(B, ...)`` in, actions ``(B, *action_shape)`` out), or
-        None for a recurrent policy (its state needs :func:`sb3_policy`) or no SB3 model.
-    """
-    policy = getattr(model, "policy", None)
-    if policy is None or not hasattr(policy, "_predict") or hasattr(policy, "lstm_actor"):
-        return None
-    import torch
-    from gymnasium import spaces
-    from stable_baselines3.common.distributions import (
-        CategoricalDistribution,
-        DiagGaussianDistribution,
-    )
-    from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
-
-    policy.set_training_mode(False)
-    space = policy.action_space
-    shape = tuple(space.shape or ())
-    is_box = isinstance(space, spaces.Box)
-    squash = bool(getattr(policy, "squash_output", False))
-    low = getattr(space, "low", None)
-    high = getattr(space, "high", None)
-    dict_obs = isinstance(policy.observation_space, spaces.Dict)
-    forward: Callable[[Any], Any]
-    if isinstance(policy, ActorCriticPolicy) and deterministic and not dict_obs:
-        dist = policy.action_dist
-
-        if type(dist) is CategoricalDistribution:
-
-            def forward(t: Any) -> Any:
-                features = BaseModel.extract_features(policy, t, policy.pi_features_extractor)
-                logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
-                # torch's Categorical(logits=...).probs, then CategoricalDistribution.mode()
-                norm = logits - logits.logsumexp(dim=-1, keepdim=True)
-                return torch.argmax(torch.softmax(norm, dim=-1), dim=1)
-
-        elif type(dist) is DiagGaussianDistribution:
-
-            def forward(t: Any) -> Any:
-                features = BaseModel.extract_features(policy, t, policy.pi_features_extractor)
-                return policy.action_net(policy.mlp_extractor.forward_actor(features))
-
-        else:
-
-            def forward(t: Any) -> Any:
-                return policy._predict(t, deterministic=deterministic)
-
-    else:
-
-        def forward(t: Any) -> Any:
-            return policy._predict(t, deterministic=deterministic)
-
-    def act(obs: Any) -> npt.NDArray[Any]:
-        if dict_obs:
-            t, _ = policy.obs_to_tensor(obs)
-        else:
-            t = torch.as_tensor(np.asarray(obs), device=policy.device)
-        with torch.no_grad():
-            out = forward(t)
-        a = out.cpu().numpy().reshape((-1, *shape))
-        if is_box:
-            a = policy.unscale_action(a) if squash else np.clip(a, low, high)
-        return np.asarray(a)
-
-    return act
-
-
-def _mlp_layers(model: Any) -> tuple[list[Any], str] | None:
-    """The layers ``[Linear, act, Linear, ..., Linear]`` from a flat observation to the action
-    head of an SB3 MLP policy, and the head kind (``categorical``, ``gaussian``, ``q``);
-    None when the policy is not such a plain MLP."""
-    import torch
-    from stable_baselines3.common.distributions import (
-        CategoricalDistribution,
-        DiagGaussianDistribution,
-    )
-    from stable_baselines3.common.policies import ActorCriticPolicy
-    from stable_baselines3.common.torch_layers import FlattenExtractor
-
-    policy = getattr(model, "policy", None)
-    if isinstance(policy, ActorCriticPolicy):
-        if not isinstance(policy.pi_features_extractor, FlattenExtractor) or policy.squash_output:
-            return None
-        dist = policy.action_dist
-        kind = {CategoricalDistribution: "categorical", DiagGaussianDistribution: "gaussian"}.get(type(dist))
-        if kind is None:
-            return None
-        layers = [*policy.mlp_extractor.policy_net, policy.action_net]
-    else:
-        q = getattr(policy, "q_net", None)
-        if q is None or not isinstance(getattr(q, "features_extractor", None), FlattenExtractor):
-            return None
-        layers = list(q.q_net)
-        kind = "q"
-    if not layers or not isinstance(layers[-1], torch.nn.Linear):
-        return None
-    for layer in layers:
-        if not isinstance(layer, torch.nn.Linear) and any(True for _ in layer.parameters()):
-            return None  # only parameter-free activations between the linear layers
-    return layers, kind
-
-
-def stacked_torch_policy(models: Sequence[Any], group: npt.ArrayLike) -> Callable[[Any], npt.NDArray[Any]] | None:
-    """One batched ``obs -> actions`` for accounts driven by DIFFERENT models of one MLP shape.
-
-    The weights of the ``M`` models are stacked, so each layer is one batched matrix product
-    (``torch.baddbmm``) over all models at once instead of ``M`` separate network calls: the
-    walk-forward case, where every fold x seed has its own policy. Deterministic actions
-    only; they agree with :func:`torch_policy` up to the float rounding of a batched product
-    (``~1e-9`` on the logits: discrete actions match except at exact ties).
-
-    Args:
-        models: ``M`` SB3 models (PPO/A2C with categorical or Gaussian heads, DQN) with the
-            same layer sizes and activations and a flat box observation.
-        group: ``(N,)`` model index of each account (row of the observations).
-
-    Returns:
-        The callable, or None when the models cannot be stacked (other policies, different
-        shapes); then call each model on its own rows.
-    """
-    import torch
-
-    g = np.asarray(group, dtype=np.int64)
-    parsed = [_mlp_layers(m) for m in models]
-    if not models or any(p is None for p in parsed):
-        return None
-    first_layers, kind = parsed[0]  # type: ignore[misc]
-    sig = [(type(x).__name__, tuple(getattr(x, "weight", torch.empty(0)).shape), repr(x)) for x in first_layers]
-    for p in parsed[1:]:
-        layers, k = p  # type: ignore[misc]
-        if k != kind or [(type(x).__name__, tuple(getattr(x, "weight", torch.empty(0)).shape), repr(x)) for x in layers] != sig:
-            return None
-    m = len(models)
-    for mod in models:
-        mod.policy.set_training_mode(False)
-    with torch.no_grad():
-        stack: list[tuple[Any, Any] | Any] = []
-        for j, layer in enumerate(first_layers):
-            if isinstance(layer, torch.nn.Linear):
-                w = torch.stack([p[0][j].weight.detach().T for p in parsed])  # type: ignore[index]
-                b = torch.stack([p[0][j].bias.detach()[None, :] for p in parsed])  # type: ignore[index]
-                stack.append((w.contiguous(), b.contiguous()))
-            else:
-                stack.append(layer)
-    counts = np.bincount(g, minlength=m)
-    width = int(counts.max())
-    # rows of each model, padded by repeating its first row: (M, width) gather indices
-    rows = np.zeros((m, width), dtype=np.int64)
-    valid = np.zeros((m, width), dtype=bool)
-    for j in range(m):
-        idx = np.flatnonzero(g == j)
-        rows[j, : len(idx)] = idx
-        rows[j, len(idx):] = idx[0] if len(idx) else 0
-        valid[j, : len(idx)] = True
-    flat_rows = rows[valid]
-    space = models[0].policy.action_space
-    low = getattr(space, "low", None)
-    high = getattr(space, "high", None)
-    shape = tuple(space.shape or ())
-
-    def act(obs: Any) -> npt.NDArray[Any]:
-        x = torch.as_tensor(np.asarray(obs)[rows])  # (M, width, D)
-        with torch.no_grad():
-            for layer in stack:
-                if isinstance(layer, tuple):
-                    x = torch.baddbmm(layer[1], x, layer[0])
-                else:
-                    x = layer(x)
-            if kind == "categorical":
-                norm = x - x.logsumexp(dim=-1, keepdim=True)
-                out = torch.argmax(torch.softmax(norm, dim=-1), dim=-1)
-            elif kind == "q":
-                out = x.argmax(dim=-1)
-            else:
-                out = x
-        a = out.cpu().numpy()[valid]
-        result = np.empty((len(g), *shape), dtype=a.dtype) if shape else np.empty(len(g), dtype=a.dtype)
-        result[flat_rows] = a.reshape((-1, *shape)) if shape else a
-        if kind == "gaussian":
-            result = np.clip(result, low, high)
-        return result
-
-    return act
 
 
 def rollout_batch(
@@ -743,9 +576,11 @@ def simulate_targets(
 __all__ = [
     "PolicyFn",
     "Rollout",
+    "StepHook",
     "actions_to_targets",
     "evaluation_config",
     "n_decisions",
+    "play",
     "rollout_batch",
     "rollout_policy",
     "sb3_policy",

@@ -155,24 +155,22 @@ def actions_to_targets(actions: npt.ArrayLike, env_config: EnvConfig) -> F64:
 class _Recorder:
     """Marks of N whole-split accounts; an account's marks freeze once its episode ends.
 
-    Every run starts at decision bar ``window - 1``, so the mark times and closes are the
-    split's own; after a liquidation the env would restart the account (autoreset), so its
-    later marks repeat the last equity with no position instead.
+    Account ``i`` trades ``datas[i]`` for ``steps[i]`` decisions from its decision bar
+    ``window - 1``, so its mark times and closes are its split's own; after a liquidation, or
+    past its last decision, the env would restart the account (autoreset), so its later marks
+    repeat the last equity with no position instead.
     """
 
-    def __init__(self, venv: TradingVectorEnv, data: MarketData, n_steps: int) -> None:
+    def __init__(self, venv: TradingVectorEnv, datas: Sequence[MarketData], steps: I64) -> None:
         n = venv.num_envs
-        w = venv.config.window
+        t_max = int(steps.max())
         self.venv = venv
+        self.datas = datas
+        self.steps = steps
         self.t = 0
-        self.ts = np.ascontiguousarray(data.ts_ms[w - 1 : w + n_steps], dtype=np.int64)
-        self.close = np.ascontiguousarray(data.close[w - 1 : w + n_steps], dtype=np.float64)
-        self.open = np.ascontiguousarray(data.open[w - 1 : w + n_steps], dtype=np.float64)
-        self.volume = np.ascontiguousarray(data.volume[w - 1 : w + n_steps], dtype=np.float64)
-        self.symbol = data.symbol
-        self.eq = np.zeros((n, n_steps + 1))
-        self.pos = np.zeros((n, n_steps + 1))
-        self.rew = np.zeros((n, n_steps))
+        self.eq = np.zeros((n, t_max + 1))
+        self.pos = np.zeros((n, t_max + 1))
+        self.rew = np.zeros((n, t_max))
         self.done = np.zeros(n, dtype=bool)
         self.liq = np.zeros(n, dtype=bool)
         b = venv.books
@@ -181,9 +179,9 @@ class _Recorder:
         self.fees = b.fees_paid_quote.copy()
         self.slip = b.slippage_paid_quote.copy()
         self.turn = b.turnover_quote.copy()
-        self.fees_c = np.zeros((n, n_steps + 1))
-        self.slip_c = np.zeros((n, n_steps + 1))
-        self.turn_c = np.zeros((n, n_steps + 1))
+        self.fees_c = np.zeros((n, t_max + 1))
+        self.slip_c = np.zeros((n, t_max + 1))
+        self.turn_c = np.zeros((n, t_max + 1))
         self.fees_c[:, 0] = self.fees
         self.slip_c[:, 0] = self.slip
         self.turn_c[:, 0] = self.turn
@@ -206,7 +204,7 @@ class _Recorder:
         newly = terminated & live
         self.liq_mark[newly] = k
         self.liq |= newly
-        self.done |= newly
+        self.done |= newly | (self.steps <= k)
 
     def stop(self) -> None:
         """End the run early, every account's episode over: the later marks freeze as
@@ -219,36 +217,52 @@ class _Recorder:
         self.slip_c[:, k + 1 :] = self.slip[:, None]
         self.turn_c[:, k + 1 :] = self.turn[:, None]
 
-    def rollouts(
-        self, actions: npt.NDArray[Any], targets: F64, timeframe: str
-    ) -> list[Rollout]:
-        notional = self.pos * self.close
-        expo = np.divide(notional, self.eq, out=np.zeros_like(self.eq), where=self.eq > 0)
-        return [
-            Rollout(
-                ts_ms=self.ts,
-                equity_quote=self.eq[i],
-                exposure=expo[i],
-                position_base=self.pos[i],
-                close_quote=self.close,
-                actions=actions[i],
-                target_exposure=targets[i],
-                rewards=self.rew[i],
-                fees_paid_quote=float(self.fees[i]),
-                slippage_paid_quote=float(self.slip[i]),
-                turnover_quote=float(self.turn[i]),
-                liquidated=bool(self.liq[i]),
-                timeframe=timeframe,
-                open_quote=self.open,
-                fees_cum_quote=self.fees_c[i],
-                slippage_cum_quote=self.slip_c[i],
-                turnover_cum_quote=self.turn_c[i],
-                liquidation_mark=int(self.liq_mark[i]) if self.liq_mark[i] >= 0 else None,
-                symbol=self.symbol,
-                volume_base=self.volume,
+    def rollouts(self, actions: npt.NDArray[Any], targets: F64 | None, env_config: EnvConfig) -> list[Rollout]:
+        """One :class:`Rollout` per account; ``actions`` ``(N, T_max, ...)``, ``targets``
+        ``(N, T_max)`` (None: the exposures of the actions)."""
+        w = env_config.window
+        bars: dict[tuple[int, int], tuple[I64, F64, F64, F64]] = {}
+        out = []
+        for i, d in enumerate(self.datas):
+            t = int(self.steps[i])
+            key = (id(d), t)
+            if key not in bars:
+                bars[key] = (
+                    np.ascontiguousarray(d.ts_ms[w - 1 : w + t], dtype=np.int64),
+                    np.ascontiguousarray(d.close[w - 1 : w + t], dtype=np.float64),
+                    np.ascontiguousarray(d.open[w - 1 : w + t], dtype=np.float64),
+                    np.ascontiguousarray(d.volume[w - 1 : w + t], dtype=np.float64),
+                )
+            ts, close, open_, volume = bars[key]
+            e = self.eq[i, : t + 1]
+            q = self.pos[i, : t + 1]
+            expo = np.divide(q * close, e, out=np.zeros_like(e), where=e > 0)
+            a_i = actions[i, :t]
+            out.append(
+                Rollout(
+                    ts_ms=ts,
+                    equity_quote=e,
+                    exposure=expo,
+                    position_base=q,
+                    close_quote=close,
+                    actions=a_i,
+                    target_exposure=actions_to_targets(a_i, env_config) if targets is None else targets[i, :t],
+                    rewards=self.rew[i, :t],
+                    fees_paid_quote=float(self.fees_c[i, t]),
+                    slippage_paid_quote=float(self.slip_c[i, t]),
+                    turnover_quote=float(self.turn_c[i, t]),
+                    liquidated=bool(self.liq[i]),
+                    timeframe=d.timeframe,
+                    open_quote=open_,
+                    fees_cum_quote=self.fees_c[i, : t + 1],
+                    slippage_cum_quote=self.slip_c[i, : t + 1],
+                    turnover_cum_quote=self.turn_c[i, : t + 1],
+                    liquidation_mark=int(self.liq_mark[i]) if self.liq_mark[i] >= 0 else None,
+                    symbol=d.symbol,
+                    volume_base=volume,
+                )
             )
-            for i in range(len(self.eq))
-        ]
+        return out
 
 
 def simulate_actions(
@@ -281,13 +295,12 @@ def simulate_actions(
     n = a.shape[0]
     venv = TradingVectorEnv(n, data, cfg)
     venv.reset(seed=0)
-    rec = _Recorder(venv, data, t_steps)
+    rec = _Recorder(venv, [data] * n, np.full(n, t_steps, dtype=np.int64))
     for k in range(t_steps):
         _, rew, term, _, _ = venv.step(a[:, k])
         rec.step(rew, term)
     venv.close()
-    targets = actions_to_targets(a, cfg)
-    return rec.rollouts(a, targets, data.timeframe)
+    return rec.rollouts(a, actions_to_targets(a, cfg), cfg)
 
 
 class StepHook(Protocol):
@@ -350,7 +363,7 @@ def play(
     t_steps = n_decisions(data, cfg)
     venv = TradingVectorEnv(1, data, cfg if step_hook is None else step_hook.step_config(cfg))
     obs, _ = venv.reset(seed=0)
-    rec = _Recorder(venv, data, t_steps)
+    rec = _Recorder(venv, [data], np.full(1, t_steps, dtype=np.int64))
     if cfg.action == "continuous":
         acts: npt.NDArray[Any] = np.zeros((t_steps, 1), dtype=np.float32)
     else:
@@ -374,7 +387,7 @@ def play(
     venv.close()
     if step_hook is None:
         targets = actions_to_targets(acts[None], cfg)
-    out = rec.rollouts(acts[None], targets, data.timeframe)[0]
+    out = rec.rollouts(acts[None], targets, cfg)[0]
     logger.debug(
         "rollout symbol=%s steps=%d final_equity=%.2f liquidated=%s",
         data.symbol, t_steps, out.equity_quote[-1], out.liquidated,
@@ -425,20 +438,7 @@ def rollout_batch(
         for k in range(len(uniq)):
             obs, _ = venv.reset(options={"reset_mask": market == k, "market_index": k})
     t_max = int(steps.max())
-    b = venv.books
-    eq = np.zeros((n, t_max + 1))
-    pos = np.zeros((n, t_max + 1))
-    fees = np.zeros((n, t_max + 1))
-    slip = np.zeros((n, t_max + 1))
-    turn = np.zeros((n, t_max + 1))
-    rew = np.zeros((n, t_max))
-    eq[:, 0] = b.equity_quote
-    pos[:, 0] = b.position_base
-    fees[:, 0] = b.fees_paid_quote
-    slip[:, 0] = b.slippage_paid_quote
-    turn[:, 0] = b.turnover_quote
-    done = np.zeros(n, dtype=bool)
-    liq_mark = np.full(n, -1, dtype=np.int64)
+    rec = _Recorder(venv, datas, steps)
     acts: npt.NDArray[Any] | None = None
     for k in range(1, t_max + 1):
         a = np.asarray(policy(obs))
@@ -446,53 +446,11 @@ def rollout_batch(
             acts = np.zeros((n, t_max, *a.shape[1:]), dtype=a.dtype)
         acts[:, k - 1] = a
         obs, r, term, _, _ = venv.step(a)
-        live = ~done
-        eq[:, k] = np.where(live, b.equity_quote, eq[:, k - 1])
-        pos[:, k] = np.where(live, b.position_base, 0.0)
-        fees[:, k] = np.where(live, b.fees_paid_quote, fees[:, k - 1])
-        slip[:, k] = np.where(live, b.slippage_paid_quote, slip[:, k - 1])
-        turn[:, k] = np.where(live, b.turnover_quote, turn[:, k - 1])
-        rew[:, k - 1] = np.where(live, r, 0.0)
-        newly = term & live
-        liq_mark[newly] = k
-        done |= newly | (steps <= k)
+        rec.step(r, term)
     venv.close()
     if acts is None:  # t_max >= 1 always steps once
         raise DataError("rollout_batch took no step")
-    w = cfg.window
-    out = []
-    for i, d in enumerate(datas):
-        t = int(steps[i])
-        close = np.ascontiguousarray(d.close[w - 1 : w + t], dtype=np.float64)
-        e = eq[i, : t + 1]
-        q = pos[i, : t + 1]
-        notional = q * close
-        expo = np.divide(notional, e, out=np.zeros_like(e), where=e > 0)
-        a_i = acts[i, :t]
-        out.append(
-            Rollout(
-                ts_ms=np.ascontiguousarray(d.ts_ms[w - 1 : w + t], dtype=np.int64),
-                equity_quote=e,
-                exposure=expo,
-                position_base=q,
-                close_quote=close,
-                actions=a_i,
-                target_exposure=actions_to_targets(a_i, cfg),
-                rewards=rew[i, :t],
-                fees_paid_quote=float(fees[i, t]),
-                slippage_paid_quote=float(slip[i, t]),
-                turnover_quote=float(turn[i, t]),
-                liquidated=bool(liq_mark[i] >= 0),
-                timeframe=d.timeframe,
-                open_quote=np.ascontiguousarray(d.open[w - 1 : w + t], dtype=np.float64),
-                fees_cum_quote=fees[i, : t + 1],
-                slippage_cum_quote=slip[i, : t + 1],
-                turnover_cum_quote=turn[i, : t + 1],
-                liquidation_mark=int(liq_mark[i]) if liq_mark[i] >= 0 else None,
-                symbol=d.symbol,
-                volume_base=np.ascontiguousarray(d.volume[w - 1 : w + t], dtype=np.float64),
-            )
-        )
+    out = rec.rollouts(acts, None, cfg)
     logger.debug("rollout_batch accounts=%d markets=%d steps=%d", n, len(uniq), t_max)
     return out
 

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from coinrl.envs import kernel
 from coinrl.envs import portfolio_kernel as pk
 from coinrl.envs.actions import ActionMap
+from coinrl.envs.config import PortfolioEnvConfig
 from coinrl.envs.portfolio_vector import PortfolioVectorEnv
 from coinrl.envs.risk import RiskConfig
 from coinrl.envs.risk_portfolio import PortfolioRiskConfig
@@ -39,12 +40,13 @@ from coinrl.pipeline.errors import ConfigError, DataError
 from coinrl.pipeline.timeframes import timeframe_to_ms
 
 from .backtest_risk import PortfolioBacktestRiskLayer, PortfolioRiskRecord
-from .portfolio_record import PortfolioRollout, Recorder
+from .portfolio_record import PortfolioRollout
 from .portfolio_rollout import (
     PortfolioConfigLike,
-    batched_policy,
     evaluation_portfolio_config,
+    play_portfolio,
     portfolio_decisions,
+    rollout_portfolio_policy,
     weights_config,
     weights_signal,
 )
@@ -108,7 +110,7 @@ def rollout_portfolio_with_risk(
     limits = portfolio_risk_config(risk, tuple(data.symbols))
     cfg = evaluation_portfolio_config(env_config)
     twin = weights_config(cfg)
-    t_steps = portfolio_decisions(data, cfg)
+    portfolio_decisions(data, cfg)  # a split too short is refused before anything runs
     amap = ActionMap.from_config(cfg, data.symbols)
     signal: F64 | None = None
     if weights is not None:
@@ -116,59 +118,71 @@ def rollout_portfolio_with_risk(
         if x.ndim == 3:
             raise DataError("rollout_portfolio_with_risk plays one signal (T, A)")
         signal = weights_signal(x, data, twin)[0]
-        amap = ActionMap.from_config(twin, data.symbols)
-    act = batched_policy(policy, True) if policy is not None else None
-    venv = PortfolioVectorEnv(1, data, twin, copy=True)
-    obs, info = venv.reset(seed=0)
-    rec = Recorder(venv, info, t_steps)
-    a_n = venv.n_assets
-    shape = (a_n,)
-    dtype = np.int64 if (signal is None and cfg.action == "discrete") else np.float32
-    acts: npt.NDArray[Any] = np.zeros((t_steps, *shape), dtype=dtype) if signal is None else signal
-    targets = np.zeros((t_steps, a_n))
     layer = PortfolioBacktestRiskLayer(limits, timeframe_to_ms(data.timeframe), data.symbols)
-    s = venv._state  # the books' state matrix (read only)
-    qty_rows = [pk.row(i, pk.A_QTY) for i in range(a_n)]
-    avg_rows = [pk.row(i, pk.A_AVG) for i in range(a_n)]
-    bars = venv.arrays.bars
-    ts = venv.arrays.ts_ms
-    w0 = cfg.window - 1
-    done = False
-    for k in range(t_steps):
-        t = w0 + k
-        if done:  # liquidated: the recorder keeps the account flat; nothing more to review
-            targets[k] = 0.0
-        else:
-            if act is not None:
-                a = np.asarray(act(obs)).reshape(shape)
-                acts[k] = a
-                raw = _raw_weights(amap, a)
-                proposed = amap.weights_batch(a[None])[0]
-            else:
-                raw = proposed = signal[k]  # type: ignore[index]
-            targets[k] = layer.review(
-                int(ts[t]), proposed, cash_quote=float(s[kernel.CASH, 0]),
-                positions_base=s[qty_rows, 0], avg_entry_quote=s[avg_rows, 0],
-                close_quote=bars[t, :, pk.B_CLOSE], equity_quote=float(s[kernel.EQUITY, 0]),
-                turnover_quote=float(s[kernel.TURNOVER, 0]), fill_open_quote=bars[t + 1, :, pk.B_OPEN],
-            )
-        # an unchanged decision steps the strategy's own (unprojected) weights: the twin's map
-        # projects them exactly as the strategy's env would (re-projecting projected weights
-        # could move the last bit); a trimmed or held one steps the layer's weights
-        unchanged = not done and np.array_equal(targets[k], proposed)
-        obs, rew, term, _, info = venv.step(raw[None] if unchanged else targets[k : k + 1])
-        rec.step(rew, term, info)
-        if not done:
-            layer.after_step(int(ts[t + 1]), float(s[kernel.TURNOVER, 0]))
-            done = bool(term[0])
-    venv.close()
-    ro = rec.rollouts(acts[None], targets[None])[0]
+    hook = PortfolioRiskStepHook(layer, cfg.window, amap if signal is None else None)
+    if signal is not None:
+        fixed = signal
+        ro = play_portfolio(lambda obs, k: fixed[k], data, cfg, step_hook=hook, actions=fixed)[0]
+    else:
+        ro = rollout_portfolio_policy(policy, data, cfg, deterministic=True, step_hook=hook)[0]
     record = layer.record()
     logger.info("portfolio risk backtest symbols=%s decisions=%d %s killed_at=%s",
                 ",".join(data.symbols), len(record.verdicts),
                 " ".join(f"{k}={v}" for k, v in record.counts().items() if k not in ("decisions", "assets")),
                 record.killed_at)
     return ro, record
+
+
+class PortfolioRiskStepHook:
+    """The :class:`~coinrl.agents.portfolio_rollout.PortfolioStepHook` that puts a
+    :class:`~coinrl.agents.backtest_risk.PortfolioBacktestRiskLayer` between a one-account
+    portfolio rollout's decisions and its books (decision ``k`` reviewed at the close of bar
+    ``window - 1 + k``, its rebalance counted at the next bar's open time).
+
+    An unchanged decision steps the strategy's own (unprojected) weights: the twin's map
+    projects them exactly as the strategy's env would (re-projecting projected weights could
+    move the last bit); a trimmed or held one steps the layer's weights.
+
+    Args:
+        layer: the risk layer.
+        window: the env's observation window.
+        action_map: the strategy's map from actions to weights; None when the actions are
+            target weights already (a weights signal).
+    """
+
+    def __init__(self, layer: PortfolioBacktestRiskLayer, window: int, action_map: ActionMap | None) -> None:
+        self.layer = layer
+        self.amap = action_map
+        self._first = int(window) - 1
+
+    def step_config(self, env_config: PortfolioEnvConfig) -> PortfolioEnvConfig:
+        """The continuous twin (:func:`~coinrl.agents.portfolio_rollout.weights_config`)."""
+        return weights_config(env_config)
+
+    def review(self, k: int, venv: PortfolioVectorEnv, action: npt.NDArray[Any]) -> tuple[F64, F64]:
+        """What to step and the target weights of decision ``k`` (the layer's review of the
+        books' first account)."""
+        if self.amap is None:
+            raw = proposed = action
+        else:
+            raw = _raw_weights(self.amap, action)
+            proposed = self.amap.weights_batch(action[None])[0]
+        t = self._first + k
+        s = venv._state  # the books' state matrix (read only)
+        a_n = venv.n_assets
+        bars = venv.arrays.bars
+        target = np.asarray(self.layer.review(
+            int(venv.arrays.ts_ms[t]), proposed, cash_quote=float(s[kernel.CASH, 0]),
+            positions_base=s[[pk.row(i, pk.A_QTY) for i in range(a_n)], 0],
+            avg_entry_quote=s[[pk.row(i, pk.A_AVG) for i in range(a_n)], 0],
+            close_quote=bars[t, :, pk.B_CLOSE], equity_quote=float(s[kernel.EQUITY, 0]),
+            turnover_quote=float(s[kernel.TURNOVER, 0]), fill_open_quote=bars[t + 1, :, pk.B_OPEN],
+        ), dtype=np.float64)
+        return (raw if np.array_equal(target, proposed) else target), target
+
+    def after_step(self, k: int, venv: PortfolioVectorEnv) -> None:
+        """Count the rebalance if the account traded (at the fill bar's open time)."""
+        self.layer.after_step(int(venv.arrays.ts_ms[self._first + k + 1]), float(venv._state[kernel.TURNOVER, 0]))
 
 
 def _raw_weights(amap: ActionMap, action: npt.NDArray[Any]) -> F64:
@@ -179,4 +193,4 @@ def _raw_weights(amap: ActionMap, action: npt.NDArray[Any]) -> F64:
     return np.array(action, dtype=np.float64)
 
 
-__all__ = ["portfolio_risk_config", "rollout_portfolio_with_risk"]
+__all__ = ["PortfolioRiskStepHook", "portfolio_risk_config", "rollout_portfolio_with_risk"]

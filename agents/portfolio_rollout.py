@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -240,6 +240,25 @@ def rollout_portfolio(
                                     deterministic=deterministic)[0]
 
 
+class PortfolioStepHook(Protocol):
+    """What a one-account portfolio rollout calls around each step (e.g. the risk layer,
+    :class:`coinrl.agents.portfolio_risk_rollout.PortfolioRiskStepHook`): the books step the
+    weights the hook gives, in the env :meth:`step_config` gives, instead of the actions."""
+
+    def step_config(self, env_config: PortfolioEnvConfig) -> PortfolioEnvConfig:
+        """The config of the env the hook's weights step (same costs and observation)."""
+        ...
+
+    def review(self, k: int, venv: PortfolioVectorEnv, action: npt.NDArray[Any]) -> tuple[F64, F64]:
+        """Decision ``k``'s ``(A,)`` input to step and ``(A,)`` target weights it stands for,
+        given the strategy's action (books marked at the decision bar's close)."""
+        ...
+
+    def after_step(self, k: int, venv: PortfolioVectorEnv) -> None:
+        """See the books after decision ``k`` filled."""
+        ...
+
+
 def rollout_portfolio_policy(
     policy: Any,
     data: PortfolioData,
@@ -247,29 +266,64 @@ def rollout_portfolio_policy(
     *,
     n_accounts: int = 1,
     deterministic: bool = True,
+    step_hook: PortfolioStepHook | None = None,
 ) -> list[PortfolioRollout]:
     """Let a policy trade ``n_accounts`` whole-split accounts together (see
-    :func:`rollout_portfolio`); one :class:`PortfolioRollout` per account."""
+    :func:`rollout_portfolio`); one :class:`PortfolioRollout` per account. A ``step_hook``
+    (one account only) reviews each decision before the books step it."""
+    act = batched_policy(policy, deterministic)
+    return play_portfolio(lambda obs, k: act(obs), data, env_config, n_accounts=n_accounts,
+                          step_hook=step_hook)
+
+
+def play_portfolio(
+    act: Callable[[Any, int], Any],
+    data: PortfolioData,
+    env_config: PortfolioConfigLike,
+    *,
+    n_accounts: int = 1,
+    step_hook: PortfolioStepHook | None = None,
+    actions: F64 | None = None,
+) -> list[PortfolioRollout]:
+    """The loop of :func:`rollout_portfolio_policy`: ``act(obs, k)`` gives decision ``k``'s
+    actions (a policy on its observations, or a fixed sequence; ``actions``: that ``(T, A)``
+    sequence, recorded as the actions). With a ``step_hook`` the account is recorded flat
+    after a liquidation and the hook sees no further decision."""
     cfg = evaluation_portfolio_config(env_config)
     t_steps = portfolio_decisions(data, cfg)
-    act = batched_policy(policy, deterministic)
     n = int(n_accounts)
     if n < 1:
         raise ConfigError(f"n_accounts must be >= 1, got {n_accounts}")
-    venv = PortfolioVectorEnv(n, data, cfg, copy=True)
+    if step_hook is not None and n != 1:
+        raise ConfigError(f"a step_hook reviews one account's decisions, got n_accounts={n_accounts}")
+    venv = PortfolioVectorEnv(n, data, cfg if step_hook is None else step_hook.step_config(cfg), copy=True)
     obs, info = venv.reset(seed=0)
     rec = Recorder(venv, info, t_steps)
     shape = tuple(venv.single_action_space.shape or ())
     dtype = np.int64 if cfg.action == "discrete" else np.float32
-    acts = np.zeros((n, t_steps, *shape), dtype=dtype)
+    acts: npt.NDArray[Any] = np.zeros((n, t_steps, *shape), dtype=dtype) if actions is None else actions[None]
     targets = np.zeros((n, t_steps, venv.n_assets))
     amap = venv.action_map
+    done = False
     for k in range(t_steps):
-        a = np.asarray(act(obs)).reshape((n, *shape))
-        acts[:, k] = a
-        targets[:, k] = amap.weights_batch(a)
-        obs, rew, term, _, info = venv.step(a)
+        if step_hook is None:
+            a = np.asarray(act(obs, k)).reshape((n, *shape))
+            acts[:, k] = a
+            targets[:, k] = amap.weights_batch(a)
+            obs, rew, term, _, info = venv.step(a)
+            rec.step(rew, term, info)
+            continue
+        if done:  # liquidated: the recorder keeps the account flat; nothing more to review
+            obs, rew, term, _, info = venv.step(targets[:, k])
+            rec.step(rew, term, info)
+            continue
+        a = np.asarray(act(obs, k)).reshape(shape)
+        acts[0, k] = a
+        step_w, targets[0, k] = step_hook.review(k, venv, a)
+        obs, rew, term, _, info = venv.step(step_w[None])
         rec.step(rew, term, info)
+        step_hook.after_step(k, venv)
+        done = bool(term[0])
     venv.close()
     out = rec.rollouts(acts, targets)
     logger.debug("portfolio rollout symbols=%s steps=%d final_equity=%.2f liquidated=%s",
@@ -279,7 +333,9 @@ def rollout_portfolio_policy(
 
 __all__ = [
     "PortfolioRollout",
+    "PortfolioStepHook",
     "evaluation_portfolio_config",
+    "play_portfolio",
     "portfolio_decisions",
     "rollout_portfolio",
     "rollout_portfolio_policy",

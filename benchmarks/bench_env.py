@@ -12,11 +12,11 @@ The peers need ``pip install gym-anytrading`` and ``pip install --no-deps gym-tr
 ``flask pyecharts nest_asyncio`` (gym-trading-env pins an old ccxt that must not replace ours);
 a peer that cannot be imported is reported and skipped.
 
-``--baseline REF`` (e.g. the commit before a kernel change) also measures TradingEnv steps/s of
-the envs at git ``REF`` (checked out into a temporary ``git worktree`` and imported beside this
-tree's in the same process) on the same data and actions (discrete and continuous), in
-interleaved runs timed in process CPU time: the JSON gains ``baseline`` and ``vs_baseline``
-(this tree / REF).
+``--baseline REF`` (e.g. the commit before a kernel change) also measures TradingEnv steps/s (and
+TradingVectorEnv env-steps/s at N = 256 and 1024) of the envs at git ``REF`` (checked out into
+a temporary ``git worktree`` and imported beside this tree's in the same process) on the same
+data and actions (discrete and continuous), in interleaved runs timed in process CPU time: the
+JSON gains ``baseline``, ``vs_baseline`` and ``batched_vs_baseline`` (this tree / REF).
 
 Also the latency of a fresh process's first step (the compiled kernel is loaded from numba's
 cache, or compiled when the cache is empty: ``cold``, full run only), after ``import coinrl.envs``.
@@ -309,10 +309,41 @@ def bench_baseline(ref: str, md: MarketData, n: int, rounds: int) -> dict[str, A
                     for a in acts[mode]:
                         step(a)
                     best[who][mode] = max(best[who].get(mode, 0.0), n / (time.process_time() - t0))
+            old_vec = importlib.import_module("coinrl_baseline.envs.vector").TradingVectorEnv
+            batched = batched_baseline(old_vec, md, rounds)
         finally:
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)],
                            check=False, capture_output=True)
-    return {"ref": ref, **best}
+    return {"ref": ref, **best, "batched": batched}
+
+
+BASELINE_NS = (256, 1024)
+"""The batched env sizes timed against the baseline (``--baseline``)."""
+
+
+def batched_baseline(old_vec: Any, md: MarketData, rounds: int) -> dict[str, dict[str, float]]:
+    """TradingVectorEnv env-steps/s of the baseline class ``old_vec`` and of this tree, for each
+    N of :data:`BASELINE_NS`, in alternating runs (~20k env-steps each, discrete actions, copy=True),
+    timed in process CPU time; each keeps its best. Keys: ``baseline`` / ``this_tree`` -> N."""
+    envs: dict[tuple[str, int], Any] = {}
+    acts: dict[int, Any] = {}
+    for n_envs in BASELINE_NS:
+        acts[n_envs] = np.random.default_rng(1).integers(0, 3, (max(20_000 // n_envs, 10), n_envs))
+        for who, cls in (("baseline", old_vec), ("this_tree", TradingVectorEnv)):
+            envs[(who, n_envs)] = cls(n_envs, md, window=WINDOW, episode_length_bars=720)
+    best: dict[str, dict[str, float]] = {"baseline": {}, "this_tree": {}}
+    for _ in range(rounds):
+        for (who, n_envs), venv in envs.items():
+            venv.reset(seed=0)
+            step = venv.step
+            a = acts[n_envs]
+            gc.collect()
+            t0 = time.process_time()
+            for row in a:
+                step(row)
+            key = str(n_envs)
+            best[who][key] = max(best[who].get(key, 0.0), a.size / (time.process_time() - t0))
+    return best
 
 
 # ---------------------------------------------------------------------- main
@@ -388,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
                     ["action", args.baseline, "this tree", "ratio"],
                     [[m, f"{base['baseline'][m]:,.0f}", f"{base['this_tree'][m]:,.0f}",
                       f"{base['this_tree'][m] / base['baseline'][m]:.3f}"] for m in ("discrete", "continuous")])
+        bb = base["batched"]
+        print_table(f"TradingVectorEnv env-steps/s: this tree vs {args.baseline} (one process, interleaved, "
+                    f"CPU time, best of {b_rounds} runs of ~20,000 env-steps each)",
+                    ["N", args.baseline, "this tree", "ratio"],
+                    [[k, f"{bb['baseline'][k]:,.0f}", f"{bb['this_tree'][k]:,.0f}",
+                      f"{bb['this_tree'][k] / bb['baseline'][k]:.3f}"] for k in bb["baseline"]])
 
     for kind, v in latency.items():
         print(f"first step, {kind.replace('_', ' ')}: import coinrl.envs {v['import']:.2f} s, then TradingEnv "
@@ -412,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             "baseline": {"ref": base["ref"], "steps_per_s": {m: round(v) for m, v in base["baseline"].items()},
                          "this_tree_steps_per_s": {m: round(v) for m, v in base["this_tree"].items()}},
             "vs_baseline": {m: round(base["this_tree"][m] / base["baseline"][m], 3) for m in ("discrete", "continuous")},
+            "batched_vs_baseline": {k: round(base["batched"]["this_tree"][k] / v, 3)
+                                    for k, v in base["batched"]["baseline"].items()},
         }),
     })
     return 0

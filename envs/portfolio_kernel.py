@@ -58,7 +58,9 @@ from .portfolio_bar import (  # noqa: F401 - the layout, re-exported for the env
     _close_all,
     _cost_frac,
     _fill,
+    _fill_row,
     _pbar,
+    _pbar1,
     new_state,
     row,
 )
@@ -257,7 +259,7 @@ def pf_vec_step(
     return n_done
 
 
-_HELPERS = (_close_all, _fill, _cost_frac, _pbar, _pobserve, clip_exposure, _project_row, _first_bad,
+_HELPERS = (_close_all, _fill_row, _fill, _cost_frac, _pbar1, _pbar, _pobserve, clip_exposure, _project_row, _first_bad,
             _env_step,
             pf_env_step, _step_ctx)
 ENTRY_POINTS = ("pf_books_step", "pf_env_step", "pf_env_step_at", "pf_env_weights_at",

@@ -57,6 +57,7 @@ from .portfolio_bar import (
     N_ASSET_ROWS,
     N_BAR_COLS,
     _pbar,
+    _pbar1,
     row,
 )
 from .portfolio_obs import clip_exposure
@@ -265,6 +266,7 @@ def vec_step(
     env plays bar ``t[j] + 1`` (``t`` is advanced in place). ``done`` may be ``fresh`` itself.
     """
     scratch = np.empty((4, 1))
+    pa0 = pa[0]
     n_done = 0
     for j in range(s.shape[1]):
         tj = t[j]
@@ -277,7 +279,8 @@ def vec_step(
             t[j] = tj
             eq_prev = s[EQUITY, j]
             to_prev = s[TURNOVER, j]
-            te = _sbar(s, j, p, pa, target[j], bars, tj, scratch)
+            # _pbar's A = 1 path, called directly: the asset's params row is taken once per call
+            te = _pbar1(s, j, p, pa, pa0, target[j], bars, tj, scratch)
             r = _reward(s, j, p, eq_prev, s[EQUITY, j], s[TURNOVER, j] - to_prev)
             tr = tj >= last[j] and not te
         liq_out[j] = te
